@@ -1,0 +1,3 @@
+"""funnelcli: exact-likelihood funnel flows for tables."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,49 @@
+"""A density model: a chain of transforms from data space to a standard normal latent space."""
+
+from __future__ import annotations
+
+import torch
+from nflows.transforms.base import CompositeTransform, Transform
+from torch import nn
+
+from funnelcli.transforms.ansatz import standard_normal_log_prob
+
+
+class FunnelFlow(nn.Module):
+    """p(x) = N(z; 0, I_k) * exp(sum of the layers' likelihood contributions), z = T(x).
+
+    T maps R^D to R^k (k = ``latent_dim`` <= D) through bijections and funnels; with no funnel k = D and this
+    is an ordinary normalizing flow. Every method takes and returns float tensors of shape (N, D) or (N, k).
+    """
+
+    def __init__(self, transforms: list[Transform], input_dim: int, latent_dim: int):
+        super().__init__()
+        self.transform = CompositeTransform(transforms)
+        self.input_dim = input_dim
+        self.latent_dim = latent_dim
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact log p(x), shape (N,)."""
+        z, contribution = self.transform(x)
+        return standard_normal_log_prob(z) + contribution
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The latent code z = T(x), shape (N, k). Deterministic: funnels drop, they do not sample."""
+        z, _ = self.transform(x)
+        return z
+
+    def sample_and_log_prob(self, n: int, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """n draws x = T^-1(z), z ~ N(0, temperature^2 I), with log p(x) under the model (temperature 1).
+
+        A funnel's inverse draws its dropped coordinates from q and returns minus its contribution, so
+        log p(x) = log N(z) - inverse-logabsdet exactly.
+        """
+        parameter = next(self.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        z = torch.randn(n, self.latent_dim, device=device) * temperature
+        x, inverse_contribution = self.transform.inverse(z)
+        return x, standard_normal_log_prob(z) - inverse_contribution
+
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        """n draws, shape (n, D). ``temperature`` scales the base distribution's standard deviation."""
+        return self.sample_and_log_prob(n, temperature)[0]

@@ -1,0 +1,274 @@
+"""Recipes: every architecture and training setting of a model, in one TOML file.
+
+A recipe file has a ``family`` and a ``description`` at the top and two tables, ``[model]`` and
+``[training]``; a field left out takes the default below. Bundled recipes live in ``recipes/`` at the top of
+the project (``funnel recipes`` lists them); any other path is read as a user's recipe.
+
+How ``reduce`` sets the latent size: a funnel on D inputs drops ``round(reduce * D)`` coordinates (halves
+round up), at least 1 and at most D - 1, so the latent size is ``latent_dim = D - dropped``. For example
+reduce = 0.5 keeps 3 of 6 columns and 3 of 7.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from funnelcli.errors import UserError
+
+FAMILIES_WITH_FUNNEL = ("f-nsf",)
+FAMILIES = ("nsf", *FAMILIES_WITH_FUNNEL)
+FUNNEL_FIELDS = ("reduce", "funnel_level", "ansatz", "ansatz_hidden_features", "ansatz_layers", "ansatz_flow_steps")
+
+
+def _int(low: int | None = None, high: int | None = None):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "an integer"
+        if low is not None and value < low:
+            return f"an integer >= {low}"
+        if high is not None and value > high:
+            return f"an integer <= {high}"
+        return None
+
+    return check
+
+
+def _float(low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = True):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return "a number"
+        too_low = value <= low if low_open else value < low
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            left = "(" if low_open else "["
+            right = ")" if high_open or high is None else "]"
+            return f"a number in {left}{low}, {'inf' if high is None else high}{right}"
+        return None
+
+    return check
+
+
+def _choice(*options: str):
+    def check(value):
+        return None if value in options else "one of " + ", ".join(repr(o) for o in options)
+
+    return check
+
+
+def _spec(default, check, doc: str):
+    return field(default=default, metadata={"check": check, "doc": doc})
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The ``[model]`` table."""
+
+    flow_steps: int = _spec(10, _int(1), "flow steps (permutation, LU linear map, spline layer)")
+    transform: str = _spec("coupling", _choice("coupling", "autoregressive"), "spline layer type")
+    hidden_features: int = _spec(128, _int(1), "hidden units of each spline network")
+    residual_blocks: int = _spec(2, _int(1), "residual blocks of each spline network")
+    bins: int = _spec(8, _int(2), "rational-quadratic spline bins")
+    tail_bound: float = _spec(3.0, _float(0, low_open=True), "splines act on [-tail_bound, tail_bound]")
+    dropout: float = _spec(0.0, _float(0, 1), "dropout probability in the spline networks")
+    reduce: float = _spec(0.5, _float(0, 1, low_open=True), "fraction of the dimensions a funnel removes")
+    funnel_level: int = _spec(2, _int(0), "0-based flow step replaced by the funnel")
+    ansatz: str = _spec("flow", _choice("gaussian", "flow"), "q(x_drop | z): gaussian or flow")
+    ansatz_hidden_features: int = _spec(64, _int(1), "hidden units of the ansatz networks")
+    ansatz_layers: int = _spec(3, _int(1), "hidden layers of the gaussian ansatz MLP")
+    ansatz_flow_steps: int = _spec(2, _int(1), "layers of the flow ansatz")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The ``[training]`` table."""
+
+    batch_size: int = _spec(256, _int(1), "rows per step")
+    lr: float = _spec(5e-4, _float(0, low_open=True), "Adam learning rate")
+    steps: int = _spec(2000, _int(1), "optimisation steps")
+    schedule: str = _spec("cosine", _choice("cosine", "constant"), "learning-rate schedule (cosine anneals to 0)")
+    grad_clip: float = _spec(5.0, _float(0), "gradient-norm clipping (0: none)")
+    eval_every: int = _spec(100, _int(1), "steps between validation passes")
+    patience: int = _spec(10, _int(0), "validation passes without improvement before stopping (0: never)")
+    seed: int = _spec(0, _int(0), "seed of weights, permutations, batches and the validation split")
+
+
+_SECTIONS = {"model": ModelSettings, "training": TrainingSettings}
+_TOP_LEVEL = ("family", "description")
+_FIELD_SECTION = {f.name: name for name, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A complete, validated recipe. Build one with :func:`load_recipe` or :meth:`Recipe.from_dict`."""
+
+    family: str = "f-nsf"
+    description: str = ""
+    model: ModelSettings = field(default_factory=ModelSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    name: str = "custom"
+
+    @property
+    def has_funnel(self) -> bool:
+        return self.family in FAMILIES_WITH_FUNNEL
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, name: str = "custom", source: str = "recipe") -> Recipe:
+        """Validate a parsed recipe; every unknown key or bad value is a :class:`UserError` naming it."""
+        data = dict(data)
+        for key in data:
+            if key not in _TOP_LEVEL and key not in _SECTIONS:
+                _unknown(source, key, [*_TOP_LEVEL, *_SECTIONS])
+        family = data.get("family", "f-nsf")
+        if family not in FAMILIES:
+            raise UserError(f"{source}: family {family!r} is unknown; choose one of {', '.join(FAMILIES)}")
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            raise UserError(f"{source}: description must be a string")
+        sections = {}
+        for section, settings_cls in _SECTIONS.items():
+            values = data.get(section, {})
+            if not isinstance(values, dict):
+                raise UserError(f"{source}: [{section}] must be a table of settings")
+            sections[section] = _build_settings(settings_cls, values, source, section)
+        recipe = cls(family=family, description=description, name=name, **sections)
+        recipe._check_consistent(source, set(data.get("model", {})))
+        return recipe
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as plain data (what ``model.json`` stores); ``from_dict`` reads it back."""
+        model = dataclasses.asdict(self.model)
+        if not self.has_funnel:
+            model = {key: value for key, value in model.items() if key not in FUNNEL_FIELDS}
+        return {
+            "family": self.family,
+            "description": self.description,
+            "model": model,
+            "training": dataclasses.asdict(self.training),
+        }
+
+    def with_overrides(self, **overrides: Any) -> Recipe:
+        """A copy with fields replaced by name (``reduce=0.25``, ``steps=500``); ``None`` values are ignored.
+
+        Setting a funnel field on a family without a funnel is a :class:`UserError`.
+        """
+        overrides = {key: value for key, value in overrides.items() if value is not None}
+        if not overrides:
+            return self
+        for key in overrides:
+            if key not in _FIELD_SECTION:
+                _unknown("override", key, list(_FIELD_SECTION))
+        if not self.has_funnel:
+            given = [key for key in overrides if key in FUNNEL_FIELDS]
+            if given:
+                raise UserError(
+                    f"recipe {self.name!r} (family {self.family}) has no funnel, so "
+                    f"{', '.join('--' + key.replace('_', '-') for key in given)} does not apply; "
+                    "use a funnel recipe such as --recipe f-nsf"
+                )
+        data = self.to_dict()
+        for key, value in overrides.items():
+            data[_FIELD_SECTION[key]][key] = value
+        return Recipe.from_dict(data, name=self.name, source=f"recipe {self.name!r}")
+
+    def _check_consistent(self, source: str, model_keys: set[str]) -> None:
+        if not self.has_funnel:
+            given = sorted(model_keys & set(FUNNEL_FIELDS))
+            if given:
+                raise UserError(
+                    f"{source}: family {self.family} has no funnel, so model.{given[0]} does not apply; "
+                    "remove it or use family = \"f-nsf\""
+                )
+            return
+        if self.model.funnel_level >= self.model.flow_steps:
+            raise UserError(
+                f"{source}: funnel_level {self.model.funnel_level} must be below flow_steps "
+                f"{self.model.flow_steps} (levels count from 0)"
+            )
+
+
+def _unknown(source: str, key: str, known: list[str]) -> None:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+    raise UserError(f"{source}: unknown key {key!r}{hint}")
+
+
+def _build_settings(settings_cls, values: dict[str, Any], source: str, section: str):
+    fields = {f.name: f for f in dataclasses.fields(settings_cls)}
+    for key, value in values.items():
+        if key not in fields:
+            _unknown(f"{source} [{section}]", key, list(fields))
+        expected = fields[key].metadata["check"](value)
+        if expected is not None:
+            raise UserError(f"{source}: {section}.{key} = {value!r} is invalid; it must be {expected}")
+    # TOML and JSON may write a float field as an integer (lr = 1); store floats as floats.
+    converted = {
+        key: float(value) if fields[key].type == "float" else value for key, value in values.items()
+    }
+    return settings_cls(**converted)
+
+
+def latent_dim(input_dim: int, reduce: float) -> int:
+    """The size a funnel leaves of ``input_dim`` coordinates: D - clip(round_half_up(reduce D), 1, D - 1)."""
+    if input_dim < 2:
+        raise UserError("a funnel needs at least 2 columns to remove one; use --recipe nsf for 1 column")
+    dropped = min(input_dim - 1, max(1, math.floor(reduce * input_dim + 0.5)))
+    return input_dim - dropped
+
+
+# -- finding recipes ---------------------------------------------------------------------------------------
+
+def bundled_recipe_dir() -> Path:
+    """Where the bundled recipes are: inside the installed wheel, or ``recipes/`` of a source checkout."""
+    packaged = resources.files("funnelcli") / "_recipes"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "recipes"
+
+
+def bundled_recipes() -> dict[str, Path]:
+    """Bundled recipe names (file stems) and their files, sorted by name."""
+    directory = bundled_recipe_dir()
+    return {path.stem: path for path in sorted(directory.glob("*.toml"))}
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """The file of a bundled recipe name, or of a user's recipe path."""
+    text = str(name_or_path)
+    bundled = bundled_recipes()
+    if text in bundled:
+        return bundled[text]
+    path = Path(text)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UserError(f"recipe file {text}: no such file")
+        return path
+    close = difflib.get_close_matches(text, list(bundled), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UserError(f"unknown recipe {text!r}; {hint}`funnel recipes` lists the bundled ones, or pass a .toml path")
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Read and validate a bundled recipe (by name) or a user's TOML file (by path)."""
+    path = recipe_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"recipe {path}: not valid TOML ({str(error).splitlines()[0]})") from None
+    name = path.stem if path.parent == bundled_recipe_dir() else str(path)
+    return Recipe.from_dict(data, name=name, source=f"recipe {path.name}")
+
+
+def describe_fields() -> list[tuple[str, str, Any, str]]:
+    """(section, name, default, meaning) of every recipe field, for help texts and docs."""
+    rows = []
+    for section, settings_cls in _SECTIONS.items():
+        for f in dataclasses.fields(settings_cls):
+            rows.append((section, f.name, f.default, f.metadata["doc"]))
+    return rows

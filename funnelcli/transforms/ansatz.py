@@ -1,0 +1,87 @@
+"""The ansatz q(x_drop | z): the conditional density a funnel assigns to the coordinates it drops.
+
+Two families (paper section 2; NOTES.md section 1):
+
+- ``gaussian``: q(x_drop | z) = N(mu(z), diag sigma(z)^2), mu and log sigma from an MLP of z;
+- ``flow``: a conditional RQ-spline flow over x_drop whose every layer reads z.
+
+Both expose ``log_prob(x, context) -> (N,)`` and ``sample(context) -> (x, log_prob)``, one draw per context row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from nflows.transforms.base import CompositeTransform
+from torch import nn
+
+from funnelcli.transforms.linear import RandomPermutation
+from funnelcli.transforms.splines import SplineSettings, rq_layer
+
+ANSATZES = ("gaussian", "flow")
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) summed over the last dimension. Shape (N, d) -> (N,)."""
+    return -0.5 * (z**2).sum(dim=1) - 0.5 * z.shape[1] * _LOG_2PI
+
+
+class GaussianAnsatz(nn.Module):
+    """q(x | c) = N(x; mu(c), diag exp(2 log_sigma(c))), an MLP of ``layers`` hidden ReLU layers.
+
+    Shapes: x (N, D), c (N, C). Initialised to N(0, I) for every c.
+    """
+
+    def __init__(self, features: int, context_features: int, hidden_features: int = 128, layers: int = 3):
+        super().__init__()
+        self.features = features
+        sizes = [context_features] + [hidden_features] * layers
+        modules: list[nn.Module] = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            modules += [nn.Linear(n_in, n_out), nn.ReLU()]
+        last = nn.Linear(sizes[-1], 2 * features)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*modules, last)
+
+    def _mean_log_scale(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_scale = self.net(context).chunk(2, dim=1)
+        return mean, log_scale
+
+    def log_prob(self, inputs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        mean, log_scale = self._mean_log_scale(context)
+        return standard_normal_log_prob((inputs - mean) * torch.exp(-log_scale)) - log_scale.sum(dim=1)
+
+    def sample(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_scale = self._mean_log_scale(context)
+        noise = torch.randn_like(mean)
+        return mean + noise * torch.exp(log_scale), standard_normal_log_prob(noise) - log_scale.sum(dim=1)
+
+
+class FlowAnsatz(nn.Module):
+    """q(x | c) = N(u; 0, I) |det du/dx| with u = T(x; c), T a conditional RQ-spline flow of ``steps`` layers.
+
+    Each layer is a random permutation and a coupling (or autoregressive) spline whose networks read c.
+    Shapes: x (N, D), c (N, C).
+    """
+
+    def __init__(self, features: int, context_features: int, kind: str, steps: int, settings: SplineSettings):
+        super().__init__()
+        self.features = features
+        layers: list[nn.Module] = []
+        for step in range(steps):
+            if features > 1:
+                layers.append(RandomPermutation(features))
+            layers.append(rq_layer(kind, features, step, settings, context_features))
+        self.transform = CompositeTransform(layers)
+
+    def log_prob(self, inputs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        noise, logabsdet = self.transform(inputs, context=context)
+        return standard_normal_log_prob(noise) + logabsdet
+
+    def sample(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        noise = torch.randn(context.shape[0], self.features, dtype=context.dtype, device=context.device)
+        inputs, logabsdet = self.transform.inverse(noise, context=context)
+        return inputs, standard_normal_log_prob(noise) - logabsdet

@@ -1,0 +1,63 @@
+"""The funnel: an inference surjection that removes dimensions while keeping the likelihood exact.
+
+Klein, Raine, Golling, Pina-Otey (2022), "Funnels: exact maximum likelihood with dimensionality reduction";
+the special case f = identity is SurVAE's slice surjection (Nielsen et al. 2020). See NOTES.md section 1.
+"""
+
+from __future__ import annotations
+
+import torch
+from nflows.transforms.base import Transform
+from torch import nn
+
+
+class Funnel(Transform):
+    """x = [x_keep, x_drop] in R^D  ->  z = f(x_keep; x_drop) in R^keep.
+
+    ``transform`` is f: a bijection of x_keep whose parameters come from x_drop (an nflows transform called
+    with ``context=x_drop``); ``None`` means f = identity (a slice). ``ansatz`` is q(x_drop | z), conditioned on
+    the OUTPUT z, which is what makes the likelihood exact rather than a bound:
+
+        forward:  z,  log|det df/dx_keep| + log q(x_drop | z)
+        inverse:  x_drop ~ q(. | z),  x_keep = f^-1(z; x_drop);  returns x and
+                  -(log|det df/dx_keep| + log q(x_drop | z))
+
+    The inverse's sign matches the bijections' convention, so that log p_Z(z) - inverse-logabsdet is the
+    exact log-density of the sample it returns. The inverse is a right inverse: forward(inverse(z)) == z.
+    Shapes: forward (N, D) -> (N, keep), inverse (N, keep) -> (N, D), logabsdet (N,). The last ``drop``
+    coordinates are the dropped ones; place a permutation or linear map before the funnel to choose them.
+    """
+
+    def __init__(self, keep: int, drop: int, transform: Transform | None, ansatz: nn.Module):
+        super().__init__()
+        if keep < 1 or drop < 1:
+            raise ValueError(f"a funnel keeps and drops at least one coordinate each, got keep={keep}, drop={drop}")
+        self.keep = keep
+        self.drop = drop
+        self.transform = transform
+        self.ansatz = ansatz
+
+    def _check(self, inputs, context, width):
+        if context is not None:
+            raise ValueError("funnels take no external context")
+        if inputs.dim() != 2 or inputs.shape[1] != width:
+            raise ValueError(f"expected inputs of shape (N, {width}), got {tuple(inputs.shape)}")
+
+    def forward(self, inputs, context=None):
+        self._check(inputs, context, self.keep + self.drop)
+        x_keep, x_drop = inputs[:, : self.keep], inputs[:, self.keep :]
+        if self.transform is None:
+            z, logabsdet = x_keep, inputs.new_zeros(inputs.shape[0])
+        else:
+            z, logabsdet = self.transform(x_keep, context=x_drop)
+        return z, logabsdet + self.ansatz.log_prob(x_drop, context=z)
+
+    def inverse(self, inputs, context=None):
+        self._check(inputs, context, self.keep)
+        z = inputs
+        x_drop, log_q = self.ansatz.sample(context=z)
+        if self.transform is None:
+            x_keep, inverse_logabsdet = z, z.new_zeros(z.shape[0])
+        else:
+            x_keep, inverse_logabsdet = self.transform.inverse(z, context=x_drop)
+        return torch.cat([x_keep, x_drop], dim=1), inverse_logabsdet - log_q

@@ -1,0 +1,40 @@
+"""The ``funnel`` command line: a thin skin over :class:`funnelcli.FunnelDensity`."""
+
+from __future__ import annotations
+
+import typer
+
+from funnelcli import __version__
+from funnelcli.cli import encode, info, recipes, sample, score, train
+
+app = typer.Typer(
+    name="funnel",
+    help="Exact-likelihood density estimation for tables with funnel flows: train, score, encode, sample.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"funnelcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Exact-likelihood density estimation for tables with funnel flows."""
+
+
+for module in (train, score, encode, sample, info):
+    name = module.__name__.rsplit(".", 1)[1]
+    function = getattr(module, name)
+    app.command(name, epilog=module.EXAMPLES)(function)
+app.add_typer(recipes.app, name="recipes")
+
+
+def main() -> None:
+    app()

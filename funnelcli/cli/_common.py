@@ -1,0 +1,101 @@
+"""What every command shares: option types, output modes, and turning errors into one line.
+
+Heavy modules (torch, pandas) are imported inside the commands, so ``funnel --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from funnelcli.errors import UserError
+
+ModelArg = Annotated[Path, typer.Argument(help="Model folder written by `funnel train`.", show_default=False)]
+DataArg = Annotated[Path, typer.Argument(help="Table: .csv, .tsv, .parquet or .h5/.hdf5.", show_default=False)]
+KeyOpt = Annotated[
+    str | None, typer.Option("--key", help="HDF5 key or dataset path (needed when the file holds several).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or warnings on stderr.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (a GPU if there is one), cpu or cuda.")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``message`` as one line on stderr and return the exit to raise."""
+    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
+    return typer.Exit(code)
+
+
+def handle_errors(command):
+    """Run a command so that known failures end as one line and an exit code, never a traceback.
+
+    A :class:`UserError` exits 2; a failure that is not the user's exits 1 (set FUNNEL_DEBUG=1 to see its
+    traceback); Ctrl-C exits 130.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except UserError as error:
+            raise fail(str(error), error.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; no output was written", 130) from None
+        except Exception as error:
+            if os.environ.get("FUNNEL_DEBUG"):
+                raise
+            from funnelcli.training import TrainingDiverged
+
+            if isinstance(error, TrainingDiverged):
+                raise fail(f"training diverged: {error}", 1) from None
+            if isinstance(error, MemoryError):
+                raise fail("out of memory; use a smaller --batch-size or a smaller recipe", 1) from None
+            raise fail(
+                f"internal error ({type(error).__name__}: {error}); rerun with FUNNEL_DEBUG=1 for the traceback "
+                "and report it",
+                1,
+            ) from None
+
+    return wrapper
+
+
+def setup_logging(quiet: bool) -> None:
+    """Warnings of the library go to stderr as ``warning: ...`` lines."""
+    logger = logging.getLogger("funnelcli")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.ERROR if quiet else logging.WARNING)
+    logger.propagate = False
+
+
+def split_names(text: str | None) -> list[str] | None:
+    """``"a, b,c"`` -> ``["a", "b", "c"]``; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise UserError("--columns was given but names no column; pass names separated by commas")
+    return names
+
+
+def print_json(document: dict[str, Any]) -> None:
+    typer.echo(json.dumps(document, allow_nan=False))
+
+
+def out_format_check(path: Path, *, force: bool) -> None:
+    """Refuse a bad output path before any work is done."""
+    from funnelcli.data import check_output_path
+
+    check_output_path(path, overwrite=force)

@@ -1,0 +1,74 @@
+"""``funnel score``: the exact log-likelihood of every row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from funnelcli.cli._common import (
+    DataArg,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    KeyOpt,
+    ModelArg,
+    handle_errors,
+    out_format_check,
+    print_json,
+    setup_logging,
+)
+
+EXAMPLES = """
+Examples:
+
+  funnel score runs/data test.parquet -o scores.parquet
+
+  funnel score runs/data test.csv --json
+"""
+
+
+@handle_errors
+def score(
+    model: ModelArg,
+    data: DataArg,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the rows with a log_prob column (.parquet/.csv).")
+    ] = None,
+    key: KeyOpt = None,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Score DATA: log p(x) per row in nats, in the data's units (standardisation included)."""
+    setup_logging(json_output)
+    from funnelcli.data import read_table, write_table
+    from funnelcli.estimator import FunnelDensity
+    from funnelcli.stats import mean_and_stderr
+
+    if output is not None:
+        out_format_check(output, force=force)
+    estimator = FunnelDensity.load(model, device=device)
+    table = read_table(data, key=key, columns=estimator.feature_names_in_)
+    log_prob = estimator.score_samples(table)
+    if output is not None:
+        table["log_prob"] = log_prob
+        write_table(table, output, overwrite=force)
+    mean, stderr = mean_and_stderr(log_prob)
+    if json_output:
+        print_json(
+            {
+                "rows": len(log_prob),
+                "mean_log_prob": mean,
+                "stderr": stderr,
+                "input_dim": estimator.n_features_in_,
+                "latent_dim": estimator.latent_dim_,
+            }
+        )
+        return
+    typer.echo(
+        f"log-likelihood {mean:.4f} ± {stderr:.4f} nats/row (mean ± standard error) over {len(log_prob):,} rows; "
+        f"model {estimator.n_features_in_} -> {estimator.latent_dim_} dims"
+        + (f"; wrote {output}" if output is not None else "")
+    )

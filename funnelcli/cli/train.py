@@ -1,0 +1,156 @@
+"""``funnel train``: fit a model to a table and write its model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from funnelcli.cli._common import (
+    DataArg,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    KeyOpt,
+    QuietOpt,
+    handle_errors,
+    print_json,
+    setup_logging,
+    split_names,
+)
+
+EXAMPLES = """
+Examples:
+
+  funnel train data.parquet --reduce 0.5
+
+  funnel train data.csv --recipe nsf --steps 5000 --out runs/nsf
+
+  funnel train data.h5 --key table --columns a,b,c --validation val.h5 --ansatz gaussian
+"""
+
+
+@handle_errors
+def train(
+    data: DataArg,
+    recipe: Annotated[
+        str, typer.Option("--recipe", "-r", help="Bundled recipe name (`funnel recipes`) or a .toml path.")
+    ] = "f-nsf",
+    reduce: Annotated[
+        float | None, typer.Option(help="Fraction of the dimensions the funnel removes (0 < reduce < 1).")
+    ] = None,
+    ansatz: Annotated[str | None, typer.Option(help="q(x_drop | z): gaussian or flow.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of weights, batches and the validation split.")] = None,
+    columns: Annotated[
+        str | None, typer.Option(help="Comma-separated columns to model (default: every numeric column).")
+    ] = None,
+    key: KeyOpt = None,
+    validation: Annotated[
+        Path | None, typer.Option(help="Validation table (default: a seeded --val-fraction of DATA).")
+    ] = None,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of rows held out.")] = 0.1,
+    device: DeviceOpt = "auto",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Model folder (default: runs/<DATA name>).")] = None,
+    force: ForceOpt = False,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fit a density model to DATA and write a model folder."""
+    setup_logging(quiet or json_output)
+    from funnelcli import artifact
+    from funnelcli.data import read_table
+    from funnelcli.estimator import FunnelDensity
+
+    out = out or Path("runs") / _stem(data)
+    estimator = FunnelDensity(
+        recipe, reduce=reduce, ansatz=ansatz, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+        device=device, val_fraction=val_fraction,
+    )
+    resolved = estimator.resolved_recipe()  # a bad recipe or flag fails here, before any data is read
+    artifact.check_writable(out, overwrite=force)
+    table = read_table(data, key=key, columns=split_names(columns))
+    held_out = None
+    if validation is not None:
+        held_out = read_table(validation, key=key, columns=list(table.columns))
+
+    with _progress(enabled=not (quiet or json_output), total=resolved.training.steps) as callback:
+        estimator.fit(table, validation=held_out, callback=callback)
+    estimator.save(out, overwrite=force)
+
+    summary = estimator.summary_
+    report = {
+        "model": str(out),
+        "recipe": resolved.name,
+        "family": resolved.family,
+        "rows": len(table),
+        "input_dim": estimator.n_features_in_,
+        "latent_dim": estimator.latent_dim_,
+        "parameters": sum(p.numel() for p in estimator.model_.parameters()),
+        "best_val_log_prob": summary["best_val_log_prob"],
+        "best_step": summary["best_step"],
+        "steps": summary["steps"],
+        "seconds": summary["seconds"],
+        "ms_per_step": summary["ms_per_step"],
+    }
+    if json_output:
+        print_json(report)
+        return
+    typer.echo(
+        f"saved {out}: {resolved.family} ({resolved.name}), {report['input_dim']} -> {report['latent_dim']} dims, "
+        f"{report['parameters']:,} parameters; best validation log-likelihood {report['best_val_log_prob']:.4f} "
+        f"nats/row at step {report['best_step']} of {report['steps']} "
+        f"({report['seconds']:.1f} s, {report['ms_per_step']:.1f} ms/step)"
+    )
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".csv.gz", ".parquet", ".hdf5", ".csv", ".tsv", ".pq", ".h5", ".hdf"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or "model"
+    return path.stem or "model"
+
+
+class _progress:
+    """A rich progress bar on stderr fed by the training callback (a no-op when disabled)."""
+
+    def __init__(self, *, enabled: bool, total: int):
+        self.enabled = enabled
+        self.total = total
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[scores]}"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self.progress.__enter__()
+        self.task = self.progress.add_task("train", total=self.total, scores="")
+
+        def callback(record: dict) -> None:
+            update = {"completed": record["step"]}
+            if "val_log_prob" in record:
+                update["scores"] = (
+                    f"train {record['train_log_prob']:.3f}  val {record['val_log_prob']:.3f} nats/row"
+                )
+            self.progress.update(self.task, **update)
+
+        return callback
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.progress.__exit__(*exc)
+        return False

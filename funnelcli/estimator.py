@@ -9,10 +9,10 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable
 from datetime import UTC, datetime
+from importlib.metadata import version as metadata_version
 from pathlib import Path
 from typing import Any
 
-import nflows
 import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
@@ -196,7 +196,7 @@ class FunnelDensity:
             "versions": {
                 "funnelcli": __version__,
                 "torch": torch.__version__,
-                "nflows": getattr(nflows, "__version__", "unknown"),
+                "nflows": metadata_version("nflows"),
                 "python": platform.python_version(),
             },
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -295,4 +295,5 @@ def _as_frame(X, columns: list[str] | None = None) -> pd.DataFrame:
 
 
 def _tensor(frame: pd.DataFrame, device: torch.device) -> torch.Tensor:
-    return torch.as_tensor(frame.to_numpy(dtype=np.float32), device=device)
+    # A copy: pandas may hand out a read-only view, which torch must not alias.
+    return torch.tensor(frame.to_numpy(dtype=np.float32), device=device)

@@ -44,7 +44,7 @@ def encode(
     setup_logging(False)
     import pandas as pd
 
-    from funnelcli.data import read_raw_columns, read_table, write_table
+    from funnelcli.data import read_columns, read_table, write_table
     from funnelcli.estimator import FunnelDensity
 
     out_format_check(output, force=force)
@@ -54,7 +54,7 @@ def encode(
     frame = pd.DataFrame(latent, columns=[f"z{j}" for j in range(latent.shape[1])])
     passed = split_names(keep) if keep else []
     if passed:
-        kept = read_raw_columns(data, key=key, columns=passed)
+        kept = read_columns(data, passed, key=key)
         frame = pd.concat([kept.reset_index(drop=True), frame], axis=1)
     write_table(frame, output, overwrite=force)
     typer.echo(f"wrote {output}: {len(frame):,} rows, {latent.shape[1]} latent columns")

@@ -88,7 +88,7 @@ def build_spline_flow(recipe: Recipe, mean: np.ndarray, std: np.ndarray) -> Funn
     input_dim = int(np.asarray(mean).shape[0])
     target = latent_dim(input_dim, m.reduce) if recipe.has_funnel else input_dim
     settings = _spline_settings(recipe)
-    transforms: list[Transform] = [Standardize(torch.as_tensor(mean), torch.as_tensor(std))]
+    transforms: list[Transform] = [Standardize(torch.tensor(mean), torch.tensor(std))]
     dim = input_dim
     for step in range(m.flow_steps):
         transforms += _mixing(dim)

@@ -38,9 +38,8 @@ class FunnelFlow(nn.Module):
         A funnel's inverse draws its dropped coordinates from q and returns minus its contribution, so
         log p(x) = log N(z) - inverse-logabsdet exactly.
         """
-        parameter = next(self.parameters(), None)
-        device = parameter.device if parameter is not None else torch.device("cpu")
-        z = torch.randn(n, self.latent_dim, device=device) * temperature
+        reference = next(self.buffers())  # every model has the standardisation's buffers
+        z = torch.randn(n, self.latent_dim, device=reference.device, dtype=reference.dtype) * temperature
         x, inverse_contribution = self.transform.inverse(z)
         return x, standard_normal_log_prob(z) - inverse_contribution
 

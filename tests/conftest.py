@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny recipes that train in seconds, and small tables with known structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from funnelcli.models import Recipe
+
+torch.set_num_threads(2)
+
+TINY_MODEL = {"flow_steps": 3, "hidden_features": 32, "residual_blocks": 1, "bins": 6, "funnel_level": 1,
+              "ansatz_hidden_features": 16, "ansatz_layers": 2, "ansatz_flow_steps": 1}
+TINY_TRAINING = {"batch_size": 128, "steps": 60, "eval_every": 20, "lr": 3e-3}
+
+
+def tiny_recipe(family: str = "f-nsf", **model) -> Recipe:
+    settings = dict(TINY_MODEL)
+    if family == "nsf":
+        for key in ("funnel_level", "ansatz_hidden_features", "ansatz_layers", "ansatz_flow_steps"):
+            settings.pop(key)
+    settings.update(model)
+    return Recipe.from_dict({"family": family, "model": settings, "training": dict(TINY_TRAINING)}, name="tiny")
+
+
+def manifold_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    """Four columns near a two-dimensional surface: c and d are functions of a and b plus small noise."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    return pd.DataFrame(
+        {
+            "a": 3.0 + 2.0 * a,
+            "b": b,
+            "c": a * b + 0.05 * rng.normal(size=n),
+            "d": np.sin(a) + 0.05 * rng.normal(size=n),
+        }
+    )
+
+
+@pytest.fixture
+def table() -> pd.DataFrame:
+    return manifold_table()

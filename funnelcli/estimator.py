@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import is_bool_dtype, is_numeric_dtype
 import torch
+from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from funnelcli import __version__, artifact
 from funnelcli.data import split_validation
 from funnelcli.errors import UserError
-from funnelcli.models import FunnelFlow, Recipe, build_model, load_recipe
+from funnelcli.models import Recipe, build_model, load_recipe
 from funnelcli.training import TrainingSummary, fit, resolve_device
 
 _BATCH = 8192
@@ -91,7 +91,11 @@ class FunnelDensity:
         """The recipe with this estimator's overrides applied (validated)."""
         recipe = self.recipe if isinstance(self.recipe, Recipe) else load_recipe(self.recipe)
         return recipe.with_overrides(
-            reduce=self.reduce, ansatz=self.ansatz, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+            reduce=self.reduce,
+            ansatz=self.ansatz,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
             seed=self.seed,
         )
 

@@ -11,8 +11,16 @@ from funnelcli.models import Recipe
 
 torch.set_num_threads(2)
 
-TINY_MODEL = {"flow_steps": 3, "hidden_features": 32, "residual_blocks": 1, "bins": 6, "funnel_level": 1,
-              "ansatz_hidden_features": 16, "ansatz_layers": 2, "ansatz_flow_steps": 1}
+TINY_MODEL = {
+    "flow_steps": 3,
+    "hidden_features": 32,
+    "residual_blocks": 1,
+    "bins": 6,
+    "funnel_level": 1,
+    "ansatz_hidden_features": 16,
+    "ansatz_layers": 2,
+    "ansatz_flow_steps": 1,
+}
 TINY_TRAINING = {"batch_size": 128, "steps": 60, "eval_every": 20, "lr": 3e-3}
 
 

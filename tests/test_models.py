@@ -84,6 +84,7 @@ def test_a_funnel_or_flow_starts_from_a_batch_of_one(variant):
 
 # -- fitted estimators ---------------------------------------------------------------------------------------
 
+
 def fitted(variant: str = "f-nsf-coupling-flow", data=None, **overrides) -> FunnelDensity:
     settings = dict(VARIANTS[variant])
     recipe = tiny_recipe(settings.pop("family"), **settings)
@@ -128,9 +129,7 @@ def test_the_same_seed_gives_the_same_model():
 def test_scoring_matches_columns_by_name_not_position():
     estimator = fitted(steps=20)
     table = manifold_table(50, seed=9)
-    np.testing.assert_array_equal(
-        estimator.score_samples(table[["d", "c", "b", "a"]]), estimator.score_samples(table)
-    )
+    np.testing.assert_array_equal(estimator.score_samples(table[["d", "c", "b", "a"]]), estimator.score_samples(table))
 
 
 def test_sampling_is_reproducible_and_temperature_shrinks_the_spread():
@@ -143,6 +142,7 @@ def test_sampling_is_reproducible_and_temperature_shrinks_the_spread():
 
 # -- exactness by quadrature ---------------------------------------------------------------------------------
 
+
 def two_moons(n: int = 1500, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     angle = rng.uniform(0, np.pi, n)
@@ -154,8 +154,13 @@ def two_moons(n: int = 1500, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "variant",
-    ["nsf-coupling", "nsf-autoregressive", "f-nsf-coupling-gaussian", "f-nsf-coupling-flow",
-     "f-nsf-autoregressive-flow"],
+    [
+        "nsf-coupling",
+        "nsf-autoregressive",
+        "f-nsf-coupling-gaussian",
+        "f-nsf-coupling-flow",
+        "f-nsf-autoregressive-flow",
+    ],
 )
 def test_a_two_dimensional_density_integrates_to_one(variant):
     data = two_moons()

@@ -17,7 +17,10 @@ def test_every_bundled_recipe_loads(name):
 def test_the_bundled_recipes_include_both_families_and_both_transforms():
     recipes = [load_recipe(name) for name in bundled_recipes()]
     assert {(r.family, r.model.transform) for r in recipes} >= {
-        ("nsf", "coupling"), ("nsf", "autoregressive"), ("f-nsf", "coupling"), ("f-nsf", "autoregressive")
+        ("nsf", "coupling"),
+        ("nsf", "autoregressive"),
+        ("f-nsf", "coupling"),
+        ("f-nsf", "autoregressive"),
     }
 
 
@@ -78,7 +81,10 @@ def test_overriding_a_funnel_field_of_nsf_is_refused(flag):
 def test_overrides_replace_fields_and_are_validated():
     recipe = load_recipe("f-nsf").with_overrides(reduce=0.25, steps=10, lr=1e-3, ansatz="gaussian", seed=3)
     assert (recipe.model.reduce, recipe.training.steps, recipe.model.ansatz, recipe.training.seed) == (
-        0.25, 10, "gaussian", 3
+        0.25,
+        10,
+        "gaussian",
+        3,
     )
     with pytest.raises(UserError, match="batch_size"):
         recipe.with_overrides(batch_size=0)

@@ -401,9 +401,7 @@ def test_write_creates_missing_parent_directories(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "b" / "t.csv").is_file()
 
 
-def test_failed_write_leaves_neither_target_nor_temporary_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_write_leaves_neither_target_nor_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def half_written(table: object, where: object, **_: object) -> None:
         Path(str(where)).write_bytes(b"PAR1 partial")
         raise RuntimeError("killed midway")

@@ -34,7 +34,8 @@ def encode(
     data: DataArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output table (.parquet/.csv).")],
     keep: Annotated[
-        str | None, typer.Option(help="Comma-separated columns of DATA to pass through unchanged (ids, labels).")
+        str | None,
+        typer.Option(help="Comma-separated columns of DATA to pass through unchanged (ids, labels)."),
     ] = None,
     key: KeyOpt = None,
     device: DeviceOpt = "auto",

@@ -36,7 +36,7 @@ def info(model: ModelArg, json_output: JsonOpt = False) -> None:
         f"{training.get('best_val_log_prob', float('nan')):.4f} nats/row at step {training.get('best_step')}, "
         f"{training.get('seconds')} s ({training.get('ms_per_step')} ms/step) on {training.get('device')}",
         f"rows         {training.get('train_rows')} train, {training.get('validation_rows')} validation",
-        f"versions     " + ", ".join(f"{k} {v}" for k, v in metadata.get("versions", {}).items()),
+        "versions     " + ", ".join(f"{k} {v}" for k, v in metadata.get("versions", {}).items()),
         "model        " + ", ".join(f"{k}={v}" for k, v in recipe.get("model", {}).items()),
         "training     " + ", ".join(f"{k}={v}" for k, v in recipe.get("training", {}).items()),
     ]

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from funnelcli.cli._common import DeviceOpt, ForceOpt, ModelArg, handle_errors, out_format_check, setup_logging
+from funnelcli.cli._common import (
+    DeviceOpt,
+    ForceOpt,
+    ModelArg,
+    handle_errors,
+    out_format_check,
+    setup_logging,
+)
 
 EXAMPLES = """
 Examples:

@@ -34,7 +34,8 @@ def score(
     model: ModelArg,
     data: DataArg,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the rows with a log_prob column (.parquet/.csv).")
+        Path | None,
+        typer.Option("--output", "-o", help="Write the rows with a log_prob column (.parquet/.csv)."),
     ] = None,
     key: KeyOpt = None,
     device: DeviceOpt = "auto",

@@ -67,8 +67,15 @@ def train(
 
     out = out or Path("runs") / _stem(data)
     estimator = FunnelDensity(
-        recipe, reduce=reduce, ansatz=ansatz, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-        device=device, val_fraction=val_fraction,
+        recipe,
+        reduce=reduce,
+        ansatz=ansatz,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+        val_fraction=val_fraction,
     )
     resolved = estimator.resolved_recipe()  # a bad recipe or flag fails here, before any data is read
     artifact.check_writable(out, overwrite=force)
@@ -116,15 +123,17 @@ def _stem(path: Path) -> str:
 
 
 class _progress:
-    """A rich progress bar on stderr fed by the training callback (a no-op when disabled)."""
+    """A rich progress bar on stderr fed by the training callback.
+
+    The bar appears with the first step, so a mistake found before training starts prints only its line.
+    """
 
     def __init__(self, *, enabled: bool, total: int):
         self.enabled = enabled
         self.total = total
+        self.progress = None
 
-    def __enter__(self):
-        if not self.enabled:
-            return None
+    def _start(self) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -135,22 +144,22 @@ class _progress:
             TextColumn("{task.fields[scores]}"),
             TimeRemainingColumn(),
             console=Console(stderr=True),
-            transient=False,
         )
-        self.progress.__enter__()
+        self.progress.start()
         self.task = self.progress.add_task("train", total=self.total, scores="")
 
-        def callback(record: dict) -> None:
-            update = {"completed": record["step"]}
-            if "val_log_prob" in record:
-                update["scores"] = (
-                    f"train {record['train_log_prob']:.3f}  val {record['val_log_prob']:.3f} nats/row"
-                )
-            self.progress.update(self.task, **update)
+    def _update(self, record: dict) -> None:
+        if self.progress is None:
+            self._start()
+        update = {"completed": record["step"]}
+        if "val_log_prob" in record:
+            update["scores"] = f"train {record['train_log_prob']:.3f}  val {record['val_log_prob']:.3f} nats/row"
+        self.progress.update(self.task, **update)
 
-        return callback
+    def __enter__(self):
+        return self._update if self.enabled else None
 
     def __exit__(self, *exc):
-        if self.enabled:
-            self.progress.__exit__(*exc)
+        if self.progress is not None:
+            self.progress.stop()
         return False

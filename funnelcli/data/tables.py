@@ -72,9 +72,7 @@ _HDF5_INSTALL = "pip install 'funnelcli[hdf5]'"
 # --------------------------------------------------------------------------------------------------- reading
 
 
-def read_table(
-    path: PathArg, *, key: str | None = None, columns: Sequence[str] | None = None
-) -> pd.DataFrame:
+def read_table(path: PathArg, *, key: str | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Read a numeric table from a CSV, TSV, Parquet or HDF5 file as float64 columns with a fresh RangeIndex.
 
     The format follows the extension (case-insensitive): ``.csv``, ``.csv.gz``, ``.tsv``, ``.parquet``,
@@ -294,9 +292,7 @@ def _choose_hdf5_table(shown: str, tables: dict[str, str], key: str | None) -> t
         raise _error(f"{shown} holds several tables ({_plain_list(tables)}); choose one with --key")
     wanted = key.strip("/")
     if wanted not in tables:
-        raise _error(
-            f"{shown}: no table {key!r}; keys in the file: {_plain_list(tables)}; choose one with --key"
-        )
+        raise _error(f"{shown}: no table {key!r}; keys in the file: {_plain_list(tables)}; choose one with --key")
     return wanted, tables[wanted]
 
 
@@ -309,13 +305,9 @@ def _dataset_frame(shown: str, dataset: Any, name: str) -> pd.DataFrame:
         except ValueError as exc:
             raise _unreadable(shown, "HDF5", exc) from None
     if dataset.dtype.kind not in "biuf":
-        raise _error(
-            f"{shown}: dataset {name!r} holds {dataset.dtype} values, not numbers; choose another with --key"
-        )
+        raise _error(f"{shown}: dataset {name!r} holds {dataset.dtype} values, not numbers; choose another with --key")
     if dataset.ndim not in (1, 2):
-        raise _error(
-            f"{shown}: dataset {name!r} has {dataset.ndim} dimensions; expected a 2-D table or a 1-D column"
-        )
+        raise _error(f"{shown}: dataset {name!r} has {dataset.ndim} dimensions; expected a 2-D table or a 1-D column")
     # Cast once here so the float64 frame below is the only copy (no copy at all for float64 data)
     values = dataset[()].astype(np.float64, copy=False)
     if dataset.ndim == 1:
@@ -350,9 +342,7 @@ def _read_pandas_hdf5(source: Path, shown: str, name: str) -> pd.DataFrame:
     if isinstance(obj, pd.Series):
         return obj.to_frame(name=obj.name if obj.name is not None else name.rsplit("/", 1)[-1])
     if not isinstance(obj, pd.DataFrame):
-        raise _error(
-            f"{shown}: key {name!r} holds a {type(obj).__name__}, not a table; choose another with --key"
-        )
+        raise _error(f"{shown}: key {name!r} holds a {type(obj).__name__}, not a table; choose another with --key")
     return obj
 
 
@@ -396,13 +386,9 @@ def _numeric_frame(
         else:
             skipped.append(name)
     if skipped:
-        log.warning(
-            "skipping non-numeric column(s) %s in %s; choose columns with --columns", _quoted(skipped), shown
-        )
+        log.warning("skipping non-numeric column(s) %s in %s; choose columns with --columns", _quoted(skipped), shown)
     if problems:
-        raise _error(
-            f"{shown}: {_joined(problems)}; fix these values or exclude the column(s) with --columns"
-        )
+        raise _error(f"{shown}: {_joined(problems)}; fix these values or exclude the column(s) with --columns")
     if not kept:
         raise _error(f"{shown} has no numeric columns")
     _check_finite(shown, kept, values)
@@ -423,9 +409,7 @@ def _inspect_column(series: pd.Series, name: str, explicit: bool) -> _Verdict:
         return _inspect_text(series, name, explicit)
     if explicit:
         first = _first_present(series.to_numpy(dtype=object))
-        where = (
-            f" (first at row {first + 1}: {_shown_value(series.iloc[first])})" if first is not None else ""
-        )
+        where = f" (first at row {first + 1}: {_shown_value(series.iloc[first])})" if first is not None else ""
         return _Verdict(problem=f"column {name!r} holds {dtype} values, not numbers{where}")
     return _Verdict()
 
@@ -492,9 +476,7 @@ def _check_unique(shown: str, names: Sequence[str]) -> None:
     """Refuse a file whose column names repeat."""
     repeated = [name for name, count in Counter(names).items() if count > 1]
     if repeated:
-        raise _error(
-            f"{shown}: duplicate column name(s) {_quoted(repeated)}; give every column a unique name"
-        )
+        raise _error(f"{shown}: duplicate column name(s) {_quoted(repeated)}; give every column a unique name")
 
 
 def _check_selection(shown: str, available: Sequence[str], columns: Sequence[str]) -> None:
@@ -507,9 +489,7 @@ def _check_selection(shown: str, available: Sequence[str], columns: Sequence[str
     present = set(available)
     missing = [name for name in columns if name not in present]
     if missing:
-        raise _error(
-            f"{shown}: no column(s) named {_quoted(missing)}; available columns: {_quoted(available)}"
-        )
+        raise _error(f"{shown}: no column(s) named {_quoted(missing)}; available columns: {_quoted(available)}")
 
 
 # ---------------------------------------------------------------------------------------------- splitting
@@ -527,8 +507,7 @@ def split_validation(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[p
     n = len(frame)
     if n < 2:
         raise _error(
-            f"the table has {_count(n, 'row')}; a validation split needs at least 2 rows, "
-            "or pass --validation FILE"
+            f"the table has {_count(n, 'row')}; a validation split needs at least 2 rows, or pass --validation FILE"
         )
     n_val = min(max(1, round(fraction * n)), n - 1)
     order = np.random.default_rng(seed).permutation(n)
@@ -570,9 +549,7 @@ def check_output_path(path: PathArg, *, overwrite: bool = True) -> str:
     target = Path(path)
     fmt = _format_for(target, shown, _WRITE_FORMATS, "supported output extensions")
     if target.is_dir():
-        raise _error(
-            f"{shown} is a directory; give a file name ending in one of {', '.join(WRITE_EXTENSIONS)}"
-        )
+        raise _error(f"{shown} is a directory; give a file name ending in one of {', '.join(WRITE_EXTENSIONS)}")
     if not overwrite and target.exists():
         raise _error(f"{shown} already exists; pass --force to overwrite it")
     return fmt

@@ -23,9 +23,9 @@ from nflows.transforms.base import Transform
 from funnelcli.models.flow import FunnelFlow
 from funnelcli.models.recipe import Recipe, latent_dim
 from funnelcli.transforms import (
+    ElementwiseRQSpline,
     FlowAnsatz,
     Funnel,
-    ElementwiseRQSpline,
     GaussianAnsatz,
     LULinear,
     RandomPermutation,

@@ -24,7 +24,14 @@ from funnelcli.errors import UserError
 
 FAMILIES_WITH_FUNNEL = ("f-nsf",)
 FAMILIES = ("nsf", *FAMILIES_WITH_FUNNEL)
-FUNNEL_FIELDS = ("reduce", "funnel_level", "ansatz", "ansatz_hidden_features", "ansatz_layers", "ansatz_flow_steps")
+FUNNEL_FIELDS = (
+    "reduce",
+    "funnel_level",
+    "ansatz",
+    "ansatz_hidden_features",
+    "ansatz_layers",
+    "ansatz_flow_steps",
+)
 
 
 def _int(low: int | None = None, high: int | None = None):
@@ -183,7 +190,7 @@ class Recipe:
             if given:
                 raise UserError(
                     f"{source}: family {self.family} has no funnel, so model.{given[0]} does not apply; "
-                    "remove it or use family = \"f-nsf\""
+                    'remove it or use family = "f-nsf"'
                 )
             return
         if self.model.funnel_level >= self.model.flow_steps:
@@ -208,9 +215,7 @@ def _build_settings(settings_cls, values: dict[str, Any], source: str, section: 
         if expected is not None:
             raise UserError(f"{source}: {section}.{key} = {value!r} is invalid; it must be {expected}")
     # TOML and JSON may write a float field as an integer (lr = 1); store floats as floats.
-    converted = {
-        key: float(value) if fields[key].type == "float" else value for key, value in values.items()
-    }
+    converted = {key: float(value) if fields[key].type == "float" else value for key, value in values.items()}
     return settings_cls(**converted)
 
 
@@ -223,6 +228,7 @@ def latent_dim(input_dim: int, reduce: float) -> int:
 
 
 # -- finding recipes ---------------------------------------------------------------------------------------
+
 
 def bundled_recipe_dir() -> Path:
     """Where the bundled recipes are: inside the installed wheel, or ``recipes/`` of a source checkout."""

@@ -95,9 +95,7 @@ class ElementwiseRQSpline(Transform):
         return self._spline(inputs, context, inverse=True)
 
 
-def rq_coupling(
-    features: int, step: int, settings: SplineSettings, context_features: int | None = None
-) -> Transform:
+def rq_coupling(features: int, step: int, settings: SplineSettings, context_features: int | None = None) -> Transform:
     """An RQ coupling layer: half the coordinates (alternating with ``step``) condition a spline of the rest."""
     mask = create_alternating_binary_mask(features, even=step % 2 == 0)
 
@@ -150,4 +148,3 @@ def rq_layer(
     if features == 1:
         return ElementwiseRQSpline(1, context_features, settings)
     return rq_coupling(features, step, settings, context_features)
-

@@ -68,7 +68,7 @@ def main(out: Path) -> None:
 
     gaussian = gaussian_log_prob(pd.read_csv(train).to_numpy(), pd.read_csv(test).to_numpy())
     g_mean, g_err = mean_and_stderr(gaussian)
-    print("\nTest log-likelihood, nats per row (mean ± standard error), 114 held-out rows:")
+    print(f"\nTest log-likelihood, nats per row (mean ± standard error), {len(gaussian)} held-out rows:")
     print(f"  {'model':<28}{'log-likelihood':>20}{'latent dims':>13}{'s / 100 steps':>15}")
     for recipe, label in (("small-f-nsf", "F-NSF (funnel, reduce 0.5)"), ("small-nsf", "NSF (full dimension)")):
         r = results[recipe]

@@ -289,3 +289,16 @@ def test_an_existing_model_is_not_replaced_without_force(model, workdir):
     result = run("train", workdir / "data.csv", "--recipe", workdir / "tiny.toml", "--out", model)
     assert_one_line_error(result, "--force")
     assert (model / "model.safetensors").read_bytes() == before
+
+
+def test_a_failure_that_is_not_the_users_is_one_line_and_exit_code_1(model, workdir, monkeypatch):
+    from funnelcli.estimator import FunnelDensity
+
+    def broken(self, X):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(FunnelDensity, "score_samples", broken)
+    out = workdir / "never.parquet"
+    result = run("score", model, workdir / "test.parquet", "-o", out)
+    assert_one_line_error(result, "internal error", "simulated bug", "FUNNEL_DEBUG", code=1)
+    assert not out.exists()

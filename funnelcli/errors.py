@@ -5,7 +5,10 @@ its message as one line and exits with code 2. Anything else that escapes is a f
 """
 
 
-class UserError(Exception):
-    """A mistake in the user's input, with one line that names it and says what to do."""
+class UserError(ValueError):
+    """A mistake in the user's input, with one line that names it and says what to do.
+
+    A ``ValueError``, so library callers (and scikit-learn's tooling) can catch bad input the usual way.
+    """
 
     exit_code = 2

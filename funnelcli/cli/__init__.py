@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from funnelcli import __version__
-from funnelcli.cli import encode, info, recipes, sample, score, train
+from funnelcli.cli import data, encode, info, recipes, sample, score, train
 
 app = typer.Typer(
     name="funnel",
@@ -34,6 +34,7 @@ for module in (train, score, encode, sample, info):
     function = getattr(module, name)
     app.command(name, epilog=module.EXAMPLES)(function)
 app.add_typer(recipes.app, name="recipes")
+app.add_typer(data.app, name="data")
 
 
 def main() -> None:

@@ -618,6 +618,8 @@ def _error(message: str) -> UserError:
 
 def _unreadable(shown: str, fmt: str, exc: BaseException) -> UserError:
     """Return the error for a file the library could not parse, with the library's short reason."""
+    if isinstance(exc, UserError):  # our own finding inside the reader's try block: keep its message
+        return exc
     return _error(f"{shown}: could not be read as {fmt}: {_reason(exc)}")
 
 

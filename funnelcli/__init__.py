@@ -1,3 +1,14 @@
 """funnelcli: exact-likelihood funnel flows for tables."""
 
 __version__ = "0.1.0"
+
+__all__ = ["FunnelDensity", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy, so that `funnel --help` and `import funnelcli` do not pay for importing torch.
+    if name == "FunnelDensity":
+        from funnelcli.estimator import FunnelDensity
+
+        return FunnelDensity
+    raise AttributeError(f"module 'funnelcli' has no attribute {name!r}")

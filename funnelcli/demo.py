@@ -27,7 +27,7 @@ def _funnel(*args: str) -> str:
     result = subprocess.run(command, stdout=subprocess.PIPE, text=True)
     if result.returncode != 0:
         raise SystemExit(f"demo step failed (exit {result.returncode}): funnel {' '.join(args)}")
-    if not args[-1] == "--json":
+    if args[-1] != "--json":
         print(result.stdout.rstrip(), flush=True)
     return result.stdout
 
@@ -77,7 +77,9 @@ def main(out: Path) -> None:
         print(f"  {label:<28}{line:>20}{r['latent_dim']:>13}{per_100:>15.2f}")
     line = f"{g_mean:.2f} ± {g_err:.2f}"
     print(f"  {'Gaussian (full covariance)':<28}{line:>20}{30:>13}{'-':>15}")
-    print(f"\noutputs in {out}/ (scores.parquet, latent.parquet, samples.parquet); {time.perf_counter() - started:.0f} s")
+    print(
+        f"\noutputs in {out}/ (scores.parquet, latent.parquet, samples.parquet); {time.perf_counter() - started:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``FunnelDensity``: the library's front door, a scikit-learn-style density estimator.
+"""``FunnelDensity``: the library's front door, a scikit-learn estimator for exact densities.
 
 The CLI is a thin skin over this class: ``funnel train`` is ``fit`` then ``save``, ``funnel score`` is
 ``load`` then ``score_samples``, and so on, so both give the same numbers.
@@ -6,6 +6,7 @@ The CLI is a thin skin over this class: ``funnel train`` is ``fit`` then ``save`
 
 from __future__ import annotations
 
+import logging
 import platform
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,22 +18,31 @@ import numpy as np
 import pandas as pd
 import torch
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import validate_data
 
 from funnelcli import __version__, artifact
 from funnelcli.data import split_validation
+from funnelcli.data.columns import constant_columns, integer_columns
 from funnelcli.errors import UserError
 from funnelcli.models import Recipe, build_model, load_recipe
+from funnelcli.models.recipe import field_names
 from funnelcli.training import TrainingSummary, fit, resolve_device
 
+log = logging.getLogger("funnelcli")
+
 _BATCH = 8192
+_NAMED_PARAMS = ("reduce", "ansatz", "steps", "batch_size", "lr", "seed")
+#: Seed of the dequantization noise used when scoring, so that a score is reproducible.
+SCORE_NOISE_SEED = 0
 
 
-class FunnelDensity:
+class FunnelDensity(TransformerMixin, BaseEstimator):
     """Exact density estimation with a (funnel) normalizing flow.
 
     Parameters
     ----------
-    recipe : str or Recipe, default "f-nsf"
+    recipe : str, path or Recipe, default "f-nsf"
         A bundled recipe name (``funnel recipes``), a path to a TOML recipe, or a :class:`Recipe`.
     reduce, ansatz, steps, batch_size, lr, seed : optional
         Override the recipe's fields of the same names. ``reduce`` and ``ansatz`` need a funnel family.
@@ -40,15 +50,34 @@ class FunnelDensity:
         Where to train and evaluate; ``auto`` takes a GPU when torch sees one.
     val_fraction : float, default 0.1
         Share of the rows held out for validation (early stopping) when ``fit`` gets no ``validation``.
+    dequantize : {"uniform", "none"}, default "uniform"
+        What to do with integer-valued columns. ``uniform`` adds noise u ~ U[0, 1) to them, so the model is a
+        density of the dequantized data; its log-likelihood lower-bounds the log-probability of the integers
+        (E_u log p(x + u) <= log P(x)). ``none`` fits them as they are, which lets the likelihood run off to
+        infinity on the integer values.
+    drop_constant : bool, default False
+        Leave out constant columns (which have no density) instead of refusing them.
+    **overrides
+        Any other recipe field by name (``flow_steps=6``, ``hidden_features=64``, ``dropout=0.1``...).
 
     Attributes (after ``fit`` or ``load``)
     ----------
     model_ : FunnelFlow
-    recipe_ : Recipe
-    feature_names_in_ : list of str
+    recipe_ : Recipe, with every override applied
+    columns_ : list of str, the modelled columns (``x0, x1, ...`` for arrays)
+    feature_names_in_ : array of str, only when fitted on a DataFrame
     n_features_in_ : int
     latent_dim_ : int
-    summary_ : dict, the training summary
+    dequantized_columns_ : list of str
+    dropped_constant_columns_ : list of str
+    summary_ : dict, the training summary; history_ : list of dict, the validation curve
+
+    Examples
+    --------
+    >>> model = FunnelDensity("small-f-nsf", reduce=0.5, steps=200).fit(train)   # doctest: +SKIP
+    >>> model.score_samples(test)        # exact log p(x) per row, nats           # doctest: +SKIP
+    >>> model.transform(test)            # latent code, (N, latent_dim_)          # doctest: +SKIP
+    >>> model.sample(100, random_state=0)                                          # doctest: +SKIP
     """
 
     def __init__(
@@ -63,6 +92,9 @@ class FunnelDensity:
         seed: int | None = None,
         device: str = "auto",
         val_fraction: float = 0.1,
+        dequantize: str = "uniform",
+        drop_constant: bool = False,
+        **overrides: Any,
     ):
         self.recipe = recipe
         self.reduce = reduce
@@ -73,64 +105,92 @@ class FunnelDensity:
         self.seed = seed
         self.device = device
         self.val_fraction = val_fraction
+        self.dequantize = dequantize
+        self.drop_constant = drop_constant
+        # Checked at fit, as scikit-learn asks: __init__ only stores what it is given.
+        for name, value in overrides.items():
+            setattr(self, name, value)
 
-    # -- scikit-learn conventions ---------------------------------------------------------------------------
-    _PARAMS = ("recipe", "reduce", "ansatz", "steps", "batch_size", "lr", "seed", "device", "val_fraction")
+    # -- scikit-learn parameters -----------------------------------------------------------------------------
+    def _override_names(self) -> list[str]:
+        """The keyword arguments beyond the named ones (public, non-fitted attributes set by the caller)."""
+        named = set(self._get_param_names())
+        return [k for k in vars(self) if k not in named and not k.startswith("_") and not k.endswith("_")]
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self._PARAMS}
+        params = super().get_params(deep=deep)
+        params.update({name: getattr(self, name) for name in self._override_names()})
+        return params
 
     def set_params(self, **params: Any) -> FunnelDensity:
-        for name, value in params.items():
-            if name not in self._PARAMS:
-                raise ValueError(f"unknown parameter {name!r}; known: {', '.join(self._PARAMS)}")
-            setattr(self, name, value)
+        named = set(self._get_param_names())
+        for name in [name for name in params if name not in named]:
+            setattr(self, name, params.pop(name))
+        super().set_params(**params)
         return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.non_deterministic = False
+        return tags
 
     def resolved_recipe(self) -> Recipe:
         """The recipe with this estimator's overrides applied (validated)."""
         recipe = self.recipe if isinstance(self.recipe, Recipe) else load_recipe(self.recipe)
-        return recipe.with_overrides(
-            reduce=self.reduce,
-            ansatz=self.ansatz,
-            steps=self.steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            seed=self.seed,
-        )
+        unknown = [name for name in self._override_names() if name not in field_names()]
+        if unknown:
+            raise UserError(
+                f"FunnelDensity got unknown parameter(s) {', '.join(unknown)}; recipe fields are: "
+                + ", ".join(field_names())
+            )
+        overrides = {name: getattr(self, name) for name in (*_NAMED_PARAMS, *self._override_names())}
+        return recipe.with_overrides(**overrides)
 
     # -- fitting ---------------------------------------------------------------------------------------------
-    def fit(
-        self,
-        X,
-        y=None,
-        validation=None,
-        *,
-        callback: Callable[[dict], None] | None = None,
-    ) -> FunnelDensity:
+    def fit(self, X, y=None, validation=None, *, callback: Callable[[dict], None] | None = None) -> FunnelDensity:
         """Fit by maximum likelihood; keep the weights with the best validation log-likelihood.
 
-        ``X``: DataFrame (its numeric columns, by name) or array (N, D). ``validation``: rows held out for
-        early stopping, else a seeded ``val_fraction`` of ``X``. ``callback`` receives progress dicts.
+        Parameters
+        ----------
+        X : DataFrame or array of shape (n_samples, n_features)
+            Numeric, finite rows. A DataFrame's column names are kept and used to match columns later.
+        y : ignored
+        validation : DataFrame or array, optional
+            Rows held out for early stopping; default: a seeded ``val_fraction`` of ``X``.
+        callback : callable, optional
+            Receives a dict after every step (``step``, ``steps``, and at validation passes the train and
+            validation log-likelihoods).
         """
+        if self.dequantize not in ("uniform", "none"):
+            raise UserError(f"--dequantize {self.dequantize!r} is unknown; use uniform or none")
         recipe = self.resolved_recipe()
-        frame = _as_frame(X)
-        self.feature_names_in_ = [str(c) for c in frame.columns]
-        self.dtypes_ = {str(c): str(t) for c, t in frame.dtypes.items()}
-        frame = frame.astype(np.float64)
+        dtypes = _dtypes(X)
+        frame = self._validate(X, reset=True)
+        frame = self._drop_constant(frame)
+        self.columns_ = [str(c) for c in frame.columns]
+        self.dtypes_ = {name: dtypes.get(name, "float64") for name in self.columns_}
         if validation is None:
             train, held_out = split_validation(frame, self.val_fraction, recipe.training.seed)
         else:
             train, held_out = frame, self._select(validation)
+        self.dequantized_columns_ = integer_columns(train) if self.dequantize == "uniform" else []
+        if self.dequantized_columns_:
+            log.warning(
+                "integer-valued column(s) %s: adding uniform noise in [0, 1) (dequantization); scores are densities "
+                "of the dequantized data, a lower bound on the integers' log-probability (--dequantize none: off)",
+                ", ".join(repr(c) for c in self.dequantized_columns_),
+            )
+        mask = np.isin(self.columns_, self.dequantized_columns_)
+        held_out = held_out + mask * np.random.default_rng(recipe.training.seed).random(held_out.shape)
+        mean = train.mean().to_numpy() + 0.5 * mask  # the dequantized column's mean
         std = train.std(ddof=0).to_numpy()
-        constant = [name for name, s in zip(self.feature_names_in_, std, strict=True) if not s > 0]
-        if constant:
+        if not np.all(std > 0):
+            constant = [name for name, s in zip(self.columns_, std, strict=True) if not s > 0]
             raise UserError(
                 f"column(s) {', '.join(repr(c) for c in constant)} are constant in the training rows and have no "
-                "density; leave them out with --columns"
+                "density; leave them out with --columns or pass --drop-constant"
             )
-        mean = train.mean().to_numpy()
-        self.n_features_in_ = len(self.feature_names_in_)
         self.recipe_ = recipe
         self.model_ = build_model(recipe, mean, std)
         device = resolve_device(self.device)
@@ -141,9 +201,26 @@ class FunnelDensity:
             _tensor(held_out, device),
             recipe.training,
             callback=callback,
+            dequantize=torch.as_tensor(mask, device=device) if mask.any() else None,
         )
         self._set_summary(summary, n_train=len(train), n_validation=len(held_out))
         return self
+
+    def _drop_constant(self, frame: pd.DataFrame) -> pd.DataFrame:
+        constant = constant_columns(frame)
+        self.dropped_constant_columns_ = constant if self.drop_constant else []
+        if not constant:
+            return frame
+        names = ", ".join(repr(c) for c in constant)
+        if not self.drop_constant:
+            raise UserError(
+                f"column(s) {names} are constant and have no density; leave them out with --columns "
+                "or pass --drop-constant"
+            )
+        if len(constant) == frame.shape[1]:
+            raise UserError("every column is constant; there is nothing to model")
+        log.warning("leaving out constant column(s) %s: the model is a density of the other columns", names)
+        return frame.drop(columns=constant)
 
     def _set_summary(self, summary: TrainingSummary, *, n_train: int, n_validation: int) -> None:
         self.history_ = summary.history
@@ -152,22 +229,38 @@ class FunnelDensity:
 
     # -- using a fitted model ---------------------------------------------------------------------------------
     def score_samples(self, X) -> np.ndarray:
-        """Exact log p(x) per row, in nats, in the units of the data. Shape (N,)."""
-        return self._batched(X, self.model_.log_prob)[:, 0]
+        """Exact log p(x) per row, in nats, in the units of the data, shape (n_samples,).
+
+        For dequantized (integer) columns this is log p(x + u) with u ~ U[0, 1) drawn with a fixed seed: an
+        unbiased estimate of E_u log p(x + u), which lower-bounds the log-probability of the integers.
+        """
+        self._check_fitted()
+        frame = self._select(X)
+        mask = self._dequantize_mask()
+        if mask.any():
+            noise = np.random.default_rng(SCORE_NOISE_SEED).random(frame.shape)
+            frame = frame + mask * noise
+        return self._batched(frame, self.model_.log_prob)[:, 0]
 
     def score(self, X, y=None) -> float:
         """Mean log-likelihood per row (higher is better), so model selection can maximise it."""
         return float(np.mean(self.score_samples(X)))
 
     def transform(self, X) -> np.ndarray:
-        """The latent code z = T(x), shape (N, latent_dim_)."""
-        return self._batched(X, self.model_.encode)
+        """The latent code z = T(x), shape (n_samples, latent_dim_). Dequantized columns enter at x + 0.5."""
+        self._check_fitted()
+        frame = self._select(X)
+        return self._batched(frame + 0.5 * self._dequantize_mask(), self.model_.encode)
 
     def sample(self, n_samples: int = 1, random_state: int | None = None, temperature: float = 1.0) -> np.ndarray:
-        """``n_samples`` rows in the data's units, shape (n, D). ``temperature`` scales the base's std."""
+        """``n_samples`` rows in the data's units, shape (n_samples, n_columns).
+
+        ``temperature`` scales the base distribution's standard deviation. Dequantized columns are rounded
+        down, back to integers.
+        """
         self._check_fitted()
-        if n_samples < 1:
-            raise UserError(f"the number of samples must be at least 1, got {n_samples}")
+        if not isinstance(n_samples, int | np.integer) or n_samples < 1:
+            raise UserError(f"the number of samples must be a positive integer, got {n_samples}")
         if not temperature > 0:
             raise UserError(f"temperature must be positive, got {temperature}")
         device = next(self.model_.parameters()).device
@@ -179,22 +272,28 @@ class FunnelDensity:
             for start in range(0, n_samples, _BATCH):
                 count = min(_BATCH, n_samples - start)
                 chunks.append(self.model_.sample(count, temperature).double().cpu().numpy())
-        return np.concatenate(chunks)
+        rows = np.concatenate(chunks)
+        mask = self._dequantize_mask()
+        rows[:, mask] = np.floor(rows[:, mask])
+        return rows
 
     # -- persistence -------------------------------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the model folder (``model.safetensors``, ``model.json``, ``metrics.jsonl``)."""
         self._check_fitted()
-        std = self.model_.transform._transforms[0].std.double().cpu().numpy()
-        mean = self.model_.transform._transforms[0].mean.double().cpu().numpy()
+        scaler = self.model_.transform._transforms[0]
         metadata = {
             "recipe_name": self.recipe_.name,
             "recipe": self.recipe_.to_dict(),
-            "columns": self.feature_names_in_,
+            "columns": self.columns_,
+            "input_columns": self._input_names(),
             "dtypes": self.dtypes_,
-            "input_dim": self.n_features_in_,
+            "input_dim": len(self.columns_),
             "latent_dim": self.latent_dim_,
-            "scaler": {"mean": mean.tolist(), "std": std.tolist()},
+            "dequantize": self.dequantize,
+            "dequantized_columns": self.dequantized_columns_,
+            "dropped_constant_columns": self.dropped_constant_columns_,
+            "scaler": {"mean": scaler.mean.double().tolist(), "std": scaler.std.double().tolist()},
             "parameters": count_parameters(self.model_),
             "training": self.summary_,
             "versions": {
@@ -225,12 +324,15 @@ class FunnelDensity:
             raise UserError(
                 f"{path}: the weights do not fit the recipe in model.json (another model's files?); retrain it"
             ) from None
-        estimator = cls(recipe=recipe, device=device)
+        estimator = cls(recipe=recipe, device=device, dequantize=metadata.get("dequantize", "uniform"))
         estimator.recipe_ = recipe
         estimator.model_ = model.to(resolve_device(device)).eval()
-        estimator.feature_names_in_ = columns
+        estimator.columns_ = columns
+        estimator.feature_names_in_ = np.asarray(metadata.get("input_columns", columns), dtype=object)
         estimator.dtypes_ = metadata.get("dtypes", {})
-        estimator.n_features_in_ = len(columns)
+        estimator.dequantized_columns_ = list(metadata.get("dequantized_columns", []))
+        estimator.dropped_constant_columns_ = list(metadata.get("dropped_constant_columns", []))
+        estimator.n_features_in_ = len(estimator.feature_names_in_)
         estimator.latent_dim_ = model.latent_dim
         estimator.summary_ = metadata.get("training", {})
         estimator.history_ = artifact.read_metrics(path)
@@ -240,15 +342,53 @@ class FunnelDensity:
     # -- helpers -----------------------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
-            raise RuntimeError("this FunnelDensity is not fitted yet; call fit or load first")
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("this FunnelDensity is not fitted yet; call fit or load first")
+
+    def _input_names(self) -> list[str]:
+        if hasattr(self, "feature_names_in_"):
+            return [str(c) for c in self.feature_names_in_]
+        return [f"x{j}" for j in range(self.n_features_in_)]
+
+    def _dequantize_mask(self) -> np.ndarray:
+        return np.isin(self.columns_, self.dequantized_columns_)
+
+    def _validate(self, X, *, reset: bool) -> pd.DataFrame:
+        """Check ``X`` as scikit-learn does (shape, dtype, finiteness, feature count and names) and return it as
+        a float64 DataFrame with its column names (``x0, x1, ...`` for arrays)."""
+        if isinstance(X, pd.DataFrame):
+            non_numeric = [str(c) for c, t in X.dtypes.items() if not (is_numeric_dtype(t) or is_bool_dtype(t))]
+            if non_numeric:
+                raise UserError(f"column(s) {', '.join(non_numeric)} are not numeric; leave them out")
+        values = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=2 if reset else 1)
+        if isinstance(X, pd.DataFrame) and hasattr(self, "feature_names_in_"):
+            columns = [str(c) for c in X.columns]
+        else:
+            columns = [f"x{j}" for j in range(values.shape[1])]
+        return pd.DataFrame(values, columns=columns)
 
     def _select(self, X) -> pd.DataFrame:
-        """The training columns of ``X`` in training order (by name for a DataFrame), as float64."""
-        self._check_fitted()
-        return _as_frame(X, columns=self.feature_names_in_).astype(np.float64)
+        """The modelled columns of ``X`` in training order, as float64.
 
-    def _batched(self, X, function: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
-        frame = self._select(X)
+        A DataFrame's columns are matched by name (their order and any extra columns do not matter); an
+        array's by position.
+        """
+        if isinstance(X, pd.DataFrame) and hasattr(self, "feature_names_in_"):
+            wanted = [str(c) for c in self.feature_names_in_]
+            missing = [c for c in wanted if c not in X.columns]
+            if missing:
+                raise UserError(
+                    f"the data lack the model's column(s) {', '.join(repr(c) for c in missing)}; "
+                    "the model was trained on " + ", ".join(wanted)
+                )
+            X = X[wanted]
+        frame = self._validate(X, reset=False)
+        if self.dropped_constant_columns_:
+            frame = frame.drop(columns=self.dropped_constant_columns_)
+        return frame
+
+    def _batched(self, frame: pd.DataFrame, function: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
         device = next(self.model_.parameters()).device
         self.model_.eval()
         outputs = []
@@ -257,8 +397,6 @@ class FunnelDensity:
                 batch = _tensor(frame.iloc[start : start + _BATCH], device)
                 result = function(batch)
                 outputs.append(result.reshape(batch.shape[0], -1).double().cpu().numpy())
-        if not outputs:
-            return np.zeros((0, 1))
         return np.concatenate(outputs)
 
 
@@ -266,36 +404,11 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _as_frame(X, columns: list[str] | None = None) -> pd.DataFrame:
-    """``X`` as a DataFrame of finite numbers; with ``columns``, those columns by name (or position for arrays)."""
+def _dtypes(X) -> dict[str, str]:
+    """The input's dtypes by column name, recorded in the model folder."""
     if isinstance(X, pd.DataFrame):
-        frame = X
-        if columns is not None:
-            missing = [c for c in columns if c not in frame.columns]
-            if missing:
-                raise UserError(
-                    f"the data lack the model's column(s) {', '.join(repr(c) for c in missing)}; "
-                    "the model was trained on " + ", ".join(columns)
-                )
-            frame = frame[columns]
-    else:
-        array = np.asarray(X)
-        if array.ndim != 2:
-            raise UserError(f"expected a 2-D table of shape (rows, columns), got shape {array.shape}")
-        if columns is not None and array.shape[1] != len(columns):
-            raise UserError(f"expected {len(columns)} columns, got {array.shape[1]}")
-        frame = pd.DataFrame(array, columns=columns or [f"x{j}" for j in range(array.shape[1])])
-    if len(frame) == 0:
-        raise UserError("the table has no rows")
-    non_numeric = [str(c) for c, t in frame.dtypes.items() if not (is_numeric_dtype(t) or is_bool_dtype(t))]
-    if non_numeric:
-        raise UserError(f"column(s) {', '.join(non_numeric)} are not numeric; leave them out")
-    values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
-    finite = np.isfinite(values)
-    if not finite.all():
-        bad = [str(c) for c, ok in zip(frame.columns, finite.all(axis=0), strict=True) if not ok]
-        raise UserError(f"column(s) {', '.join(bad)} hold NaN or infinite values; drop or impute those rows")
-    return frame
+        return {str(c): str(t) for c, t in X.dtypes.items()}
+    return {}
 
 
 def _tensor(frame: pd.DataFrame, device: torch.device) -> torch.Tensor:

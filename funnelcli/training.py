@@ -72,12 +72,14 @@ def fit(
     settings: TrainingSettings,
     *,
     callback: Callable[[dict], None] | None = None,
+    dequantize: torch.Tensor | None = None,
 ) -> TrainingSummary:
     """Maximise the mean log-likelihood of ``train``; keep the weights with the best ``validation`` score.
 
     ``train`` and ``validation`` are (N, D) tensors already on the model's device. ``callback`` receives a dict
     after every step (``step``, ``steps``) and, at each validation pass, ``train_log_prob`` and
-    ``val_log_prob`` too. Random batches come from a generator seeded with ``settings.seed``.
+    ``val_log_prob`` too. Random batches come from a generator seeded with ``settings.seed``. ``dequantize``,
+    a (D,) boolean mask, adds fresh uniform noise in [0, 1) to those columns of every batch.
     """
     device = train.device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
@@ -110,6 +112,9 @@ def fit(
             cursor = 0
         batch = train[order[cursor : cursor + batch_size]]
         cursor += batch_size
+        if dequantize is not None:
+            noise = torch.rand(batch.shape, generator=generator, device=device, dtype=batch.dtype)
+            batch = batch + noise * dequantize
 
         log_prob = model.log_prob(batch)
         loss = -log_prob.mean()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -117,7 +118,7 @@ def test_save_then_load_gives_the_same_scores_latents_and_samples(tmp_path):
     np.testing.assert_array_equal(loaded.score_samples(table), estimator.score_samples(table))
     np.testing.assert_array_equal(loaded.transform(table), estimator.transform(table))
     np.testing.assert_array_equal(loaded.sample(5, random_state=3), estimator.sample(5, random_state=3))
-    assert loaded.feature_names_in_ == ["a", "b", "c", "d"] and loaded.latent_dim_ == 2
+    assert loaded.columns_ == ["a", "b", "c", "d"] and loaded.latent_dim_ == 2
 
 
 def test_the_same_seed_gives_the_same_model():
@@ -135,8 +136,9 @@ def test_scoring_matches_columns_by_name_not_position():
 def test_sampling_is_reproducible_and_temperature_shrinks_the_spread():
     estimator = fitted(steps=20)
     np.testing.assert_array_equal(estimator.sample(50, random_state=1), estimator.sample(50, random_state=1))
-    hot = estimator.transform(estimator.sample(400, random_state=2, temperature=1.0))
-    cold = estimator.transform(estimator.sample(400, random_state=2, temperature=0.3))
+    columns = estimator.columns_
+    hot = estimator.transform(pd.DataFrame(estimator.sample(400, random_state=2, temperature=1.0), columns=columns))
+    cold = estimator.transform(pd.DataFrame(estimator.sample(400, random_state=2, temperature=0.3), columns=columns))
     assert cold.std() < 0.5 * hot.std()
 
 

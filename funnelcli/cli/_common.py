@@ -18,7 +18,12 @@ import typer
 from funnelcli.errors import UserError
 
 ModelArg = Annotated[Path, typer.Argument(help="Model folder written by `funnel train`.", show_default=False)]
-DataArg = Annotated[Path, typer.Argument(help="Table: .csv, .tsv, .parquet or .h5/.hdf5.", show_default=False)]
+DataArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Table (.csv, .tsv, .parquet, .h5/.hdf5), or a folder from `funnel data prepare`.", show_default=False
+    ),
+]
 KeyOpt = Annotated[
     str | None, typer.Option("--key", help="HDF5 key or dataset path (needed when the file holds several).")
 ]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from funnelcli.cli._common import ForceOpt, JsonOpt, handle_errors, print_json, setup_logging
+from funnelcli.cli._common import ForceOpt, JsonOpt, KeyOpt, handle_errors, print_json, setup_logging
 
 app = typer.Typer(
-    help="Benchmark data: turn the raw MAF files (POWER, GAS, HEPMASS, MINIBOONE, BSDS300) into Parquet splits.",
+    help="Data: inspect a table before training, or turn the raw MAF benchmark files into Parquet splits.",
     no_args_is_help=True,
 )
 
@@ -68,3 +68,95 @@ def prepare(name: NameArg, raw: RawArg, out: OutOpt, force: ForceOpt = False, js
     for split, shape in manifest["splits"].items():
         typer.echo(f"{split:<10} {shape['rows']:>11,} rows x {shape['dims']} dims")
     typer.echo(f"wrote {manifest['dataset']} to {out}")
+
+
+INSPECT_EXAMPLES = """
+Examples:
+
+  funnel data inspect data.csv
+
+  funnel data inspect data.h5 --key table --json
+"""
+
+InspectArg = Annotated[
+    Path, typer.Argument(help="Table to inspect: .csv, .tsv, .parquet or .h5/.hdf5.", show_default=False)
+]
+
+
+@app.command("inspect", epilog=INSPECT_EXAMPLES)
+@handle_errors
+def inspect(data: InspectArg, key: KeyOpt = None, json_output: JsonOpt = False) -> None:
+    """Describe DATA column by column, and warn about what a density model will meet.
+
+    Reads tables that `funnel train` refuses (NaN, infinities, text) to show why.
+    Prints each column's type, missing and non-finite counts, distinct values,
+    range and flags (integer, constant, non-numeric), then a `warning:` line on
+    stderr for each problem. Exits 0 even when there are warnings.
+    """
+    from funnelcli.data.inspect import inspect_table
+
+    report = inspect_table(data, key=key)
+    if json_output:
+        print_json(report)
+        return
+    typer.echo(_column_table(report["columns"]))
+    for warning in report["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(
+        f"{_count(report['rows'], 'row')}, {_count(len(report['columns']), 'column')}, "
+        f"{_count(len(report['warnings']), 'warning')}"
+    )
+
+
+def _column_table(columns: list[dict[str, Any]]) -> str:
+    """Return the columns as plain aligned text, one row per column, easy to read and to grep."""
+    header = ("name", "dtype", "missing", "non-finite", "unique", "min", "max", "flags")
+    rows = [header] + [
+        (
+            " ".join(column["name"].splitlines()),  # a name with a line break must not break the table
+            column["dtype"],
+            str(column["missing"]),
+            _cell(column["non_finite"]),
+            str(column["unique"]),
+            _cell(column["min"]),
+            _cell(column["max"]),
+            _flags(column),
+        )
+        for column in columns
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    numeric_cells = range(2, 7)  # counts and range read best right-aligned
+    lines = [
+        "  ".join(
+            cell.rjust(width) if i in numeric_cells else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    """Return a count or statistic for the table: "-" where it does not apply, floats to 6 significant digits."""
+    if value is None:
+        return "-"
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _flags(column: dict[str, Any]) -> str:
+    """Return the column's flags as comma-separated words ("-" when it has none)."""
+    flags = [
+        word
+        for word, on in (
+            ("integer", column["integer_valued"]),
+            ("constant", column["constant"]),
+            ("non-numeric", not column["numeric"]),
+        )
+        if on
+    ]
+    return ",".join(flags) or "-"
+
+
+def _count(n: int, noun: str) -> str:
+    """Return "1 noun" or "n nouns"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -46,11 +46,13 @@ def encode(
     import pandas as pd
 
     from funnelcli.data import read_columns, read_table, write_table
+    from funnelcli.data.prepared import split_file
     from funnelcli.estimator import FunnelDensity
 
     out_format_check(output, force=force)
     estimator = FunnelDensity.load(model, device=device)
-    table = read_table(data, key=key, columns=estimator.feature_names_in_)
+    data = split_file(data, "test")
+    table = read_table(data, key=key, columns=estimator.columns_)
     latent = estimator.transform(table)
     frame = pd.DataFrame(latent, columns=[f"z{j}" for j in range(latent.shape[1])])
     passed = split_names(keep) if keep else []

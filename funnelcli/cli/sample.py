@@ -47,5 +47,5 @@ def sample(
     out_format_check(output, force=force)
     estimator = FunnelDensity.load(model, device=device)
     rows = estimator.sample(n, random_state=seed, temperature=temperature)
-    write_table(pd.DataFrame(rows, columns=estimator.feature_names_in_), output, overwrite=force)
-    typer.echo(f"wrote {output}: {n:,} samples of {len(estimator.feature_names_in_)} columns")
+    write_table(pd.DataFrame(rows, columns=estimator.columns_), output, overwrite=force)
+    typer.echo(f"wrote {output}: {n:,} samples of {len(estimator.columns_)} columns")

@@ -53,16 +53,26 @@ def train(
         Path | None, typer.Option(help="Validation table (default: a seeded --val-fraction of DATA).")
     ] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of rows held out.")] = 0.1,
+    dequantize: Annotated[
+        str, typer.Option(help="Integer-valued columns: uniform (add U[0,1) noise, the default) or none.")
+    ] = "uniform",
+    drop_constant: Annotated[
+        bool, typer.Option("--drop-constant", help="Leave out constant columns instead of refusing them.")
+    ] = False,
     device: DeviceOpt = "auto",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Model folder (default: runs/<DATA name>).")] = None,
     force: ForceOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Fit a density model to DATA and write a model folder."""
+    """Fit a density model to DATA and write a model folder.
+
+    DATA is a table, or a folder from `funnel data prepare`, whose train and validation splits are then used.
+    """
     setup_logging(quiet or json_output)
     from funnelcli import artifact
     from funnelcli.data import read_table
+    from funnelcli.data.prepared import is_prepared, split_file
     from funnelcli.estimator import FunnelDensity
 
     out = out or Path("runs") / _stem(data)
@@ -76,10 +86,14 @@ def train(
         seed=seed,
         device=device,
         val_fraction=val_fraction,
+        dequantize=dequantize,
+        drop_constant=drop_constant,
     )
     resolved = estimator.resolved_recipe()  # a bad recipe or flag fails here, before any data is read
     artifact.check_writable(out, overwrite=force)
-    table = read_table(data, key=key, columns=split_names(columns))
+    table = read_table(split_file(data, "train"), key=key, columns=split_names(columns))
+    if validation is None and is_prepared(data):
+        validation = split_file(data, "validation")
     held_out = None
     if validation is not None:
         held_out = read_table(validation, key=key, columns=list(table.columns))
@@ -115,7 +129,7 @@ def train(
 
 
 def _stem(path: Path) -> str:
-    name = path.name
+    name = path.resolve().name if path.is_dir() else path.name
     for suffix in (".csv.gz", ".parquet", ".hdf5", ".csv", ".tsv", ".pq", ".h5", ".hdf"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)] or "model"

@@ -1,5 +1,6 @@
 """Tables in and out: reading numeric tables, splitting off validation rows, writing files atomically."""
 
+from funnelcli.data.columns import constant_columns, integer_columns
 from funnelcli.data.tables import (
     READ_EXTENSIONS,
     WRITE_EXTENSIONS,
@@ -12,6 +13,8 @@ from funnelcli.data.tables import (
 )
 
 __all__ = [
+    "constant_columns",
+    "integer_columns",
     "READ_EXTENSIONS",
     "WRITE_EXTENSIONS",
     "atomic_path",

@@ -222,7 +222,9 @@ def _build_settings(settings_cls, values: dict[str, Any], source: str, section: 
 def latent_dim(input_dim: int, reduce: float) -> int:
     """The size a funnel leaves of ``input_dim`` coordinates: D - clip(round_half_up(reduce D), 1, D - 1)."""
     if input_dim < 2:
-        raise UserError("a funnel needs at least 2 columns to remove one; use --recipe nsf for 1 column")
+        raise UserError(
+            f"a funnel needs at least 2 columns to remove one, got n_features = {input_dim}; use --recipe nsf"
+        )
     dropped = min(input_dim - 1, max(1, math.floor(reduce * input_dim + 0.5)))
     return input_dim - dropped
 
@@ -269,6 +271,11 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         raise UserError(f"recipe {path}: not valid TOML ({str(error).splitlines()[0]})") from None
     name = path.stem if path.parent == bundled_recipe_dir() else str(path)
     return Recipe.from_dict(data, name=name, source=f"recipe {path.name}")
+
+
+def field_names() -> tuple[str, ...]:
+    """Every ``[model]`` and ``[training]`` field name (they are unique across the two tables)."""
+    return tuple(_FIELD_SECTION)
 
 
 def describe_fields() -> list[tuple[str, str, Any, str]]:

@@ -8,10 +8,13 @@ import pytest
 import torch
 
 from funnelcli.models import Recipe
+from funnelcli.models.recipe import FAMILY_FIELDS
 
 torch.set_num_threads(2)
 
 TINY_MODEL = {
+    "vae_layers": 1,
+    "mlp_layout": ["preserve", "halfway", "latent", "preserve"],
     "flow_steps": 3,
     "hidden_features": 32,
     "residual_blocks": 1,
@@ -25,10 +28,8 @@ TINY_TRAINING = {"batch_size": 128, "steps": 60, "eval_every": 20, "lr": 3e-3}
 
 
 def tiny_recipe(family: str = "f-nsf", **model) -> Recipe:
-    settings = dict(TINY_MODEL)
-    if family == "nsf":
-        for key in ("funnel_level", "ansatz_hidden_features", "ansatz_layers", "ansatz_flow_steps"):
-            settings.pop(key)
+    """A recipe of ``family`` small enough to train in a second; ``model`` overrides its fields."""
+    settings = {key: value for key, value in TINY_MODEL.items() if key in FAMILY_FIELDS[family]}
     settings.update(model)
     return Recipe.from_dict({"family": family, "model": settings, "training": dict(TINY_TRAINING)}, name="tiny")
 

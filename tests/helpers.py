@@ -49,7 +49,7 @@ def assert_funnel(funnel, x: torch.Tensor) -> None:
     whose returned contribution is minus the forward one at the sampled point."""
     funnel.eval()
     keep = funnel.keep
-    x_keep, x_drop = x[:, :keep], x[:, keep:]
+    x_keep, x_drop = funnel.split(x)
     z, contribution = funnel(x)
     assert z.shape == (x.shape[0], keep) and contribution.shape == (x.shape[0],)
 

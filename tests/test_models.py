@@ -21,7 +21,15 @@ VARIANTS = {
     "f-nsf-coupling-flow": dict(family="f-nsf", transform="coupling", ansatz="flow"),
     "f-nsf-autoregressive-gaussian": dict(family="f-nsf", transform="autoregressive", ansatz="gaussian"),
     "f-nsf-autoregressive-flow": dict(family="f-nsf", transform="autoregressive", ansatz="flow"),
+    "f-nsf-conv-gaussian": dict(family="f-nsf", funnel_kind="conv", ansatz="gaussian", funnel_level=0),
+    "f-nsf-conv-stride1-flow": dict(family="f-nsf", funnel_kind="conv-stride1", ansatz="flow", funnel_level=0),
+    "glow": dict(family="glow"),
+    "f-glow-gaussian": dict(family="f-glow", ansatz="gaussian"),
+    "f-glow-flow": dict(family="f-glow", ansatz="flow"),
+    "f-mlp-gaussian": dict(family="f-mlp", ansatz="gaussian"),
+    "f-mlp-flow": dict(family="f-mlp", ansatz="flow"),
 }
+FULL_DIMENSION = ["nsf-coupling", "nsf-autoregressive", "glow"]
 
 
 def model_for(variant: str, dim: int = 4, dtype=torch.float32):
@@ -57,7 +65,7 @@ def test_encoding_a_sample_gives_back_its_latent_point(variant):
         torch.testing.assert_close(model.encode(x), z, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("variant", ["nsf-coupling", "nsf-autoregressive"])
+@pytest.mark.parametrize("variant", FULL_DIMENSION)
 def test_a_full_dimension_flow_is_a_bijection_with_the_autograd_logdet(variant):
     model = model_for(variant, dim=3, dtype=torch.float64)
     assert_bijection(model.transform, torch.randn(4, 3, dtype=torch.float64))
@@ -71,7 +79,11 @@ def test_every_parameter_gets_a_gradient(variant):
     assert not missing
 
 
-@pytest.mark.parametrize(("variant", "latent"), [("nsf-coupling", 4), ("f-nsf-coupling-flow", 2)])
+@pytest.mark.parametrize(
+    ("variant", "latent"),
+    [("nsf-coupling", 4), ("f-nsf-coupling-flow", 2), ("glow", 4), ("f-glow-flow", 2), ("f-mlp-flow", 2),
+     ("f-nsf-conv-gaussian", 2), ("f-nsf-conv-stride1-flow", 3)],
+)
 def test_the_latent_size_follows_reduce(variant, latent):
     assert model_for(variant).latent_dim == latent
 
@@ -162,6 +174,13 @@ def two_moons(n: int = 1500, seed: int = 0) -> np.ndarray:
         "f-nsf-coupling-gaussian",
         "f-nsf-coupling-flow",
         "f-nsf-autoregressive-flow",
+        "f-nsf-conv-gaussian",
+        "f-nsf-conv-stride1-flow",
+        "glow",
+        "f-glow-gaussian",
+        "f-glow-flow",
+        "f-mlp-gaussian",
+        "f-mlp-flow",
     ],
 )
 def test_a_two_dimensional_density_integrates_to_one(variant):

@@ -7,6 +7,9 @@ import math
 import pytest
 import torch
 
+from funnelcli.transforms.affine import ActNorm, ElementwiseAffine, affine_coupling
+from funnelcli.transforms.conv import conv_funnel, conv_stride1_funnel
+from funnelcli.transforms.mlp import ConditionalLULinear, mlp_funnel, mlp_layer
 from funnelcli.transforms import (
     ElementwiseRQSpline,
     FlowAnsatz,
@@ -48,6 +51,11 @@ BIJECTIONS = {
     "coupling-spline-odd-step": lambda: perturb(rq_coupling(3, 1, SMALL)),
     "autoregressive-spline": lambda: perturb(rq_autoregressive(3, SMALL)),
     "one-dimensional-coupling": lambda: perturb(rq_layer("coupling", 1, 0, SMALL)),
+    "shared-elementwise-spline": lambda: perturb(ElementwiseRQSpline(3, None, SMALL, shared=True)),
+    "elementwise-affine-free": lambda: perturb(ElementwiseAffine(3)),
+    "affine-coupling": lambda: perturb(affine_coupling(3, 0, hidden_features=16, residual_blocks=1)),
+    "actnorm": lambda: perturb(ActNorm(3)),
+    "mlp-layer": lambda: perturb(mlp_layer(3, SMALL)),
 }
 
 
@@ -62,6 +70,8 @@ CONDITIONAL = {
     "elementwise-spline": lambda: perturb(ElementwiseRQSpline(3, 2, SMALL)),
     "coupling-spline": lambda: perturb(rq_coupling(3, 0, SMALL, context_features=2)),
     "autoregressive-spline": lambda: perturb(rq_autoregressive(3, SMALL, context_features=2)),
+    "elementwise-affine": lambda: perturb(ElementwiseAffine(3, 2, hidden_features=16)),
+    "conditional-lu-linear": lambda: perturb(ConditionalLULinear(3, 2)),
 }
 
 
@@ -149,3 +159,63 @@ def test_funnel_log_q_is_conditioned_on_the_output_not_the_kept_input():
     f_logdet = funnel.transform(x[:, :2], context=x[:, 2:])[1]
     on_input = funnel.ansatz.log_prob(x[:, 2:], context=x[:, :2])
     assert not torch.allclose(contribution - f_logdet, on_input)
+
+
+def any_ansatz(kind: str, drop: int, keep: int):
+    if kind == "gaussian":
+        return GaussianAnsatz(drop, keep, hidden_features=8, layers=2)
+    return FlowAnsatz(drop, keep, "coupling", 2, SMALL)
+
+
+@pytest.mark.parametrize("ansatz", ["gaussian", "flow"])
+@pytest.mark.parametrize(("features", "out_features"), [(5, 3), (2, 1)])
+def test_mlp_funnel_is_exact(features, out_features, ansatz):
+    composite = perturb(
+        mlp_funnel(features, out_features, any_ansatz(ansatz, features - out_features, out_features), SMALL)
+    )
+    permutation, funnel = composite._transforms
+    assert_funnel(funnel, rows(6, features))
+
+
+def test_mlp_funnel_logdet_is_that_of_w_k_plus_the_spline_plus_log_q():
+    composite = perturb(mlp_funnel(4, 2, any_ansatz("gaussian", 2, 2), SMALL)).eval()
+    _, funnel = composite._transforms
+    x = rows(5, 4)
+    linear, spline = funnel.transform._transforms
+    w_k = linear.linear.weight()
+    y_linear = x[:, :2] @ w_k.t() + linear.linear.bias + x[:, 2:] @ linear.context_weight.t()
+    y, spline_logdet = spline(y_linear)
+    expected = torch.linalg.slogdet(w_k)[1] + spline_logdet + funnel.ansatz.log_prob(x[:, 2:], context=y)
+    z, contribution = funnel(x)
+    torch.testing.assert_close(z, y)
+    torch.testing.assert_close(contribution, expected)
+
+
+@pytest.mark.parametrize("ansatz", ["gaussian", "flow"])
+@pytest.mark.parametrize("features", [6, 7, 2])
+def test_stride_two_convolutional_funnel_is_exact(features, ansatz):
+    tiles = features // 2
+    funnel = perturb(conv_funnel(features, any_ansatz(ansatz, tiles, features - tiles)))
+    assert (funnel.keep, funnel.drop) == (features - tiles, tiles)
+    assert_funnel(funnel, rows(5, features))
+
+
+def test_stride_two_convolution_keeps_even_and_drops_odd_features():
+    funnel = perturb(conv_funnel(5, any_ansatz("gaussian", 2, 3))).eval()
+    x = rows(4, 5)
+    x_keep, x_drop = funnel.split(x)
+    torch.testing.assert_close(x_keep, x[:, [0, 2, 4]])
+    torch.testing.assert_close(x_drop, x[:, [1, 3]])
+    kernel = funnel.transform.kernel
+    z, _ = funnel(x)
+    expected = torch.exp(kernel.log_w1) * x[:, [0, 2]] + kernel.w2 * x[:, [1, 3]] + kernel.bias
+    torch.testing.assert_close(z[:, :2], expected)
+    torch.testing.assert_close(z[:, 2], x[:, 4])
+
+
+@pytest.mark.parametrize("ansatz", ["gaussian", "flow"])
+@pytest.mark.parametrize("features", [5, 2])
+def test_stride_one_convolutional_funnel_is_exact_with_an_autoregressive_inverse(features, ansatz):
+    funnel = perturb(conv_stride1_funnel(features, any_ansatz(ansatz, 1, features - 1)))
+    assert (funnel.keep, funnel.drop) == (features - 1, 1)
+    assert_funnel(funnel, rows(5, features))

@@ -16,11 +16,19 @@ class FunnelFlow(nn.Module):
     is an ordinary normalizing flow. Every method takes and returns float tensors of shape (N, D) or (N, k).
     """
 
+    #: Scores are exact log-likelihoods (a VAE's are bounds).
+    is_bound = False
+
     def __init__(self, transforms: list[Transform], input_dim: int, latent_dim: int):
         super().__init__()
         self.transform = CompositeTransform(transforms)
         self.input_dim = input_dim
         self.latent_dim = latent_dim
+
+    @property
+    def scaler(self) -> Transform:
+        """The first layer, the standardisation of the training data."""
+        return self.transform._transforms[0]
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log p(x), shape (N,)."""

@@ -22,17 +22,24 @@ from typing import Any
 
 from funnelcli.errors import UserError
 
-FAMILIES_WITH_FUNNEL = ("f-nsf",)
-FAMILIES = ("nsf", *FAMILIES_WITH_FUNNEL)
-FUNNEL_FIELDS = (
-    "reduce",
-    "funnel_level",
-    "ansatz",
-    "ansatz_hidden_features",
-    "ansatz_layers",
-    "ansatz_flow_steps",
-)
+_SPLINE = ("flow_steps", "transform", "hidden_features", "residual_blocks", "bins", "tail_bound", "dropout")
+_FUNNEL = ("reduce", "funnel_level", "ansatz", "ansatz_hidden_features", "ansatz_layers", "ansatz_flow_steps")
+_GLOW = ("flow_steps", "hidden_features", "residual_blocks", "dropout")
 
+#: The ``[model]`` fields each family reads; any other model field in its recipe is an error that names it.
+FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
+    "nsf": _SPLINE,
+    "f-nsf": (*_SPLINE, *_FUNNEL, "funnel_kind"),
+    "glow": _GLOW,
+    "f-glow": (*_GLOW, *_FUNNEL, "bins", "tail_bound"),
+    "f-mlp": ("bins", "tail_bound", "mlp_layout", *_FUNNEL[:1], *_FUNNEL[2:], "residual_blocks", "dropout"),
+    "vae": ("hidden_features", "vae_layers", "reduce"),
+}
+FAMILIES = tuple(FAMILY_FIELDS)
+#: Families whose latent size comes from ``reduce`` (funnels, and the VAE at the same compression).
+FAMILIES_WITH_FUNNEL = ("f-nsf", "f-glow", "f-mlp")
+FUNNEL_FIELDS = _FUNNEL
+MLP_LAYERS = ("preserve", "halfway", "latent")
 
 def _int(low: int | None = None, high: int | None = None):
     def check(value):
@@ -69,6 +76,14 @@ def _choice(*options: str):
     return check
 
 
+def _layout(value):
+    if not isinstance(value, list | tuple) or not value or any(v not in MLP_LAYERS for v in value):
+        return "a non-empty list of " + ", ".join(repr(o) for o in MLP_LAYERS)
+    if "latent" not in value:
+        return "a list of layers that includes one 'latent' layer"
+    return None
+
+
 def _spec(default, check, doc: str):
     return field(default=default, metadata={"check": check, "doc": doc})
 
@@ -90,6 +105,15 @@ class ModelSettings:
     ansatz_hidden_features: int = _spec(64, _int(1), "hidden units of the ansatz networks")
     ansatz_layers: int = _spec(3, _int(1), "hidden layers of the gaussian ansatz MLP")
     ansatz_flow_steps: int = _spec(2, _int(1), "layers of the flow ansatz")
+    funnel_kind: str = _spec(
+        "spline", _choice("spline", "conv", "conv-stride1"), "f-nsf funnel: spline, or a 1-D convolutional funnel"
+    )
+    mlp_layout: tuple = _spec(
+        ("preserve", "preserve", "halfway", "preserve", "latent", "preserve", "preserve", "preserve"),
+        lambda value: _layout(value),
+        "f-mlp layers: preserve, halfway (to halfway between input and latent size) or latent",
+    )
+    vae_layers: int = _spec(2, _int(1), "hidden layers of the VAE encoder and decoder")
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,11 @@ class Recipe:
     def has_funnel(self) -> bool:
         return self.family in FAMILIES_WITH_FUNNEL
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The ``[model]`` fields this recipe's family reads."""
+        return FAMILY_FIELDS[self.family]
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, name: str = "custom", source: str = "recipe") -> Recipe:
         """Validate a parsed recipe; every unknown key or bad value is a :class:`UserError` naming it."""
@@ -150,9 +179,9 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as plain data (what ``model.json`` stores); ``from_dict`` reads it back."""
-        model = dataclasses.asdict(self.model)
-        if not self.has_funnel:
-            model = {key: value for key, value in model.items() if key not in FUNNEL_FIELDS}
+        model = {key: value for key, value in dataclasses.asdict(self.model).items() if key in self.fields}
+        if "mlp_layout" in model:
+            model["mlp_layout"] = list(model["mlp_layout"])
         return {
             "family": self.family,
             "description": self.description,
@@ -171,29 +200,26 @@ class Recipe:
         for key in overrides:
             if key not in _FIELD_SECTION:
                 _unknown("override", key, list(_FIELD_SECTION))
-        if not self.has_funnel:
-            given = [key for key in overrides if key in FUNNEL_FIELDS]
-            if given:
-                raise UserError(
-                    f"recipe {self.name!r} (family {self.family}) has no funnel, so "
-                    f"{', '.join('--' + key.replace('_', '-') for key in given)} does not apply; "
-                    "use a funnel recipe such as --recipe f-nsf"
-                )
+        given = [key for key in overrides if _FIELD_SECTION[key] == "model" and key not in self.fields]
+        if given:
+            flags = ", ".join("--" + key.replace("_", "-") for key in given)
+            raise UserError(f"recipe {self.name!r} {self._does_not_use(given, flags)}")
         data = self.to_dict()
         for key, value in overrides.items():
             data[_FIELD_SECTION[key]][key] = value
         return Recipe.from_dict(data, name=self.name, source=f"recipe {self.name!r}")
 
+    def _does_not_use(self, keys: list[str], shown: str) -> str:
+        """An error for fields (shown as ``shown``) that this recipe's family does not read."""
+        if set(keys) <= set(FUNNEL_FIELDS):
+            return f"(family {self.family}) has no funnel, so {shown} does not apply; use a funnel recipe such as f-nsf"
+        return f"(family {self.family}) does not use {shown}; remove it"
+
     def _check_consistent(self, source: str, model_keys: set[str]) -> None:
-        if not self.has_funnel:
-            given = sorted(model_keys & set(FUNNEL_FIELDS))
-            if given:
-                raise UserError(
-                    f"{source}: family {self.family} has no funnel, so model.{given[0]} does not apply; "
-                    'remove it or use family = "f-nsf"'
-                )
-            return
-        if self.model.funnel_level >= self.model.flow_steps:
+        given = sorted(model_keys - set(self.fields))
+        if given:
+            raise UserError(f"{source}: {self._does_not_use(given, 'model.' + given[0])}")
+        if "funnel_level" in self.fields and self.model.funnel_level >= self.model.flow_steps:
             raise UserError(
                 f"{source}: funnel_level {self.model.funnel_level} must be below flow_steps "
                 f"{self.model.flow_steps} (levels count from 0)"
@@ -216,6 +242,8 @@ def _build_settings(settings_cls, values: dict[str, Any], source: str, section: 
             raise UserError(f"{source}: {section}.{key} = {value!r} is invalid; it must be {expected}")
     # TOML and JSON may write a float field as an integer (lr = 1); store floats as floats.
     converted = {key: float(value) if fields[key].type == "float" else value for key, value in values.items()}
+    if "mlp_layout" in converted:
+        converted["mlp_layout"] = tuple(converted["mlp_layout"])
     return settings_cls(**converted)
 
 

@@ -24,8 +24,8 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    """log N(z; 0, I) summed over the last dimension. Shape (N, d) -> (N,)."""
-    return -0.5 * (z**2).sum(dim=1) - 0.5 * z.shape[1] * _LOG_2PI
+    """log N(z; 0, I) summed over the last dimension. Shape (..., d) -> (...)."""
+    return -0.5 * (z**2).sum(dim=-1) - 0.5 * z.shape[-1] * _LOG_2PI
 
 
 class GaussianAnsatz(nn.Module):

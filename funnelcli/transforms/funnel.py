@@ -24,11 +24,19 @@ class Funnel(Transform):
 
     The inverse's sign matches the bijections' convention, so that log p_Z(z) - inverse-logabsdet is the
     exact log-density of the sample it returns. The inverse is a right inverse: forward(inverse(z)) == z.
-    Shapes: forward (N, D) -> (N, keep), inverse (N, keep) -> (N, D), logabsdet (N,). The last ``drop``
-    coordinates are the dropped ones; place a permutation or linear map before the funnel to choose them.
+    Shapes: forward (N, D) -> (N, keep), inverse (N, keep) -> (N, D), logabsdet (N,). By default the last
+    ``drop`` coordinates are the dropped ones; ``order`` (a permutation of range(D)) names them otherwise:
+    x_keep = x[:, order[:keep]], x_drop = x[:, order[keep:]].
     """
 
-    def __init__(self, keep: int, drop: int, transform: Transform | None, ansatz: nn.Module):
+    def __init__(
+        self,
+        keep: int,
+        drop: int,
+        transform: Transform | None,
+        ansatz: nn.Module,
+        order: torch.Tensor | list[int] | None = None,
+    ):
         super().__init__()
         if keep < 1 or drop < 1:
             raise ValueError(f"a funnel keeps and drops at least one coordinate each, got keep={keep}, drop={drop}")
@@ -36,6 +44,14 @@ class Funnel(Transform):
         self.drop = drop
         self.transform = transform
         self.ansatz = ansatz
+        if order is not None:
+            order = torch.as_tensor(order, dtype=torch.long)
+            if sorted(order.tolist()) != list(range(keep + drop)):
+                raise ValueError(f"order must be a permutation of range({keep + drop})")
+            self.register_buffer("order", order)
+            self.register_buffer("inverse_order", torch.argsort(order))
+        else:
+            self.order = None
 
     def _check(self, inputs, context, width):
         if context is not None:
@@ -45,6 +61,8 @@ class Funnel(Transform):
 
     def forward(self, inputs, context=None):
         self._check(inputs, context, self.keep + self.drop)
+        if self.order is not None:
+            inputs = inputs[:, self.order]
         x_keep, x_drop = inputs[:, : self.keep], inputs[:, self.keep :]
         if self.transform is None:
             z, logabsdet = x_keep, inputs.new_zeros(inputs.shape[0])
@@ -60,4 +78,13 @@ class Funnel(Transform):
             x_keep, inverse_logabsdet = z, z.new_zeros(z.shape[0])
         else:
             x_keep, inverse_logabsdet = self.transform.inverse(z, context=x_drop)
-        return torch.cat([x_keep, x_drop], dim=1), inverse_logabsdet - log_q
+        x = torch.cat([x_keep, x_drop], dim=1)
+        if self.order is not None:
+            x = x[:, self.inverse_order]
+        return x, inverse_logabsdet - log_q
+
+    def split(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_keep, x_drop) of ``inputs``, in the order the funnel uses them."""
+        if self.order is not None:
+            inputs = inputs[:, self.order]
+        return inputs[:, : self.keep], inputs[:, self.keep :]

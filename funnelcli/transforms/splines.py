@@ -43,15 +43,21 @@ class ElementwiseRQSpline(Transform):
     """y_j = s(x_j; theta_j(c)), a monotone RQ spline per coordinate.
 
     With ``context_features`` the parameters theta come from a residual network of the context c (shape
-    (N, C)); without, they are free parameters shared by all rows. The Jacobian is diagonal:
-    log|det dy/dx| = sum_j log s'(x_j). Shapes: (N, D) -> (N, D), logabsdet (N,). Initialised to the identity.
+    (N, C)); without, they are free parameters shared by all rows, and with ``shared`` one spline serves every
+    coordinate (as in the F-MLP layers). The Jacobian is diagonal: log|det dy/dx| = sum_j log s'(x_j).
+    Shapes: (N, D) -> (N, D), logabsdet (N,). Initialised to the identity.
     """
 
-    def __init__(self, features: int, context_features: int | None, settings: SplineSettings):
+    def __init__(
+        self, features: int, context_features: int | None, settings: SplineSettings, *, shared: bool = False
+    ):
         super().__init__()
+        if shared and context_features:
+            raise ValueError("a shared spline has free parameters; it takes no context")
         self.features = features
         self.settings = settings
-        n_params = features * _params_per_feature(settings.bins)
+        self.shared = shared
+        n_params = (1 if shared else features) * _params_per_feature(settings.bins)
         if context_features:
             self.net = ResidualNet(
                 in_features=context_features,
@@ -74,7 +80,8 @@ class ElementwiseRQSpline(Transform):
                 raise ValueError("this spline's parameters come from a context, and none was given")
             params = self.net(context)
         else:
-            params = self.free_params.expand(inputs.shape[0], -1)
+            params = self.free_params.repeat(self.features) if self.shared else self.free_params
+            params = params.expand(inputs.shape[0], -1)
         bins = self.settings.bins
         params = params.reshape(inputs.shape[0], self.features, _params_per_feature(bins))
         outputs, logabsdet = unconstrained_rational_quadratic_spline(

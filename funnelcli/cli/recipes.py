@@ -27,14 +27,34 @@ def list_recipes(ctx: typer.Context) -> None:
 
     for name, path in bundled_recipes().items():
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-        typer.echo(f"{name:<16} {data.get('family', ''):<8} {data.get('description', '')}")
+        typer.echo(f"{name:<20} {data.get('family', ''):<7} {data.get('description', '')}")
 
 
 @app.command("show")
 @handle_errors
-def show(name: Annotated[str, typer.Argument(help="Recipe name or .toml path.")]) -> None:
-    """Print a recipe's TOML text (after checking that it is valid)."""
+def show(
+    name: Annotated[str, typer.Argument(help="Recipe name or .toml path.")],
+    dim: Annotated[
+        int | None, typer.Option("--dim", help="Count parameters for this many columns (default: the recipe's).")
+    ] = None,
+) -> None:
+    """Print a recipe's TOML text (after checking that it is valid) and its parameter count for an input size."""
     from funnelcli.models.recipe import load_recipe, recipe_path
 
-    load_recipe(name)
+    recipe = load_recipe(name)
     typer.echo(recipe_path(name).read_text(encoding="utf-8").rstrip())
+    dim = dim or recipe.input_dim
+    if dim is None:
+        typer.echo("# pass --dim D to count the parameters for D columns")
+        return
+    if dim < 1:
+        from funnelcli.errors import UserError
+
+        raise UserError(f"--dim must be at least 1, got {dim}")
+    import numpy as np
+
+    from funnelcli.models import build_model
+
+    model = build_model(recipe, np.zeros(dim), np.ones(dim))
+    parameters = sum(p.numel() for p in model.parameters())
+    typer.echo(f"# {parameters:,} parameters for {dim} columns, latent size {model.latent_dim}")

@@ -41,6 +41,7 @@ FAMILIES_WITH_FUNNEL = ("f-nsf", "f-glow", "f-mlp")
 FUNNEL_FIELDS = _FUNNEL
 MLP_LAYERS = ("preserve", "halfway", "latent")
 
+
 def _int(low: int | None = None, high: int | None = None):
     def check(value):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -131,7 +132,7 @@ class TrainingSettings:
 
 
 _SECTIONS = {"model": ModelSettings, "training": TrainingSettings}
-_TOP_LEVEL = ("family", "description")
+_TOP_LEVEL = ("family", "description", "input_dim")
 _FIELD_SECTION = {f.name: name for name, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
 
 
@@ -144,6 +145,8 @@ class Recipe:
     model: ModelSettings = field(default_factory=ModelSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     name: str = "custom"
+    #: The number of columns the recipe was sized for (informational: `funnel recipes show` counts parameters).
+    input_dim: int | None = None
 
     @property
     def has_funnel(self) -> bool:
@@ -167,13 +170,16 @@ class Recipe:
         description = data.get("description", "")
         if not isinstance(description, str):
             raise UserError(f"{source}: description must be a string")
+        input_dim = data.get("input_dim")
+        if input_dim is not None and _int(1)(input_dim) is not None:
+            raise UserError(f"{source}: input_dim = {input_dim!r} is invalid; it must be an integer >= 1")
         sections = {}
         for section, settings_cls in _SECTIONS.items():
             values = data.get(section, {})
             if not isinstance(values, dict):
                 raise UserError(f"{source}: [{section}] must be a table of settings")
             sections[section] = _build_settings(settings_cls, values, source, section)
-        recipe = cls(family=family, description=description, name=name, **sections)
+        recipe = cls(family=family, description=description, name=name, input_dim=input_dim, **sections)
         recipe._check_consistent(source, set(data.get("model", {})))
         return recipe
 
@@ -182,12 +188,10 @@ class Recipe:
         model = {key: value for key, value in dataclasses.asdict(self.model).items() if key in self.fields}
         if "mlp_layout" in model:
             model["mlp_layout"] = list(model["mlp_layout"])
-        return {
-            "family": self.family,
-            "description": self.description,
-            "model": model,
-            "training": dataclasses.asdict(self.training),
-        }
+        data = {"family": self.family, "description": self.description}
+        if self.input_dim is not None:
+            data["input_dim"] = self.input_dim
+        return {**data, "model": model, "training": dataclasses.asdict(self.training)}
 
     def with_overrides(self, **overrides: Any) -> Recipe:
         """A copy with fields replaced by name (``reduce=0.25``, ``steps=500``); ``None`` values are ignored.

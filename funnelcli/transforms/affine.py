@@ -38,7 +38,10 @@ class ElementwiseAffine(Transform):
         self.features = features
         if context_features:
             self.net = ResidualNet(
-                context_features, 2 * features, hidden_features, num_blocks=residual_blocks,
+                context_features,
+                2 * features,
+                hidden_features,
+                num_blocks=residual_blocks,
                 dropout_probability=dropout,
             )
             self.free_params = None

@@ -48,9 +48,7 @@ class ElementwiseRQSpline(Transform):
     Shapes: (N, D) -> (N, D), logabsdet (N,). Initialised to the identity.
     """
 
-    def __init__(
-        self, features: int, context_features: int | None, settings: SplineSettings, *, shared: bool = False
-    ):
+    def __init__(self, features: int, context_features: int | None, settings: SplineSettings, *, shared: bool = False):
         super().__init__()
         if shared and context_features:
             raise ValueError("a shared spline has free parameters; it takes no context")

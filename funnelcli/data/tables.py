@@ -358,11 +358,13 @@ class _Verdict:
 
 
 def _numeric_frame(
-    raw: pd.DataFrame, shown: str, columns: list[str] | None, *, skipped: Sequence[str] = ()
+    raw: pd.DataFrame, shown: str, columns: list[str] | None, *, skipped: Sequence[str] = (), row_offset: int = 0
 ) -> pd.DataFrame:
     """Check ``raw`` and return its selected columns as float64 with a fresh RangeIndex.
 
-    ``skipped`` names columns the reader already left out as non-numeric, for the warning.
+    ``skipped`` names columns the reader already left out as non-numeric, for the warning. ``row_offset`` is
+    the number of data rows before ``raw`` in the file (a chunk of a streamed file), so messages name rows of
+    the file.
     """
     raw.columns = [str(name) for name in raw.columns]
     names = list(raw.columns)
@@ -377,7 +379,7 @@ def _numeric_frame(
     problems: list[str] = []
     skipped = list(skipped)
     for name in columns if explicit else names:
-        verdict = _inspect_column(raw[name], name, explicit)
+        verdict = _inspect_column(raw[name], name, explicit, row_offset)
         if verdict.values is not None:
             kept.append(name)
             values.append(verdict.values)
@@ -391,11 +393,11 @@ def _numeric_frame(
         raise _error(f"{shown}: {_joined(problems)}; fix these values or exclude the column(s) with --columns")
     if not kept:
         raise _error(f"{shown} has no numeric columns")
-    _check_finite(shown, kept, values)
+    _check_finite(shown, kept, values, row_offset)
     return _assemble(raw, kept, values)
 
 
-def _inspect_column(series: pd.Series, name: str, explicit: bool) -> _Verdict:
+def _inspect_column(series: pd.Series, name: str, explicit: bool, row_offset: int = 0) -> _Verdict:
     """Decide whether a column is numeric, text to skip, or an error, converting its values if numeric."""
     dtype = series.dtype
     if pd.api.types.is_bool_dtype(dtype) or (
@@ -406,15 +408,17 @@ def _inspect_column(series: pd.Series, name: str, explicit: bool) -> _Verdict:
         # Nullable extension types (Int64, boolean, Float64) hold pd.NA, which becomes NaN and is reported
         return _Verdict(values=series.to_numpy(dtype=np.float64, na_value=np.nan))
     if pd.api.types.is_object_dtype(dtype) or isinstance(dtype, pd.StringDtype | pd.CategoricalDtype):
-        return _inspect_text(series, name, explicit)
+        return _inspect_text(series, name, explicit, row_offset)
     if explicit:
         first = _first_present(series.to_numpy(dtype=object))
-        where = f" (first at row {first + 1}: {_shown_value(series.iloc[first])})" if first is not None else ""
+        where = (
+            f" (first at row {row_offset + first + 1}: {_shown_value(series.iloc[first])})" if first is not None else ""
+        )
         return _Verdict(problem=f"column {name!r} holds {dtype} values, not numbers{where}")
     return _Verdict()
 
 
-def _inspect_text(series: pd.Series, name: str, explicit: bool) -> _Verdict:
+def _inspect_text(series: pd.Series, name: str, explicit: bool, row_offset: int = 0) -> _Verdict:
     """Judge a text column by how many of its values parse as numbers.
 
     All parse: use them. Most parse (a CSV column with a stray word), or the column was selected: refuse it
@@ -436,12 +440,12 @@ def _inspect_text(series: pd.Series, name: str, explicit: bool) -> _Verdict:
         first = int(np.argmax(bad))
         return _Verdict(
             problem=f"column {name!r} has {_count(n_bad, 'non-numeric value')} "
-            f"(first at row {first + 1}: {_shown_value(text[first])})"
+            f"(first at row {row_offset + first + 1}: {_shown_value(text[first])})"
         )
     return _Verdict()
 
 
-def _check_finite(shown: str, names: Sequence[str], values: Iterable[np.ndarray]) -> None:
+def _check_finite(shown: str, names: Sequence[str], values: Iterable[np.ndarray], row_offset: int = 0) -> None:
     """Refuse NaN and infinite values with one message naming each column, its counts and first rows."""
     reports = []
     for name, column in zip(names, values, strict=True):
@@ -451,7 +455,7 @@ def _check_finite(shown: str, names: Sequence[str], values: Iterable[np.ndarray]
         nan = np.isnan(column)
         infinite = ~finite & ~nan
         parts = [
-            f"{_count(int(mask.sum()), label)} (first at row {int(np.argmax(mask)) + 1})"
+            f"{_count(int(mask.sum()), label)} (first at row {row_offset + int(np.argmax(mask)) + 1})"
             for mask, label in ((nan, "NaN value"), (infinite, "infinite value"))
             if mask.any()
         ]
@@ -620,7 +624,8 @@ def _unreadable(shown: str, fmt: str, exc: BaseException) -> UserError:
     """Return the error for a file the library could not parse, with the library's short reason."""
     if isinstance(exc, UserError):  # our own finding inside the reader's try block: keep its message
         return exc
-    return _error(f"{shown}: could not be read as {fmt}: {_reason(exc)}")
+    hint = "; save it as UTF-8" if isinstance(exc, UnicodeDecodeError) else ""
+    return _error(f"{shown}: could not be read as {fmt}: {_reason(exc)}{hint}")
 
 
 def _reason(exc: BaseException) -> str:

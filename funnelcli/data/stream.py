@@ -1,0 +1,161 @@
+"""Tables in and out a batch of rows at a time, so that memory does not grow with the number of rows.
+
+``iter_table`` yields validated float64 chunks of a CSV, TSV or Parquet file (HDF5 is read whole and sliced);
+``TableWriter`` appends chunks to an output that appears, complete, only when the writer closes cleanly.
+Errors name rows of the whole file, as :func:`read_table`'s do.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import pandas as pd
+
+from funnelcli.data.tables import (
+    _READ_FORMATS,
+    PathArg,
+    _check_is_file,
+    _check_selection,
+    _check_unique,
+    _delimited_header,
+    _error,
+    _format_for,
+    _numeric_frame,
+    _unreadable,
+    atomic_path,
+    check_output_path,
+    read_columns,
+    read_table,
+)
+
+#: Rows per chunk: large enough that per-chunk overhead vanishes, small enough to bound memory.
+BATCH_ROWS = 65_536
+
+
+def iter_table(
+    path: PathArg, *, columns: Sequence[str], key: str | None = None, batch_rows: int = BATCH_ROWS
+) -> Iterator[pd.DataFrame]:
+    """The named columns of a table as float64 chunks of at most ``batch_rows`` rows, validated as
+    :func:`read_table` validates a whole table (NaN, infinities, stray text: one error naming file row)."""
+    shown = os.fspath(path)
+    source = Path(path)
+    _check_is_file(source, shown)
+    fmt = _format_for(source, shown, _READ_FORMATS, "supported extensions")
+    wanted = [str(c) for c in columns]
+    if fmt == "HDF5":
+        frame = read_table(path, key=key, columns=wanted)
+        for start in range(0, len(frame), batch_rows):
+            yield frame.iloc[start : start + batch_rows].reset_index(drop=True)
+        return
+    offset = 0
+    for raw in _raw_chunks(source, shown, fmt, wanted, batch_rows):
+        yield _numeric_frame(raw, shown, wanted, row_offset=offset)
+        offset += len(raw)
+    if offset == 0:
+        raise _error(f"{shown} has no rows")
+
+
+def iter_columns(
+    path: PathArg, columns: Sequence[str], *, key: str | None = None, batch_rows: int = BATCH_ROWS
+) -> Iterator[pd.DataFrame]:
+    """The named columns as they are (any type), in the same chunks as :func:`iter_table`."""
+    shown = os.fspath(path)
+    source = Path(path)
+    fmt = _format_for(source, shown, _READ_FORMATS, "supported extensions")
+    wanted = [str(c) for c in columns]
+    if fmt == "HDF5":
+        frame = read_columns(path, wanted, key=key)
+        for start in range(0, len(frame), batch_rows):
+            yield frame.iloc[start : start + batch_rows].reset_index(drop=True)
+        return
+    yield from _raw_chunks(source, shown, fmt, wanted, batch_rows)
+
+
+def _raw_chunks(source: Path, shown: str, fmt: str, wanted: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
+    if fmt == "Parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            parquet = pq.ParquetFile(source)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise _unreadable(shown, fmt, exc) from None
+        with parquet:
+            names = parquet.schema_arrow.names
+            _check_unique(shown, names)
+            _check_selection(shown, names, wanted)
+            try:
+                for batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted, use_pandas_metadata=False):
+                    yield batch.to_pandas()
+            except (pa.ArrowException, OSError) as exc:
+                raise _unreadable(shown, fmt, exc) from None
+        return
+    sep = "\t" if fmt == "TSV" else ","
+    compressed = source.name.lower().endswith(".gz")
+    header = _delimited_header(source, shown, fmt, sep, compressed)
+    _check_unique(shown, header)
+    _check_selection(shown, header, wanted)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pd.errors.DtypeWarning)
+            reader = pd.read_csv(
+                source,
+                sep=sep,
+                encoding="utf-8",
+                compression="gzip" if compressed else None,
+                index_col=False,
+                usecols=wanted,
+                chunksize=batch_rows,
+            )
+            with reader:
+                yield from reader
+    except pd.errors.EmptyDataError:
+        raise _error(f"{shown} has no rows") from None
+    except (OSError, EOFError, ValueError) as exc:
+        raise _unreadable(shown, fmt, exc) from None
+
+
+class TableWriter:
+    """Write a table chunk by chunk; the file appears at ``path``, whole, only when the ``with`` block ends
+    without an error (a temporary file beside it is renamed into place), and never otherwise."""
+
+    def __init__(self, path: PathArg, *, overwrite: bool = False):
+        self.path = Path(path)
+        self.format = check_output_path(path, overwrite=overwrite)
+        self.rows = 0
+
+    def __enter__(self) -> TableWriter:
+        self._stack = ExitStack()
+        self._temporary = self._stack.enter_context(atomic_path(self.path))
+        self._writer = None
+        return self
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.format == "Parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self._temporary, table.schema)
+            self._writer.write_table(table)
+        else:
+            gzip = self.path.name.lower().endswith(".gz")
+            frame.to_csv(
+                self._temporary,
+                sep="\t" if self.format == "TSV" else ",",
+                index=False,
+                header=self.rows == 0,
+                mode="w" if self.rows == 0 else "a",
+                compression="gzip" if gzip else None,
+            )
+        self.rows += len(frame)
+
+    def __exit__(self, *exc_info) -> bool:
+        if self._writer is not None:
+            self._writer.close()
+        return self._stack.__exit__(*exc_info)

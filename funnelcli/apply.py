@@ -19,14 +19,22 @@ from funnelcli.estimator import FunnelDensity
 
 @dataclass
 class RunningMean:
-    """Mean and standard error of a stream of values (Chan et al.'s pairwise update, in float64)."""
+    """Mean and standard error of a stream of values (Chan et al.'s pairwise update, in float64).
+
+    Non-finite values (a density that underflows to zero far from the data gives log p = -inf) are counted in
+    ``nonfinite`` and left out of the mean, which is then over the ``count`` finite values.
+    """
 
     count: int = 0
     mean: float = 0.0
     m2: float = 0.0
+    nonfinite: int = 0
 
     def add(self, values: np.ndarray) -> None:
         values = np.asarray(values, dtype=np.float64)
+        finite = np.isfinite(values)
+        self.nonfinite += int((~finite).sum())
+        values = values[finite]
         n = values.size
         if n == 0:
             return
@@ -64,7 +72,7 @@ def score_file(
     writer = TableWriter(output, overwrite=overwrite) if output is not None else None
     with writer if writer is not None else _Nothing():
         offset = 0
-        for chunk in iter_table(data, columns=estimator.columns_, key=key, batch_rows=batch_rows):
+        for chunk in iter_table(data, columns=estimator.input_columns_, key=key, batch_rows=batch_rows):
             log_prob = estimator.score_samples(chunk, iw_samples=iw_samples, row_offset=offset)
             summary.add(log_prob)
             if writer is not None:
@@ -86,7 +94,7 @@ def encode_file(
     """Write the latent code ``z0 ... z{k-1}`` of every row of ``data`` to ``output``, after the ``keep``
     columns passed through as they are; returns the number of rows."""
     names = [f"z{j}" for j in range(estimator.latent_dim_)]
-    chunks = iter_table(data, columns=estimator.columns_, key=key, batch_rows=batch_rows)
+    chunks = iter_table(data, columns=estimator.input_columns_, key=key, batch_rows=batch_rows)
     passed = iter_columns(data, keep, key=key, batch_rows=batch_rows) if keep else None
     with TableWriter(output, overwrite=overwrite) as writer:
         for chunk in chunks:

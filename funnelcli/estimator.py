@@ -27,7 +27,7 @@ from funnelcli.data.columns import constant_columns, integer_columns
 from funnelcli.errors import UserError
 from funnelcli.models import Recipe, build_model, load_recipe
 from funnelcli.models.recipe import field_names
-from funnelcli.training import TrainingSummary, fit, resolve_device
+from funnelcli.training import MAX_NONFINITE_IN_A_ROW, TrainingDiverged, TrainingSummary, fit, resolve_device
 
 log = logging.getLogger("funnelcli")
 
@@ -71,6 +71,7 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
     dequantized_columns_ : list of str
     dropped_constant_columns_ : list of str
     summary_ : dict, the training summary; history_ : list of dict, the validation curve
+    is_bound_ : bool, True for the VAE, whose scores are lower bounds on log p(x)
 
     Examples
     --------
@@ -148,7 +149,18 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         return recipe.with_overrides(**overrides)
 
     # -- fitting ---------------------------------------------------------------------------------------------
-    def fit(self, X, y=None, validation=None, *, callback: Callable[[dict], None] | None = None) -> FunnelDensity:
+    def fit(
+        self,
+        X,
+        y=None,
+        validation=None,
+        *,
+        callback: Callable[[dict], None] | None = None,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+        checkpoint_every: int = 0,
+        max_nonfinite: int = MAX_NONFINITE_IN_A_ROW,
+    ) -> FunnelDensity:
         """Fit by maximum likelihood; keep the weights with the best validation log-likelihood.
 
         Parameters
@@ -161,7 +173,28 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         callback : callable, optional
             Receives a dict after every step (``step``, ``steps``, and at validation passes the train and
             validation log-likelihoods).
+        checkpoint_dir : path, optional
+            Where to keep ``latest.safetensors`` (the whole training state) and ``best.safetensors``. With it,
+            SIGINT and SIGTERM stop training after the current step, write both checkpoints and raise
+            :class:`~funnelcli.training.TrainingInterrupted`.
+        resume : bool, default False
+            Continue from ``checkpoint_dir``'s latest checkpoint (same data, settings and device): the result is
+            the one an uninterrupted run gives, to the bit.
+        checkpoint_every : int, default 0
+            Also write the checkpoints every this many steps (0: only when interrupted).
+        max_nonfinite : int, default 20
+            Steps with a non-finite loss or gradient (skipped) in a row after which training stops with
+            :class:`~funnelcli.training.TrainingDiverged`; the estimator then holds the best weights so far.
         """
+        try:
+            rows = len(X)
+        except TypeError:  # a sparse matrix or a scalar: scikit-learn's checks below say what is wrong
+            rows = None
+        if rows is not None and rows < 2:
+            raise UserError(
+                f"the table has {rows} row(s) (n_samples = {rows}); fitting a density needs at least 3 rows "
+                "(2 to train on and 1 to validate on), or 2 with --validation FILE"
+            )
         if self.dequantize not in ("uniform", "none"):
             raise UserError(f"--dequantize {self.dequantize!r} is unknown; use uniform or none")
         recipe = self.resolved_recipe()
@@ -174,6 +207,11 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
             train, held_out = split_validation(frame, self.val_fraction, recipe.training.seed)
         else:
             train, held_out = frame, self._select(validation)
+        if len(train) < 2:
+            raise UserError(
+                f"the table has {len(frame)} rows and {len(held_out)} of them are held out for validation, which "
+                f"leaves {len(train)} to train on; give at least 3 rows, or pass --validation FILE"
+            )
         self.dequantized_columns_ = integer_columns(train) if self.dequantize == "uniform" else []
         if self.dequantized_columns_:
             log.warning(
@@ -191,18 +229,46 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
                 f"column(s) {', '.join(repr(c) for c in constant)} are constant in the training rows and have no "
                 "density; leave them out with --columns or pass --drop-constant"
             )
+        # The model computes in float32: refuse what float32 cannot hold or resolve rather than train on NaN.
+        f32 = np.finfo(np.float32)
+        largest = np.maximum(np.abs(train.to_numpy()).max(axis=0), np.abs(held_out.to_numpy()).max(axis=0))
+        for bad, problem, way_out in (
+            (
+                largest >= f32.max,
+                "hold values beyond float32's range (3.4e38), in which the model computes",
+                "rescale them",
+            ),
+            (
+                (largest < f32.max) & (std < np.maximum(f32.tiny, 10 * f32.eps * np.abs(mean))),
+                "vary too little around their mean for the model's float32 arithmetic to resolve",
+                "subtract an offset from them or rescale them",
+            ),
+        ):
+            if bad.any():
+                names = ", ".join(repr(c) for c, b in zip(self.columns_, bad, strict=True) if b)
+                raise UserError(f"column(s) {names} {problem}; {way_out}")
         self.recipe_ = recipe
         self.model_ = build_model(recipe, mean, std)
         device = resolve_device(self.device)
         self.model_.to(device)
-        summary = fit(
-            self.model_,
-            _tensor(train, device),
-            _tensor(held_out, device),
-            recipe.training,
-            callback=callback,
-            dequantize=torch.as_tensor(mask, device=device) if mask.any() else None,
-        )
+        try:
+            summary = fit(
+                self.model_,
+                _tensor(train, device),
+                _tensor(held_out, device),
+                recipe.training,
+                callback=callback,
+                dequantize=torch.as_tensor(mask, device=device) if mask.any() else None,
+                checkpoint_dir=checkpoint_dir,
+                resume=resume,
+                checkpoint_every=checkpoint_every,
+                max_nonfinite=max_nonfinite,
+            )
+        except TrainingDiverged as error:
+            # The model holds the best weights so far: keep them fitted, so that nothing is lost.
+            if error.summary is not None:
+                self._set_summary(error.summary, n_train=len(train), n_validation=len(held_out))
+            raise
         self._set_summary(summary, n_train=len(train), n_validation=len(held_out))
         return self
 
@@ -228,19 +294,44 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         self.latent_dim_ = self.model_.latent_dim
 
     # -- using a fitted model ---------------------------------------------------------------------------------
-    def score_samples(self, X) -> np.ndarray:
+    @property
+    def is_bound_(self) -> bool:
+        """Whether scores are lower bounds on log p(x) (the VAE) rather than exact log-likelihoods."""
+        self._check_fitted()
+        return bool(getattr(self.model_, "is_bound", False))
+
+    def score_samples(self, X, *, iw_samples: int | None = None, row_offset: int = 0) -> np.ndarray:
         """Exact log p(x) per row, in nats, in the units of the data, shape (n_samples,).
 
         For dequantized (integer) columns this is log p(x + u) with u ~ U[0, 1) drawn with a fixed seed: an
         unbiased estimate of E_u log p(x + u), which lower-bounds the log-probability of the integers.
+
+        For a VAE (``is_bound_``) it is a lower bound: the one-sample ELBO, or with ``iw_samples=K`` the
+        importance-weighted bound with K samples, tighter as K grows; its noise has a fixed seed.
+
+        ``row_offset``: the number of rows that precede ``X`` in a file scored chunk by chunk, so that the
+        dequantization noise of each row is the same however the file is chunked.
         """
         self._check_fitted()
         frame = self._select(X)
         mask = self._dequantize_mask()
         if mask.any():
-            noise = np.random.default_rng(SCORE_NOISE_SEED).random(frame.shape)
-            frame = frame + mask * noise
-        return self._batched(frame, self.model_.log_prob)[:, 0]
+            generator = np.random.default_rng(SCORE_NOISE_SEED)
+            generator.bit_generator.advance(row_offset * frame.shape[1])  # one draw per value of earlier rows
+            frame = frame + mask * generator.random(frame.shape)
+        if iw_samples is not None and (not self.is_bound_ or iw_samples < 1):
+            raise UserError(
+                "--iw-samples applies to VAE models only, and must be at least 1"
+                if iw_samples >= 1
+                else f"--iw-samples must be at least 1, got {iw_samples}"
+            )
+        function = self.model_.log_prob
+        if iw_samples is not None:
+            function = lambda x: self.model_.iw_log_prob(x, iw_samples)  # noqa: E731
+        device = next(self.model_.parameters()).device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(SCORE_NOISE_SEED)
+            return self._batched(frame, function)[:, 0]
 
     def score(self, X, y=None) -> float:
         """Mean log-likelihood per row (higher is better), so model selection can maximise it."""
@@ -281,12 +372,13 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the model folder (``model.safetensors``, ``model.json``, ``metrics.jsonl``)."""
         self._check_fitted()
-        scaler = self.model_.transform._transforms[0]
+        scaler = self.model_.scaler
         metadata = {
             "recipe_name": self.recipe_.name,
             "recipe": self.recipe_.to_dict(),
             "columns": self.columns_,
-            "input_columns": self._input_names(),
+            "input_columns": self.input_columns_,
+            "fitted_on_names": hasattr(self, "feature_names_in_"),
             "dtypes": self.dtypes_,
             "input_dim": len(self.columns_),
             "latent_dim": self.latent_dim_,
@@ -317,6 +409,11 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
             columns = [str(c) for c in metadata["columns"]]
         except (KeyError, TypeError) as error:
             raise UserError(f"{path}: model.json lacks {error}; the model folder is damaged, retrain it") from None
+        if not mean.shape == std.shape == (len(columns),) or not (np.isfinite([*mean, *std]).all() and (std > 0).all()):
+            raise UserError(
+                f"{path}: the scaler in model.json does not fit its {len(columns)} columns; the model folder is "
+                "damaged, retrain it"
+            )
         model = build_model(recipe, mean, std)
         try:
             model.load_state_dict(tensors, strict=True)
@@ -328,11 +425,13 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         estimator.recipe_ = recipe
         estimator.model_ = model.to(resolve_device(device)).eval()
         estimator.columns_ = columns
-        estimator.feature_names_in_ = np.asarray(metadata.get("input_columns", columns), dtype=object)
+        input_columns = [str(c) for c in metadata.get("input_columns", columns)]
+        if metadata.get("fitted_on_names", True):
+            estimator.feature_names_in_ = np.asarray(input_columns, dtype=object)
         estimator.dtypes_ = metadata.get("dtypes", {})
         estimator.dequantized_columns_ = list(metadata.get("dequantized_columns", []))
         estimator.dropped_constant_columns_ = list(metadata.get("dropped_constant_columns", []))
-        estimator.n_features_in_ = len(estimator.feature_names_in_)
+        estimator.n_features_in_ = len(input_columns)
         estimator.latent_dim_ = model.latent_dim
         estimator.summary_ = metadata.get("training", {})
         estimator.history_ = artifact.read_metrics(path)
@@ -346,7 +445,11 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
 
             raise NotFittedError("this FunnelDensity is not fitted yet; call fit or load first")
 
-    def _input_names(self) -> list[str]:
+    @property
+    def input_columns_(self) -> list[str]:
+        """The columns ``fit`` was given, in order (``x0, x1, ...`` for arrays): what scoring reads. This
+        includes constant columns left out with ``drop_constant``, which ``columns_`` (the modelled ones) lacks."""
+        self._check_fitted()
         if hasattr(self, "feature_names_in_"):
             return [str(c) for c in self.feature_names_in_]
         return [f"x{j}" for j in range(self.n_features_in_)]
@@ -383,9 +486,21 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
                     "the model was trained on " + ", ".join(wanted)
                 )
             X = X[wanted]
+        elif isinstance(X, pd.DataFrame):
+            # Fitted on an array: columns go by position; the ones named x0, x1, ... (as written by the CLI and
+            # by `sample`) are taken by name first.
+            X = (X[self.input_columns_] if set(self.input_columns_) <= set(X.columns) else X).to_numpy()
         frame = self._validate(X, reset=False)
         if self.dropped_constant_columns_:
             frame = frame.drop(columns=self.dropped_constant_columns_)
+        beyond = np.abs(frame.to_numpy()) >= np.finfo(np.float32).max
+        if beyond.any():
+            column = int(np.argmax(beyond.any(axis=0)))
+            row = int(np.argmax(beyond[:, column]))
+            raise UserError(
+                f"column {frame.columns[column]!r} holds a value beyond float32's range (3.4e38), in which the model "
+                f"computes (first at row {row + 1}: {frame.iat[row, column]:g}); drop or rescale such rows"
+            )
         return frame
 
     def _batched(self, frame: pd.DataFrame, function: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:

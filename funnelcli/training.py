@@ -1,26 +1,71 @@
-"""Maximum-likelihood training: Adam, cosine annealing, gradient clipping, early stopping on validation."""
+"""Maximum-likelihood training: Adam, cosine annealing, gradient clipping, early stopping on validation.
+
+Nothing is lost and nothing is silent:
+
+- **Determinism.** Batches, dequantization noise and every draw a model makes while training (dropout, a
+  VAE's reparameterisation) come from generators seeded with ``settings.seed``; the caller's global RNG is
+  left as it was. The same seed, data, device and library versions give the same weights, bit for bit (on a
+  GPU, as far as its kernels are deterministic).
+- **Checkpoints.** With a ``checkpoint_dir``, ``latest.safetensors`` holds the whole state of training (the
+  weights, the best weights, Adam's moments and step counts, the schedule, every RNG state, the batch order
+  and the step) and ``best.safetensors`` the best weights; both are written every ``checkpoint_every`` steps
+  and when SIGINT or SIGTERM arrives, which then raises :class:`TrainingInterrupted`. ``resume=True`` picks up
+  from ``latest.safetensors`` and ends with the weights an uninterrupted run would have given.
+- **Divergence.** A step whose loss or gradient is not finite is skipped and counted; ``max_nonfinite`` of them
+  in a row raise :class:`TrainingDiverged` with the best weights loaded into the model.
+"""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
+import signal
+import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
+from funnelcli import artifact
 from funnelcli.errors import UserError
 from funnelcli.models.flow import FunnelFlow
 from funnelcli.models.recipe import TrainingSettings
 
-#: Non-finite losses in a row after which training gives up.
+#: Non-finite steps in a row after which training gives up (the default of ``max_nonfinite``).
 MAX_NONFINITE_IN_A_ROW = 20
 _EVAL_BATCH = 8192
+_SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss stayed non-finite; the best weights so far are kept."""
+    """The loss stayed non-finite; the best weights so far are loaded into the model.
+
+    ``summary`` is the :class:`TrainingSummary` up to the step where training gave up.
+    """
+
+    def __init__(self, message: str, summary: TrainingSummary | None = None):
+        super().__init__(message)
+        self.summary = summary
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training after a complete step; the latest and best checkpoints are written.
+
+    ``exit_code`` is the shell's convention for the signal: 130 for SIGINT, 143 for SIGTERM.
+    """
+
+    def __init__(self, signal_number: int, step: int, steps: int, checkpoint_dir: Path):
+        self.signal_number = int(signal_number)
+        self.signal_name = _SIGNAL_NAMES.get(signal_number, f"signal {int(signal_number)}")
+        self.step, self.steps, self.checkpoint_dir = step, steps, Path(checkpoint_dir)
+        self.exit_code = 128 + self.signal_number
+        super().__init__(
+            f"{self.signal_name} at step {step} of {steps}; the latest and best checkpoints are in {checkpoint_dir}"
+        )
 
 
 @dataclass
@@ -35,6 +80,8 @@ class TrainingSummary:
     skipped_nonfinite_steps: int
     device: str
     history: list[dict] = field(default_factory=list, repr=False)
+    resumed_at_step: int | None = None
+    diverged: bool = False
 
     def to_dict(self) -> dict:
         summary = asdict(self)
@@ -73,111 +120,400 @@ def fit(
     *,
     callback: Callable[[dict], None] | None = None,
     dequantize: torch.Tensor | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 0,
+    max_nonfinite: int = MAX_NONFINITE_IN_A_ROW,
 ) -> TrainingSummary:
     """Maximise the mean log-likelihood of ``train``; keep the weights with the best ``validation`` score.
 
     ``train`` and ``validation`` are (N, D) tensors already on the model's device. ``callback`` receives a dict
     after every step (``step``, ``steps``) and, at each validation pass, ``train_log_prob`` and
-    ``val_log_prob`` too. Random batches come from a generator seeded with ``settings.seed``. ``dequantize``,
-    a (D,) boolean mask, adds fresh uniform noise in [0, 1) to those columns of every batch.
+    ``val_log_prob`` too. ``dequantize``, a (D,) boolean mask, adds fresh uniform noise in [0, 1) to those
+    columns of every batch.
+
+    ``checkpoint_dir`` turns on checkpoints (every ``checkpoint_every`` steps, 0 for only on a signal) and the
+    handling of SIGINT and SIGTERM (in the main thread); ``resume`` continues from its latest checkpoint, which
+    must come from the same data, settings and device. ``max_nonfinite`` non-finite steps in a row raise
+    :class:`TrainingDiverged`.
     """
+    if checkpoint_every < 0 or max_nonfinite < 1:
+        raise UserError(
+            f"checkpoint_every must be >= 0 and max_nonfinite >= 1, got {checkpoint_every} and {max_nonfinite}"
+        )
+    if resume and checkpoint_dir is None:
+        raise UserError("resume needs the checkpoint folder of the run to continue")
     device = train.device
-    generator = torch.Generator(device=device).manual_seed(settings.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    if settings.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.steps, eta_min=0.0)
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    batch_size = min(settings.batch_size, train.shape[0])
-    n = train.shape[0]
+    cuda = [device] if device.type == "cuda" else []
+    # Every draw training makes comes from the seed; the caller's global RNG is restored afterwards.
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(settings.seed)
+        loop = _Loop(model, train, validation, settings, dequantize, checkpoint_dir, max_nonfinite)
+        if resume:
+            loop.restore()
+        with _Signals(enabled=checkpoint_dir is not None) as signals:
+            return loop.run(callback, checkpoint_every, signals)
 
-    best_val, best_step, best_state = -math.inf, 0, copy.deepcopy(model.state_dict())
-    evaluations_without_gain, skipped, nonfinite_in_a_row = 0, 0, 0
-    train_sum = torch.zeros((), device=device)
-    train_rows = 0
-    history: list[dict] = []
-    order = torch.randperm(n, generator=generator, device=device)
-    cursor = 0
-    step_seconds = 0.0
-    started = time.perf_counter()
-    stopped_early = False
-    last_train = math.nan
-    step = 0
 
-    model.train()
-    for step in range(1, settings.steps + 1):
-        tick = time.perf_counter()
-        if cursor + batch_size > n:
-            order = torch.randperm(n, generator=generator, device=device)
-            cursor = 0
-        batch = train[order[cursor : cursor + batch_size]]
-        cursor += batch_size
-        if dequantize is not None:
-            noise = torch.rand(batch.shape, generator=generator, device=device, dtype=batch.dtype)
-            batch = batch + noise * dequantize
+# -- the loop ------------------------------------------------------------------------------------------------
 
-        log_prob = model.log_prob(batch)
-        loss = -log_prob.mean()
-        # One host sync per step is the price of never stepping on a NaN; it also makes timings honest.
-        if not torch.isfinite(loss):
-            skipped += 1
-            nonfinite_in_a_row += 1
-            optimizer.zero_grad(set_to_none=True)
-            if nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
-                model.load_state_dict(best_state)
-                raise TrainingDiverged(
-                    f"the loss was not finite for {nonfinite_in_a_row} steps in a row at step {step}; "
-                    "try a lower --lr, a smaller grad_clip or a larger tail_bound in the recipe"
-                )
-        else:
-            nonfinite_in_a_row = 0
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
-            train_sum += log_prob.detach().sum()
-            train_rows += batch.shape[0]
-        scheduler.step()
-        step_seconds += time.perf_counter() - tick
 
-        record = {"step": step, "steps": settings.steps}
-        if step % settings.eval_every == 0 or step == settings.steps:
-            last_train = float(train_sum) / max(train_rows, 1)
-            val = mean_log_prob(model, validation)
-            train_sum.zero_()
-            train_rows = 0
-            record.update(
-                train_log_prob=last_train,
-                val_log_prob=val,
-                lr=optimizer.param_groups[0]["lr"],
-                elapsed_s=round(time.perf_counter() - started, 3),
+class _Loop:
+    """The state of one training run, which a checkpoint captures whole, and the steps that advance it."""
+
+    def __init__(self, model, train, validation, settings, dequantize, checkpoint_dir, max_nonfinite):
+        self.model, self.train, self.validation, self.settings = model, train, validation, settings
+        self.dequantize = dequantize
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.max_nonfinite = max_nonfinite
+        self.device = train.device
+        self.generator = torch.Generator(device=self.device).manual_seed(settings.seed)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+        if settings.schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=settings.steps, eta_min=0.0
             )
-            history.append({k: v for k, v in record.items() if k != "steps"})
-            if val > best_val:
-                best_val, best_step = val, step
-                best_state = copy.deepcopy(model.state_dict())
-                evaluations_without_gain = 0
-            else:
-                evaluations_without_gain += 1
-            if settings.patience and evaluations_without_gain >= settings.patience:
-                stopped_early = True
-        if callback is not None:
-            callback(record)
-        if stopped_early:
-            break
+        else:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+        self.n = train.shape[0]
+        self.batch_size = min(settings.batch_size, self.n)
 
-    model.load_state_dict(best_state)
-    model.eval()
-    return TrainingSummary(
-        steps=step,
-        best_step=best_step,
-        best_val_log_prob=best_val,
-        final_train_log_prob=last_train,
-        seconds=round(time.perf_counter() - started, 3),
-        ms_per_step=round(1000 * step_seconds / max(step, 1), 3),
-        stopped_early=stopped_early,
-        skipped_nonfinite_steps=skipped,
-        device=str(device),
-        history=history,
-    )
+        self.step = 0
+        self.order = torch.randperm(self.n, generator=self.generator, device=self.device)
+        self.cursor = 0
+        self.best_val, self.best_step = -math.inf, 0
+        self.best_state = copy.deepcopy(model.state_dict())
+        self.evaluations_without_gain = 0
+        self.skipped = 0
+        self.nonfinite_in_a_row = 0
+        self.train_sum = torch.zeros((), device=self.device)
+        self.train_rows = 0
+        self.history: list[dict] = []
+        self.last_train = math.nan
+        self.stopped_early = False
+        self.previous_seconds = 0.0  # of earlier sessions of a resumed run
+        self.step_seconds = 0.0
+        self.resumed_at: int | None = None
+        self.best_written = -1  # best_step of the best checkpoint on disk
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def run(self, callback, checkpoint_every: int, signals: _Signals) -> TrainingSummary:
+        self.started = time.perf_counter()
+        self.model.train()
+        while self.step < self.settings.steps and not self.stopped_early:
+            self.step += 1
+            self._one_step()
+            record = {"step": self.step, "steps": self.settings.steps}
+            if self.step % self.settings.eval_every == 0 or self.step == self.settings.steps:
+                record.update(self._evaluate())
+            if callback is not None:
+                callback(record)
+            if signals.received is not None:
+                self.write_checkpoints(interrupted=signals.received)
+                raise TrainingInterrupted(signals.received, self.step, self.settings.steps, self.checkpoint_dir)
+            if checkpoint_every and self.step % checkpoint_every == 0 and self.step < self.settings.steps:
+                self.write_checkpoints()
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        return self.summary()
+
+    def _one_step(self) -> None:
+        tick = time.perf_counter()
+        if self.cursor + self.batch_size > self.n:
+            self.order = torch.randperm(self.n, generator=self.generator, device=self.device)
+            self.cursor = 0
+        batch = self.train[self.order[self.cursor : self.cursor + self.batch_size]]
+        self.cursor += self.batch_size
+        if self.dequantize is not None:
+            noise = torch.rand(batch.shape, generator=self.generator, device=self.device, dtype=batch.dtype)
+            batch = batch + noise * self.dequantize
+
+        log_prob = self.model.log_prob(batch)
+        loss = -log_prob.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        # One host sync per step is the price of never stepping on a NaN; it also makes timings honest.
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            # The norm is needed even without clipping: a finite loss can still have an infinite gradient.
+            clip = self.settings.grad_clip if self.settings.grad_clip > 0 else math.inf
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            finite = bool(torch.isfinite(norm))
+        if finite:
+            self.nonfinite_in_a_row = 0
+            self.optimizer.step()
+            self.train_sum += log_prob.detach().sum()
+            self.train_rows += batch.shape[0]
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped += 1
+            self.nonfinite_in_a_row += 1
+        with warnings.catch_warnings():
+            # A skipped step is still a step of the schedule; torch warns when that happens before any update.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`", category=UserWarning)
+            self.scheduler.step()
+        self.step_seconds += time.perf_counter() - tick
+        if self.nonfinite_in_a_row >= self.max_nonfinite:
+            self._diverged()
+
+    def _evaluate(self) -> dict:
+        self.last_train = float(self.train_sum) / max(self.train_rows, 1)
+        val = mean_log_prob(self.model, self.validation)
+        self.train_sum.zero_()
+        self.train_rows = 0
+        scores = {
+            "train_log_prob": self.last_train,
+            "val_log_prob": val,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "elapsed_s": round(self._seconds(), 3),
+        }
+        self.history.append({"step": self.step, **scores})
+        if math.isfinite(val) and val > self.best_val and _finite_state(self.model):
+            self.best_val, self.best_step = val, self.step
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.evaluations_without_gain = 0
+        else:
+            self.evaluations_without_gain += 1
+        if self.settings.patience and self.evaluations_without_gain >= self.settings.patience:
+            self.stopped_early = True
+        return scores
+
+    def _diverged(self) -> None:
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        summary = self.summary(diverged=True)
+        raise TrainingDiverged(
+            f"the loss or its gradient was not finite for {self.nonfinite_in_a_row} steps in a row at step "
+            f"{self.step} ({self.skipped} skipped in all); try a lower --lr, a smaller training.grad_clip, a larger "
+            "model.tail_bound, or look for columns with extreme values or outliers (each column is standardised "
+            "by its mean and std, which outliers distort)",
+            summary,
+        )
+
+    def _seconds(self) -> float:
+        return self.previous_seconds + time.perf_counter() - self.started
+
+    def summary(self, *, diverged: bool = False) -> TrainingSummary:
+        return TrainingSummary(
+            steps=self.step,
+            best_step=self.best_step,
+            best_val_log_prob=self.best_val,
+            final_train_log_prob=self.last_train,
+            seconds=round(self._seconds(), 3),
+            ms_per_step=round(1000 * self.step_seconds / max(self.step - (self.resumed_at or 0), 1), 3),
+            stopped_early=self.stopped_early,
+            skipped_nonfinite_steps=self.skipped,
+            device=str(self.device),
+            history=self.history,
+            resumed_at_step=self.resumed_at,
+            diverged=diverged,
+        )
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def write_checkpoints(self, *, interrupted: int | None = None) -> None:
+        """Write the best checkpoint (when it changed), then the latest; each atomically."""
+        folder = self.checkpoint_dir
+        if self.best_written != self.best_step:
+            artifact.write_checkpoint(
+                folder / artifact.BEST,
+                dict(self.best_state),
+                {
+                    "kind": "best",
+                    "step": self.best_step,
+                    "steps": self.settings.steps,
+                    "val_log_prob": _json(self.best_val),
+                },
+            )
+            self.best_written = self.best_step
+        tensors, document = self._state()
+        document["interrupted_by"] = _SIGNAL_NAMES.get(interrupted) if interrupted is not None else None
+        artifact.write_checkpoint(folder / artifact.LATEST, tensors, document)
+
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors: dict[str, torch.Tensor] = {}
+        for name, value in self.model.state_dict().items():
+            tensors[f"model/{name}"] = value
+        for name, value in self.best_state.items():
+            tensors[f"best/{name}"] = value
+        optimizer = self.optimizer.state_dict()
+        scalars: dict[str, dict] = {}
+        for index, state in optimizer["state"].items():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optimizer/{index}/{key}"] = value
+                else:
+                    scalars.setdefault(str(index), {})[key] = value
+        tensors["rng/torch"] = torch.get_rng_state()
+        tensors["rng/batches"] = self.generator.get_state()
+        if self.device.type == "cuda":
+            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
+        tensors["loop/order"] = self.order
+        tensors["loop/train_sum"] = self.train_sum
+        document = {
+            "kind": "latest",
+            "step": self.step,
+            "steps": self.settings.steps,
+            "settings": asdict(self.settings),
+            "data_sha256": self._fingerprint(),
+            "device": self.device.type,
+            "cursor": self.cursor,
+            "best_val": _json(self.best_val),
+            "best_step": self.best_step,
+            "evaluations_without_gain": self.evaluations_without_gain,
+            "skipped": self.skipped,
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            "train_rows": self.train_rows,
+            "history": _strict(self.history),
+            "last_train": _json(self.last_train),
+            "stopped_early": self.stopped_early,
+            "seconds": self._seconds(),
+            "step_seconds": self.step_seconds,
+            "steps_timed": self.step - (self.resumed_at or 0),
+            "optimizer": {"param_groups": optimizer["param_groups"], "scalars": scalars},
+            "scheduler": self.scheduler.state_dict(),
+        }
+        return tensors, document
+
+    def _fingerprint(self) -> str:
+        """A SHA-256 of the training rows, the validation rows and the dequantization mask."""
+        if not hasattr(self, "_data_sha256"):
+            digest = hashlib.sha256()
+            for tensor in (self.train, self.validation, self.dequantize):
+                if tensor is None:
+                    digest.update(b"none")
+                    continue
+                tensor = tensor.detach().to("cpu").contiguous()
+                digest.update(f"{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._data_sha256 = digest.hexdigest()
+        return self._data_sha256
+
+    def restore(self) -> None:
+        """Continue from ``latest.safetensors``, after checking it belongs to this data, settings and device."""
+        path = self.checkpoint_dir / artifact.LATEST
+        tensors, document = artifact.read_checkpoint(path)
+        if document.get("kind") != "latest":
+            raise UserError(f"{path} is not a resumable checkpoint; start over with --force (without --resume)")
+        start_over = "resume with the command that started the run, or start over with --force (without --resume)"
+        saved = document.get("settings", {})
+        changed = [key for key, value in asdict(self.settings).items() if saved.get(key) != value]
+        if changed:
+            shown = ", ".join(f"{key} {saved.get(key)!r} -> {getattr(self.settings, key)!r}" for key in changed)
+            raise UserError(
+                f"the checkpoint in {self.checkpoint_dir} was made with other settings ({shown}); {start_over}"
+            )
+        if document.get("data_sha256") != self._fingerprint():
+            raise UserError(f"the checkpoint in {self.checkpoint_dir} was made with other data; {start_over}")
+        if document.get("device") != self.device.type:
+            raise UserError(
+                f"the checkpoint in {self.checkpoint_dir} was made on {document.get('device')}; resume it there "
+                f"(--device {document.get('device')}) so that the run continues exactly"
+            )
+        try:
+            self._load(tensors, document)
+        except (KeyError, RuntimeError, TypeError, ValueError) as error:
+            raise UserError(
+                f"the checkpoint in {self.checkpoint_dir} does not fit this model ({type(error).__name__}); "
+                "start over with --force (without --resume)"
+            ) from None
+
+    def _load(self, tensors: dict[str, torch.Tensor], document: dict) -> None:
+        def group(prefix: str) -> dict[str, torch.Tensor]:
+            return {name[len(prefix) :]: value for name, value in tensors.items() if name.startswith(prefix)}
+
+        self.model.load_state_dict(group("model/"), strict=True)
+        self.best_state = copy.deepcopy(self.model.state_dict())
+        for name, value in group("best/").items():
+            self.best_state[name] = value.to(self.best_state[name].device)
+        if set(group("best/")) != set(self.best_state):
+            raise KeyError("best")
+        state: dict[int, dict] = {}
+        for name, value in group("optimizer/").items():
+            index, key = name.split("/", 1)
+            state.setdefault(int(index), {})[key] = value
+        for index, values in document["optimizer"]["scalars"].items():
+            state.setdefault(int(index), {}).update(values)
+        groups = document["optimizer"]["param_groups"]
+        for saved in groups:
+            if isinstance(saved.get("betas"), list):
+                saved["betas"] = tuple(saved["betas"])
+        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        self.scheduler.load_state_dict(document["scheduler"])
+        torch.set_rng_state(tensors["rng/torch"])
+        self.generator.set_state(tensors["rng/batches"])
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
+        self.order = tensors["loop/order"].to(self.device)
+        self.train_sum = tensors["loop/train_sum"].to(self.device)
+        self.step = int(document["step"])
+        self.cursor = int(document["cursor"])
+        self.best_val = _float(document["best_val"], -math.inf)
+        self.best_step = int(document["best_step"])
+        self.best_written = -1
+        self.evaluations_without_gain = int(document["evaluations_without_gain"])
+        self.skipped = int(document["skipped"])
+        self.nonfinite_in_a_row = int(document["nonfinite_in_a_row"])
+        self.train_rows = int(document["train_rows"])
+        self.history = list(document["history"])
+        self.last_train = _float(document["last_train"], math.nan)
+        self.stopped_early = bool(document["stopped_early"])
+        self.previous_seconds = float(document["seconds"])
+        self.resumed_at = self.step
+        self.step_seconds = 0.0
+
+
+def _finite_state(model: torch.nn.Module) -> bool:
+    """Whether every floating-point weight and buffer is finite (a best model must never hold a NaN)."""
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+
+
+def _json(value: float) -> float | None:
+    """A float for JSON, which has no NaN or infinity: those become null."""
+    return value if math.isfinite(value) else None
+
+
+def _strict(value):
+    """``value`` (nested lists and dicts) with every NaN or infinity replaced by null, for strict JSON."""
+    if isinstance(value, float):
+        return _json(value)
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    return value
+
+
+def _float(value: float | None, default: float) -> float:
+    return default if value is None else float(value)
+
+
+# -- signals -------------------------------------------------------------------------------------------------
+
+
+class _Signals:
+    """While training, SIGINT and SIGTERM ask the loop to stop after the current step instead of killing it.
+
+    A second signal stops at once (KeyboardInterrupt). Signal handlers can only be set in the main thread;
+    elsewhere, and when not ``enabled``, nothing changes.
+    """
+
+    def __init__(self, *, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.received: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def _handle(self, number: int, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = number
+
+    def __enter__(self) -> _Signals:
+        if self.enabled:
+            for number in _SIGNAL_NAMES:
+                self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        return False

@@ -294,7 +294,7 @@ def test_an_existing_model_is_not_replaced_without_force(model, workdir):
 def test_a_failure_that_is_not_the_users_is_one_line_and_exit_code_1(model, workdir, monkeypatch):
     from funnelcli.estimator import FunnelDensity
 
-    def broken(self, X):
+    def broken(self, X, **kwargs):
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(FunnelDensity, "score_samples", broken)

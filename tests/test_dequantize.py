@@ -133,3 +133,32 @@ def test_drop_constant_leaves_the_column_out_and_scoring_ignores_it(tmp_path):
     estimator.save(tmp_path / "model")
     loaded = FunnelDensity.load(tmp_path / "model", device="cpu")
     np.testing.assert_array_equal(loaded.score_samples(table), estimator.score_samples(table))
+
+
+def test_a_model_trained_with_drop_constant_scores_and_encodes_through_the_cli(tmp_path):
+    table = manifold_table(200).assign(flat=7.0)
+    table.to_csv(tmp_path / "data.csv", index=False)
+    (tmp_path / "tiny.toml").write_text("[model]\nflow_steps = 2\nhidden_features = 16\nfunnel_level = 0\n")
+    trained = runner.invoke(
+        app,
+        [
+            "train",
+            str(tmp_path / "data.csv"),
+            "--recipe",
+            str(tmp_path / "tiny.toml"),
+            "--steps",
+            "3",
+            "--drop-constant",
+            "--out",
+            str(tmp_path / "model"),
+            "--quiet",
+        ],
+    )
+    assert trained.exit_code == 0, trained.output
+    scored = runner.invoke(app, ["score", str(tmp_path / "model"), str(tmp_path / "data.csv"), "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["rows"] == 200
+    encoded = runner.invoke(
+        app, ["encode", str(tmp_path / "model"), str(tmp_path / "data.csv"), "-o", str(tmp_path / "z.csv")]
+    )
+    assert encoded.exit_code == 0, encoded.output

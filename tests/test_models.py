@@ -81,8 +81,15 @@ def test_every_parameter_gets_a_gradient(variant):
 
 @pytest.mark.parametrize(
     ("variant", "latent"),
-    [("nsf-coupling", 4), ("f-nsf-coupling-flow", 2), ("glow", 4), ("f-glow-flow", 2), ("f-mlp-flow", 2),
-     ("f-nsf-conv-gaussian", 2), ("f-nsf-conv-stride1-flow", 3)],
+    [
+        ("nsf-coupling", 4),
+        ("f-nsf-coupling-flow", 2),
+        ("glow", 4),
+        ("f-glow-flow", 2),
+        ("f-mlp-flow", 2),
+        ("f-nsf-conv-gaussian", 2),
+        ("f-nsf-conv-stride1-flow", 3),
+    ],
 )
 def test_the_latent_size_follows_reduce(variant, latent):
     assert model_for(variant).latent_dim == latent

@@ -7,9 +7,6 @@ import math
 import pytest
 import torch
 
-from funnelcli.transforms.affine import ActNorm, ElementwiseAffine, affine_coupling
-from funnelcli.transforms.conv import conv_funnel, conv_stride1_funnel
-from funnelcli.transforms.mlp import ConditionalLULinear, mlp_funnel, mlp_layer
 from funnelcli.transforms import (
     ElementwiseRQSpline,
     FlowAnsatz,
@@ -23,6 +20,9 @@ from funnelcli.transforms import (
     rq_coupling,
     rq_layer,
 )
+from funnelcli.transforms.affine import ActNorm, ElementwiseAffine, affine_coupling
+from funnelcli.transforms.conv import conv_funnel, conv_stride1_funnel
+from funnelcli.transforms.mlp import ConditionalLULinear, mlp_funnel, mlp_layer
 from tests.helpers import assert_bijection, assert_funnel, perturb
 
 SMALL = SplineSettings(hidden_features=16, residual_blocks=1, bins=5, tail_bound=2.0)

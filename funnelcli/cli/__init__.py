@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from funnelcli import __version__
-from funnelcli.cli import data, encode, info, recipes, sample, score, train
+from funnelcli.cli import data, encode, evaluate, info, recipes, sample, score, train
 
 app = typer.Typer(
     name="funnel",
@@ -33,6 +33,9 @@ for module in (train, score, encode, sample, info):
     name = module.__name__.rsplit(".", 1)[1]
     function = getattr(module, name)
     app.command(name, epilog=module.EXAMPLES)(function)
+app.command("evaluate", epilog=evaluate.EVALUATE_EXAMPLES)(evaluate.evaluate)
+app.command("report", epilog=evaluate.REPORT_EXAMPLES)(evaluate.report)
+app.command("compare", epilog=evaluate.COMPARE_EXAMPLES)(evaluate.compare)
 app.add_typer(recipes.app, name="recipes")
 app.add_typer(data.app, name="data")
 

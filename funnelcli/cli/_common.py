@@ -31,6 +31,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or warnings on stderr.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (a GPU if there is one), cpu or cuda.")]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Refuse DATA with columns the model does not use (default: ignore them).")
+]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -97,6 +100,28 @@ def split_names(text: str | None) -> list[str] | None:
 
 def print_json(document: dict[str, Any]) -> None:
     typer.echo(json.dumps(document, allow_nan=False))
+
+
+def check_no_extra_columns(
+    path: Path, estimator: Any, *, key: str | None = None, keep: list[str] | None = None
+) -> None:
+    """``--strict``: refuse a table with columns the loaded model does not use (a sign of the wrong file or model).
+
+    The model's input columns (constant ones it left out included) and the ``keep`` columns are allowed.
+    """
+    from funnelcli.data.inspect import inspect_table
+
+    allowed = {str(name) for name in estimator.metadata_.get("input_columns", estimator.columns_)} | set(keep or [])
+    names = [str(column["name"]) for column in inspect_table(path, key=key)["columns"]]
+    extra = [name for name in names if name not in allowed]
+    if extra:
+        shown = ", ".join(repr(name) for name in extra[:10]) + (
+            f" and {len(extra) - 10} more" if len(extra) > 10 else ""
+        )
+        raise UserError(
+            f"{path} has column(s) {shown} that the model does not use (--strict); drop them, or leave out --strict "
+            "to ignore them"
+        )
 
 
 def out_format_check(path: Path, *, force: bool) -> None:

@@ -13,6 +13,8 @@ from funnelcli.cli._common import (
     ForceOpt,
     KeyOpt,
     ModelArg,
+    StrictOpt,
+    check_no_extra_columns,
     handle_errors,
     out_format_check,
     setup_logging,
@@ -40,24 +42,19 @@ def encode(
     key: KeyOpt = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
+    strict: StrictOpt = False,
 ) -> None:
     """Write the latent code z0 ... z{k-1} of every row of DATA (k = the model's latent size)."""
     setup_logging(False)
-    import pandas as pd
-
-    from funnelcli.data import read_columns, read_table, write_table
+    from funnelcli.apply import encode_file
     from funnelcli.data.prepared import split_file
     from funnelcli.estimator import FunnelDensity
 
     out_format_check(output, force=force)
     estimator = FunnelDensity.load(model, device=device)
     data = split_file(data, "test")
-    table = read_table(data, key=key, columns=estimator.columns_)
-    latent = estimator.transform(table)
-    frame = pd.DataFrame(latent, columns=[f"z{j}" for j in range(latent.shape[1])])
-    passed = split_names(keep) if keep else []
-    if passed:
-        kept = read_columns(data, passed, key=key)
-        frame = pd.concat([kept.reset_index(drop=True), frame], axis=1)
-    write_table(frame, output, overwrite=force)
-    typer.echo(f"wrote {output}: {len(frame):,} rows, {latent.shape[1]} latent columns")
+    passed = split_names(keep) if keep else None
+    if strict:
+        check_no_extra_columns(data, estimator, key=key, keep=passed)
+    rows = encode_file(estimator, data, output, keep=passed, key=key, overwrite=force)
+    typer.echo(f"wrote {output}: {rows:,} rows, {estimator.latent_dim_} latent columns")

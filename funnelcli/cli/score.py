@@ -14,6 +14,8 @@ from funnelcli.cli._common import (
     JsonOpt,
     KeyOpt,
     ModelArg,
+    StrictOpt,
+    check_no_extra_columns,
     handle_errors,
     out_format_check,
     print_json,
@@ -38,9 +40,14 @@ def score(
         typer.Option("--output", "-o", help="Write the rows with a log_prob column (.parquet/.csv)."),
     ] = None,
     key: KeyOpt = None,
+    iw_samples: Annotated[
+        int | None,
+        typer.Option("--iw-samples", help="VAE only: the importance-weighted bound with K samples (default: ELBO)."),
+    ] = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     json_output: JsonOpt = False,
+    strict: StrictOpt = False,
 ) -> None:
     """Score DATA: log p(x) per row in nats, in the data's units (standardisation included).
 
@@ -48,39 +55,55 @@ def score(
     fixed seed: a density of the dequantized data, which lower-bounds the integers' log-probability.
     """
     setup_logging(json_output)
-    from funnelcli.data import read_table, write_table
+    from funnelcli.apply import score_file
     from funnelcli.data.prepared import split_file
+    from funnelcli.errors import UserError
     from funnelcli.estimator import FunnelDensity
-    from funnelcli.stats import mean_and_stderr
 
     if output is not None:
         out_format_check(output, force=force)
     estimator = FunnelDensity.load(model, device=device)
+    if iw_samples is not None and not estimator.is_bound_:
+        raise UserError("--iw-samples applies to VAE models only; this model's scores are exact")
     data = split_file(data, "test")
-    table = read_table(data, key=key, columns=estimator.columns_)
-    log_prob = estimator.score_samples(table)
-    if output is not None:
-        table["log_prob"] = log_prob
-        write_table(table, output, overwrite=force)
-    mean, stderr = mean_and_stderr(log_prob)
+    if strict:
+        check_no_extra_columns(data, estimator, key=key)
+    summary = score_file(estimator, data, output=output, key=key, overwrite=force, iw_samples=iw_samples)
+    bound = estimator.is_bound_
+    what = ("ELBO" if iw_samples is None else f"importance-weighted bound (K={iw_samples})") if bound else ""
     dequantized = estimator.dequantized_columns_
+    rows = summary.count + summary.nonfinite
+    mean = summary.mean if summary.count else None
     if json_output:
         report = {
-            "rows": len(log_prob),
+            "rows": rows,
             "mean_log_prob": mean,
-            "stderr": stderr,
+            "stderr": summary.stderr if summary.count else None,
             "input_dim": len(estimator.columns_),
             "latent_dim": estimator.latent_dim_,
         }
+        if summary.nonfinite:
+            report["nonfinite_rows"] = summary.nonfinite
         if dequantized:
             report["dequantized_columns"] = dequantized
+        if bound:
+            report.update(bound=True, bound_kind=what)
         print_json(report)
         return
+    if bound:
+        typer.echo(f"lower bound: a VAE's {what} on log p(x), not an exact log-likelihood")
+    label = "log-likelihood bound" if bound else "log-likelihood"
+    figure = f"{mean:.4f} ± {summary.stderr:.4f} nats/row (mean ± standard error)" if mean is not None else "undefined"
     typer.echo(
-        f"log-likelihood {mean:.4f} ± {stderr:.4f} nats/row (mean ± standard error) over {len(log_prob):,} rows; "
-        f"model {len(estimator.columns_)} -> {estimator.latent_dim_} dims"
+        f"{label} {figure} over {rows:,} rows; model {len(estimator.columns_)} -> {estimator.latent_dim_} dims"
         + (f"; wrote {output}" if output is not None else "")
     )
+    if summary.nonfinite:
+        typer.echo(
+            f"warning: {summary.nonfinite:,} row(s) have a density that underflows to zero (log p = -inf), far from "
+            "the training data; the mean is over the other rows",
+            err=True,
+        )
     if dequantized:
         typer.echo(
             f"note: integer column(s) {', '.join(dequantized)} were dequantized: this is the density of x + u, "

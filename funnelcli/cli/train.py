@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import shlex
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +17,13 @@ from funnelcli.cli._common import (
     JsonOpt,
     KeyOpt,
     QuietOpt,
+    fail,
     handle_errors,
     print_json,
     setup_logging,
     split_names,
 )
+from funnelcli.errors import UserError
 
 EXAMPLES = """
 Examples:
@@ -28,6 +33,10 @@ Examples:
   funnel train data.csv --recipe nsf --steps 5000 --out runs/nsf
 
   funnel train data.h5 --key table --columns a,b,c --validation val.h5 --ansatz gaussian
+
+  funnel train data.csv --out runs/long --checkpoint-every 500
+
+  funnel train data.csv --out runs/long --checkpoint-every 500 --resume
 """
 
 
@@ -64,16 +73,37 @@ def train(
     force: ForceOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option(
+            "--checkpoint-every", help="Also write checkpoints to OUT/checkpoints every N steps (0: only on Ctrl-C)."
+        ),
+    ] = 0,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the interrupted run in --out from its latest checkpoint, exactly."),
+    ] = False,
+    max_nonfinite: Annotated[
+        int,
+        typer.Option(
+            "--max-nonfinite", help="Steps with a non-finite loss (each skipped) in a row before training gives up."
+        ),
+    ] = 20,
 ) -> None:
     """Fit a density model to DATA and write a model folder.
 
     DATA is a table, or a folder from `funnel data prepare`, whose train and validation splits are then used.
+
+    Ctrl-C or SIGTERM stops training after the current step and writes the latest and the best checkpoint to
+    OUT/checkpoints; the same command with --resume then continues exactly where it stopped.
     """
+    given = dict(locals())  # first: the arguments as given, for the command that resumes this run
     setup_logging(quiet or json_output)
     from funnelcli import artifact
     from funnelcli.data import read_table
     from funnelcli.data.prepared import is_prepared, split_file
     from funnelcli.estimator import FunnelDensity
+    from funnelcli.training import TrainingDiverged, TrainingInterrupted
 
     out = out or Path("runs") / _stem(data)
     estimator = FunnelDensity(
@@ -90,7 +120,11 @@ def train(
         drop_constant=drop_constant,
     )
     resolved = estimator.resolved_recipe()  # a bad recipe or flag fails here, before any data is read
-    artifact.check_writable(out, overwrite=force)
+    if checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every must be 0 (only on Ctrl-C) or a number of steps, got {checkpoint_every}")
+    if max_nonfinite < 1:
+        raise UserError(f"--max-nonfinite must be at least 1, got {max_nonfinite}")
+    artifact.check_writable(out, overwrite=force, resume=resume)
     table = read_table(split_file(data, "train"), key=key, columns=split_names(columns))
     if validation is None and is_prepared(data):
         validation = split_file(data, "validation")
@@ -98,9 +132,24 @@ def train(
     if validation is not None:
         held_out = read_table(validation, key=key, columns=list(table.columns))
 
-    with _progress(enabled=not (quiet or json_output), total=resolved.training.steps) as callback:
-        estimator.fit(table, validation=held_out, callback=callback)
-    estimator.save(out, overwrite=force)
+    try:
+        with _progress(enabled=not (quiet or json_output), total=resolved.training.steps) as callback:
+            estimator.fit(
+                table,
+                validation=held_out,
+                callback=callback,
+                checkpoint_dir=out / artifact.CHECKPOINTS,
+                resume=resume,
+                checkpoint_every=checkpoint_every,
+                max_nonfinite=max_nonfinite,
+            )
+    except TrainingInterrupted as interrupted:
+        typer.echo(f"interrupted: {interrupted}; resume with: {_resume_command(given, out)}", err=True)
+        raise typer.Exit(interrupted.exit_code) from None
+    except TrainingDiverged as diverged:
+        raise fail(f"training diverged: {diverged}; {_keep_best(estimator, diverged, out, force)}", 1) from None
+    # The folder may hold this run's checkpoints, which its model replaces.
+    estimator.save(out, overwrite=force or artifact.holds_only_checkpoints(out))
 
     summary = estimator.summary_
     report = {
@@ -117,6 +166,8 @@ def train(
         "seconds": summary["seconds"],
         "ms_per_step": summary["ms_per_step"],
     }
+    if summary.get("resumed_at_step") is not None:
+        report["resumed_at_step"] = summary["resumed_at_step"]
     if json_output:
         print_json(report)
         return
@@ -125,7 +176,43 @@ def train(
         f"{report['parameters']:,} parameters; best validation log-likelihood {report['best_val_log_prob']:.4f} "
         f"nats/row at step {report['best_step']} of {report['steps']} "
         f"({report['seconds']:.1f} s, {report['ms_per_step']:.1f} ms/step)"
+        + (f"; resumed at step {report['resumed_at_step']}" if "resumed_at_step" in report else "")
     )
+
+
+#: Flags whose spelling is not ``--`` + the parameter's name with dashes.
+_FLAGS = {"json_output": "--json"}
+
+
+def _resume_command(given: dict, out: Path) -> str:
+    """The command that continues this run: the options that were given, ``--out`` and ``--resume``."""
+    words = ["funnel", "train", str(given["data"])]
+    for name, parameter in inspect.signature(train).parameters.items():
+        value = given[name]
+        if name in ("data", "out", "resume") or value == parameter.default:
+            continue
+        flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+        words += [flag] if isinstance(value, bool) else [flag, str(value)]
+    return shlex.join([*words, "--out", str(out), "--resume"])
+
+
+def _keep_best(estimator, diverged, out: Path, force: bool) -> str:
+    """Save the best model of a diverged run (nothing is lost); say what was kept."""
+    from funnelcli import artifact
+
+    summary = diverged.summary
+    if summary is not None and summary.best_step > 0:
+        estimator.save(out, overwrite=force or artifact.holds_only_checkpoints(out))
+        return (
+            f"the best model so far (step {summary.best_step}, validation log-likelihood "
+            f"{summary.best_val_log_prob:.4f} nats/row) was saved to {out}; pass --force to train it again"
+        )
+    # A diverged run resumes into the same divergence: its checkpoints are of no use.
+    if artifact.holds_only_checkpoints(out):
+        shutil.rmtree(out, ignore_errors=True)
+    else:
+        shutil.rmtree(out / artifact.CHECKPOINTS, ignore_errors=True)
+    return "no validation pass had finished, so there was no model to keep and nothing was written"
 
 
 def _stem(path: Path) -> str:

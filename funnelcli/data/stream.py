@@ -25,6 +25,7 @@ from funnelcli.data.tables import (
     _error,
     _format_for,
     _numeric_frame,
+    _reason,
     _unreadable,
     atomic_path,
     check_output_path,
@@ -135,6 +136,13 @@ class TableWriter:
         return self
 
     def write(self, frame: pd.DataFrame) -> None:
+        try:
+            self._write(frame)
+        except OSError as exc:
+            raise _error(f"{os.fspath(self.path)}: could not write the file: {_reason(exc)}") from None
+        self.rows += len(frame)
+
+    def _write(self, frame: pd.DataFrame) -> None:
         if self.format == "Parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -153,7 +161,6 @@ class TableWriter:
                 mode="w" if self.rows == 0 else "a",
                 compression="gzip" if gzip else None,
             )
-        self.rows += len(frame)
 
     def __exit__(self, *exc_info) -> bool:
         if self._writer is not None:

@@ -1,0 +1,216 @@
+"""``funnel evaluate``, ``funnel report`` and ``funnel compare``: the numbers and pictures of a paper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from funnelcli.cli._common import (
+    DataArg,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    KeyOpt,
+    ModelArg,
+    handle_errors,
+    print_json,
+    setup_logging,
+)
+from funnelcli.errors import UserError
+
+EVALUATE_EXAMPLES = """
+Examples:
+
+  funnel evaluate runs/digits test.csv
+
+  funnel evaluate runs/digits test.csv --ood other.csv --json
+
+  funnel evaluate runs/digits test.csv --ood other.csv --report report/ --force
+"""
+
+REPORT_EXAMPLES = """
+Examples:
+
+  funnel report runs/digits test.csv -o report/
+
+  funnel report runs/digits test.csv --ood other.csv -o report/ --force
+"""
+
+COMPARE_EXAMPLES = """
+Examples:
+
+  funnel compare runs/nsf runs/f-nsf --data test.csv
+
+  funnel compare runs/* --data test.csv --markdown
+
+  funnel compare runs/nsf runs/f-nsf --data test.csv --json
+"""
+
+OodOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--ood", help="Out-of-distribution rows (a table or prepared folder) for anomaly detection: -log p scores."
+    ),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the model samples and the two-sample test.")]
+
+
+def _load(model: Path, device: str):
+    from funnelcli.estimator import FunnelDensity
+
+    return FunnelDensity.load(model, device=device)
+
+
+def _read(path: Path, estimator, key: str | None):
+    """The test split of a prepared folder, or the table itself, with the columns the model was trained on."""
+    from funnelcli.data import read_table
+    from funnelcli.data.prepared import split_file
+    from funnelcli.evaluation.report import input_columns
+
+    return read_table(split_file(path, "test"), key=key, columns=input_columns(estimator))
+
+
+def _run(model: Path, data: Path, ood: Path | None, key: str | None, device: str, seed: int, progress: bool):
+    from funnelcli.evaluation import evaluate as evaluate_model
+
+    def say(message: str) -> None:
+        if progress:
+            typer.echo(message, err=True)
+
+    estimator = _load(model, device)
+    test = _read(data, estimator, key)
+    other = _read(ood, estimator, key) if ood is not None else None
+    say(f"evaluating {model} on {len(test):,} rows" + (f" and {len(other):,} OOD rows" if other is not None else ""))
+    evaluation = evaluate_model(estimator, test, other, random_state=seed, name=str(model))
+    return estimator, evaluation
+
+
+def _report(folder: Path, estimator, evaluation, data: Path, ood: Path | None, force: bool, seed: int) -> Path:
+    from funnelcli.evaluation import write_report
+
+    return write_report(
+        folder,
+        estimator,
+        evaluation,
+        overwrite=force,
+        random_state=seed,
+        test_name=data.name,
+        ood_name=ood.name if ood is not None else "OOD",
+    )
+
+
+@handle_errors
+def evaluate(
+    model: ModelArg,
+    data: DataArg,
+    ood: OodOpt = None,
+    report_dir: Annotated[
+        Path | None, typer.Option("--report", help="Also write the figures and index.html into this folder.")
+    ] = None,
+    key: KeyOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Evaluate a model on held-out DATA: likelihood, sample quality and, with --ood, anomaly detection.
+
+    Prints the test log-likelihood ± standard error, bits per dimension, latent size and parameter count.
+
+    Model samples are compared with DATA by a classifier two-sample AUC and a sliced Wasserstein distance.
+
+    With --ood OTHER: anomaly detection by -log p (AUROC, average precision) and the paper's Table 4 ratio.
+
+    A model that reports a lower bound (a VAE's ELBO) has its likelihoods labelled as a bound.
+    """
+    setup_logging(json_output)
+    from funnelcli.evaluation.report import check_report_folder, metric_rows
+
+    if report_dir is not None:
+        check_report_folder(report_dir, overwrite=force)
+    estimator, evaluation = _run(model, data, ood, key, device, seed, progress=not json_output)
+    document = evaluation.to_json()
+    if report_dir is not None:
+        index = _report(report_dir, estimator, evaluation, data, ood, force, seed)
+        document["report"] = str(index)
+    if json_output:
+        print_json(document)
+        return
+    rows = metric_rows(evaluation.metrics)
+    width = max(len(name) for name, _ in rows)
+    typer.echo(f"model {model} (recipe {document['recipe']}, family {document['family']}) on {data}")
+    typer.echo("\n".join(f"  {name.ljust(width)}  {value}" for name, value in rows))
+    if report_dir is not None:
+        typer.echo(f"report: {document['report']}")
+
+
+@handle_errors
+def report(
+    model: ModelArg,
+    data: DataArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the figures and index.html.")],
+    ood: OodOpt = None,
+    key: KeyOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+) -> None:
+    """Write a model's evaluation report: PNG figures and an index.html that shows them with the metrics.
+
+    Training curves; per-column histograms and a corner plot of DATA against model samples.
+
+    Latent codes of DATA against N(0, 1); samples at temperatures 0.5, 0.75 and 1.
+
+    With --ood OTHER: the two log-likelihood histograms and the ROC curve. Prints the path of index.html.
+    """
+    setup_logging(False)
+    from funnelcli.evaluation.report import check_report_folder
+
+    check_report_folder(output, overwrite=force)
+    estimator, evaluation = _run(model, data, ood, key, device, seed, progress=True)
+    typer.echo(str(_report(output, estimator, evaluation, data, ood, force, seed)))
+
+
+@handle_errors
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Model folders to compare.", show_default=False)],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="Held-out table, or a folder from `funnel data prepare` (its test split).",
+            show_default=False,
+        ),
+    ],
+    key: KeyOpt = None,
+    device: DeviceOpt = "auto",
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table, best in bold.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Compare models on the same held-out DATA in one table (the funnel paper's Table 1).
+
+    A row per model: test log-likelihood ± standard error, latent size, parameters, training ms per step.
+
+    --markdown sets the best log-likelihood in bold; --json prints one object with a row per model.
+    """
+    setup_logging(json_output)
+    from funnelcli.evaluation.report import best_index, compare_row, format_comparison, json_safe
+
+    if json_output and markdown:
+        raise UserError("--json and --markdown both ask for the output format; pass one of them")
+    # Every folder is opened before any is scored, so a mistyped one fails at once.
+    estimators = [(run, _load(run, device)) for run in runs]
+    rows = []
+    for run, estimator in estimators:
+        if not json_output:
+            typer.echo(f"scoring {data} with {run}", err=True)
+        rows.append(compare_row(str(run), estimator, _read(data, estimator, key)))
+    if json_output:
+        best = best_index(rows)
+        print_json(
+            json_safe({"data": str(data), "models": rows, "best": None if best is None else rows[best]["model"]})
+        )
+        return
+    typer.echo(format_comparison(rows, markdown=markdown))

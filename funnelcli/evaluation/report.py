@@ -1,0 +1,536 @@
+"""Evaluating a fitted model, comparing models, and the HTML report.
+
+- :func:`evaluate` scores held-out rows (and optionally out-of-distribution rows) with a fitted estimator and
+  computes every metric of :mod:`funnelcli.evaluation.metrics`; it returns an :class:`Evaluation` whose
+  ``metrics`` is one JSON-able dict.
+- :func:`write_report` turns an evaluation into PNG figures and an ``index.html`` that shows them with the
+  metrics.
+- :func:`compare_row` and :func:`format_comparison` make the paper's Table 1: a row per model.
+
+The estimator is used through its public methods only (``score_samples``, ``transform``, ``sample``,
+``columns_``, ``latent_dim_``, ``history_``), so this module never imports torch. A model that reports a lower
+bound rather than an exact likelihood sets ``is_bound_ = True``; its numbers are labelled as a bound.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from funnelcli import __version__
+from funnelcli.errors import UserError
+from funnelcli.evaluation import metrics as m
+
+log = logging.getLogger("funnelcli")
+
+#: The temperatures of the report's sample figure.
+TEMPERATURES = (0.5, 0.75, 1.0)
+#: At most this many rows of data and samples go into the two-sample scores and the figures.
+MAX_COMPARED_ROWS = 5000
+#: Random directions of the sliced Wasserstein distance.
+PROJECTIONS = 200
+
+INDEX = "index.html"
+FIGURES = {
+    "training": "training.png",
+    "columns": "columns.png",
+    "corner": "corner.png",
+    "latent": "latent.png",
+    "temperatures": "temperatures.png",
+    "ood_log_prob": "ood_log_prob.png",
+    "roc": "roc.png",
+}
+
+
+def is_bound(estimator: Any) -> bool:
+    """Whether the estimator reports a lower bound (a VAE's ELBO) instead of an exact log-likelihood."""
+    return bool(getattr(estimator, "is_bound_", False))
+
+
+def input_columns(estimator: Any) -> list[str]:
+    """The columns a table must have for ``estimator``: its training input, constant columns included."""
+    names = getattr(estimator, "feature_names_in_", None)
+    return [str(c) for c in (names if names is not None else estimator.columns_)]
+
+
+def parameter_count(estimator: Any) -> int | None:
+    """The model's parameter count, from its folder's metadata or by counting."""
+    metadata = getattr(estimator, "metadata_", None) or {}
+    if "parameters" in metadata:
+        return int(metadata["parameters"])
+    model = getattr(estimator, "model_", None)
+    return sum(p.numel() for p in model.parameters()) if model is not None else None
+
+
+def recipe_name(estimator: Any) -> str | None:
+    metadata = getattr(estimator, "metadata_", None) or {}
+    recipe = getattr(estimator, "recipe_", None)
+    return metadata.get("recipe_name") or getattr(recipe, "name", None)
+
+
+def family_name(estimator: Any) -> str | None:
+    recipe = getattr(estimator, "recipe_", None)
+    return getattr(recipe, "family", None) or (getattr(estimator, "metadata_", None) or {}).get("recipe", {}).get(
+        "family"
+    )
+
+
+def modelled_values(estimator: Any, table: pd.DataFrame | np.ndarray) -> np.ndarray:
+    """The rows of ``table`` restricted to the modelled columns, in the model's order, shape (N, D).
+
+    These are the values that model samples (in the same columns) are compared with. A DataFrame's columns are
+    matched by name, an array's by position (constant columns left out at training are skipped).
+    """
+    if isinstance(table, pd.DataFrame):
+        missing = [c for c in estimator.columns_ if c not in table.columns]
+        if missing:
+            raise UserError(f"the data lack the model's column(s) {', '.join(repr(c) for c in missing)}")
+        return table[estimator.columns_].to_numpy(dtype=np.float64)
+    names = input_columns(estimator)
+    return np.asarray(table, dtype=np.float64)[:, [names.index(c) for c in estimator.columns_]]
+
+
+def _finite_rows(values: np.ndarray, what: str) -> np.ndarray:
+    keep = np.isfinite(values).all(axis=1)
+    if not keep.all():
+        log.warning("%d of %d %s are not finite and are left out of the comparisons", (~keep).sum(), len(keep), what)
+    return values[keep]
+
+
+def _subsample(values: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    if len(values) <= limit:
+        return values
+    return values[np.sort(np.random.default_rng(seed).permutation(len(values))[:limit])]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars made Python numbers and non-finite floats made ``None`` (JSON has no inf)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` computed: the metrics and the arrays the report's figures are drawn from.
+
+    Shapes: ``data`` (N, D) held-out rows in the modelled columns, ``log_prob`` (N,), ``samples`` (M, D) model
+    samples at temperature 1, ``latent`` (N, k) encoded held-out rows, ``latent_distances`` (k,),
+    ``ood_log_prob`` (N_ood,) or None, ``roc`` the (fpr, tpr) arrays of the OOD ROC curve or None.
+    """
+
+    metrics: dict[str, Any]
+    columns: list[str]
+    data: np.ndarray
+    log_prob: np.ndarray
+    samples: np.ndarray
+    latent: np.ndarray
+    latent_distances: np.ndarray
+    history: list[dict] = field(default_factory=list)
+    ood_log_prob: np.ndarray | None = None
+    roc: tuple[np.ndarray, np.ndarray] | None = None
+    bound: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The metrics as a JSON-able dict (non-finite numbers as ``None``)."""
+        return json_safe(self.metrics)
+
+
+def evaluate(
+    estimator: Any,
+    test: pd.DataFrame | np.ndarray,
+    ood: pd.DataFrame | np.ndarray | None = None,
+    *,
+    random_state: int = 0,
+    two_sample: bool = True,
+    name: str | None = None,
+) -> Evaluation:
+    """Evaluate a fitted density estimator on held-out rows ``test`` (and out-of-distribution rows ``ood``).
+
+    ``metrics`` holds:
+
+    - ``rows``, ``mean_log_prob`` and ``stderr`` (nats per row, mean and standard error), ``bits_per_dim``
+      (-mean / (D ln 2)), ``input_dim`` D, ``latent_dim`` k, ``parameters``;
+    - ``two_sample``: the classifier two-sample AUC and the sliced 1-Wasserstein distance between model
+      samples and the held-out rows (as many samples as rows, at most 5000, in the held-out rows' standardised
+      units), drawn with ``random_state``;
+    - ``latent_wasserstein``: the 1-Wasserstein distance of each latent coordinate of the held-out rows from
+      N(0, 1), with their mean and maximum;
+    - with ``ood``: ``ood`` holds the anomaly-detection AUROC and average precision (score -log p, OOD rows
+      positive) and the Table 4 means and ratio;
+    - ``bound``: true for a model that reports a lower bound (the key is absent otherwise).
+    """
+    bound = is_bound(estimator)
+    columns = list(estimator.columns_)
+    dim = len(columns)
+    log_prob = np.asarray(estimator.score_samples(test), dtype=np.float64)
+    mean, stderr = m.mean_and_stderr(log_prob)
+    data = modelled_values(estimator, test)
+    metrics: dict[str, Any] = {
+        "model": name,
+        "recipe": recipe_name(estimator),
+        "family": family_name(estimator),
+        "rows": len(log_prob),
+        "mean_log_prob": mean,
+        "stderr": stderr,
+        "bits_per_dim": m.bits_per_dim(mean, dim),
+        "input_dim": dim,
+        "latent_dim": int(estimator.latent_dim_),
+        "parameters": parameter_count(estimator),
+    }
+    if bound:
+        metrics["bound"] = True
+    nonfinite = int(np.sum(~np.isfinite(log_prob)))
+    if nonfinite:
+        metrics["nonfinite_rows"] = nonfinite
+    dequantized = list(getattr(estimator, "dequantized_columns_", []) or [])
+    if dequantized:
+        metrics["dequantized_columns"] = dequantized
+
+    compared = _subsample(_finite_rows(data, "held-out rows"), MAX_COMPARED_ROWS, random_state)
+    samples = (
+        _finite_rows(np.asarray(estimator.sample(len(compared), random_state=random_state), float), "model samples")
+        if len(compared)
+        else np.empty((0, dim))
+    )
+    if two_sample and len(compared) >= 5 and len(samples) >= 5:
+        reference, scaled_samples = m.standardise_like(compared, samples)
+        metrics["two_sample"] = {
+            "rows": int(min(len(compared), len(samples))),
+            "classifier_auc": m.classifier_two_sample_auc(samples, compared, random_state=random_state),
+            "sliced_wasserstein": m.sliced_wasserstein(
+                scaled_samples, reference, projections=PROJECTIONS, random_state=random_state
+            ),
+        }
+
+    latent = _finite_rows(np.asarray(estimator.transform(test), dtype=np.float64), "latent codes")
+    distances = m.wasserstein_to_standard_normal(latent) if len(latent) else np.full(latent.shape[1], np.nan)
+    metrics["latent_wasserstein"] = {
+        "mean": float(np.mean(distances)),
+        "max": float(np.max(distances)),
+        "per_coordinate": [float(d) for d in distances],
+    }
+
+    ood_log_prob = roc = None
+    if ood is not None:
+        ood_log_prob = np.asarray(estimator.score_samples(ood), dtype=np.float64)
+        if np.isnan(log_prob).any() or np.isnan(ood_log_prob).any():
+            raise UserError(
+                "the model gives NaN log-likelihoods to some rows, which cannot be ranked as anomaly scores; "
+                "retrain the model (a lower --lr), or leave out --ood"
+            )
+        detection = m.anomaly_detection(log_prob, ood_log_prob)
+        table4 = m.likelihood_ratio_summary(log_prob, ood_log_prob)
+        metrics["ood"] = {
+            "rows": len(ood_log_prob),
+            "auroc": detection["auroc"],
+            "average_precision": detection["average_precision"],
+            "positive_share": detection["positive_share"],
+            **table4,
+        }
+        roc = (detection["fpr"], detection["tpr"])
+    return Evaluation(
+        metrics=metrics,
+        columns=columns,
+        data=compared,
+        log_prob=log_prob,
+        samples=samples,
+        latent=latent,
+        latent_distances=distances,
+        history=list(getattr(estimator, "history_", []) or []),
+        ood_log_prob=ood_log_prob,
+        roc=roc,
+        bound=bound,
+    )
+
+
+# ------------------------------------------------------------------------------------------------- the report
+
+
+def check_report_folder(folder: str | Path, *, overwrite: bool = False) -> Path:
+    """Refuse a report folder that exists (without ``overwrite``) or is a file, or a missing matplotlib, before
+    any work is done."""
+    from funnelcli.evaluation.plots import require_matplotlib
+
+    require_matplotlib()
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file, not a folder; choose another report folder")
+    if folder.exists() and not overwrite:
+        raise UserError(f"{folder} already exists; pass --force to replace the report in it or choose another folder")
+    return folder
+
+
+def write_report(
+    folder: str | Path,
+    estimator: Any,
+    evaluation: Evaluation,
+    *,
+    overwrite: bool = False,
+    random_state: int = 0,
+    title: str | None = None,
+    test_name: str = "test",
+    ood_name: str = "OOD",
+) -> Path:
+    """Write the report's PNG figures and ``index.html`` into ``folder``; return the path of ``index.html``.
+
+    Every file is written to a temporary name and renamed into place, and ``index.html`` last, so the page
+    never shows a figure that is not there. An existing folder is refused unless ``overwrite``; then the
+    report's own files in it are replaced (and those this report does not make, such as the OOD figures of an
+    earlier run, removed). ``estimator`` draws the samples at each temperature.
+    """
+    from funnelcli.data import atomic_path
+    from funnelcli.evaluation import plots
+
+    folder = check_report_folder(folder, overwrite=overwrite)
+    folder.mkdir(parents=True, exist_ok=True)
+    bound = evaluation.bound
+    n = len(evaluation.data)
+    temperature_samples = {
+        t: _finite_rows(
+            np.asarray(estimator.sample(n, random_state=random_state + i, temperature=t), dtype=np.float64),
+            f"samples at temperature {t}",
+        )
+        for i, t in enumerate(TEMPERATURES)
+    }
+    figures = {
+        "training": lambda: plots.training_curves(evaluation.history, bound=bound),
+        "columns": lambda: plots.column_histograms(evaluation.data, evaluation.samples, evaluation.columns),
+        "corner": lambda: plots.corner_plot(evaluation.data, evaluation.samples, evaluation.columns),
+        "latent": lambda: plots.latent_histograms(evaluation.latent, evaluation.latent_distances, bound=bound),
+        "temperatures": lambda: plots.temperature_samples(evaluation.data, temperature_samples),
+    }
+    if evaluation.ood_log_prob is not None:
+        auroc = evaluation.metrics["ood"]["auroc"]
+        figures["ood_log_prob"] = lambda: plots.log_likelihood_histograms(
+            evaluation.log_prob, evaluation.ood_log_prob, bound=bound, labels=(test_name, ood_name)
+        )
+        figures["roc"] = lambda: plots.roc_curve_figure(*evaluation.roc, auroc, bound=bound)
+    for key, make in figures.items():
+        plots.save_png(make(), folder / FIGURES[key])
+    for key, name in FIGURES.items():
+        if key not in figures:
+            (folder / name).unlink(missing_ok=True)
+    page = _html(evaluation, title=title, test_name=test_name, ood_name=ood_name, shown=list(figures))
+    index = folder / INDEX
+    with atomic_path(index) as temporary:
+        temporary.write_text(page, encoding="utf-8")
+    return index
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}" if math.isfinite(value) else str(value)
+
+
+def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, value) pairs of the metrics, worded for people; shared by the HTML page and the terminal."""
+    bound = metrics.get("bound", False)
+    what = "ELBO (lower bound)" if bound else "log-likelihood"
+    rows = [
+        (f"test {what}, nats/row", f"{_number(metrics['mean_log_prob'])} ± {_number(metrics['stderr'])} (± s.e.)"),
+        ("bits per dimension" + (" (bound)" if bound else ""), _number(metrics["bits_per_dim"])),
+        ("test rows", _number(metrics["rows"])),
+        ("dimensions", f"{metrics['input_dim']} -> {metrics['latent_dim']} (latent size)"),
+        ("parameters", _number(metrics["parameters"])),
+    ]
+    if metrics.get("nonfinite_rows"):
+        rows.append(("rows with non-finite log-likelihood", _number(metrics["nonfinite_rows"])))
+    two = metrics.get("two_sample")
+    if two:
+        rows.append(("classifier two-sample AUC (0.5: samples look like data)", _number(two["classifier_auc"], 3)))
+        rows.append(("sliced Wasserstein-1, samples vs test (standardised)", _number(two["sliced_wasserstein"], 3)))
+    latent = metrics["latent_wasserstein"]
+    rows.append(
+        ("latent Wasserstein-1 to N(0, 1), mean / max", f"{_number(latent['mean'], 3)} / {_number(latent['max'], 3)}")
+    )
+    ood = metrics.get("ood")
+    if ood:
+        rows += [
+            ("OOD rows", _number(ood["rows"])),
+            ("anomaly AUROC (score -log p, OOD positive)", _number(ood["auroc"], 3)),
+            (f"anomaly average precision (chance {ood['positive_share']:.3f})", _number(ood["average_precision"], 3)),
+            (
+                f"mean {what}: test / OOD",
+                f"{_number(ood['mean_log_prob_in'], 2)} / {_number(ood['mean_log_prob_out'], 2)}",
+            ),
+            ("ratio OOD / test (Table 4)", _number(ood["ratio"], 3)),
+        ]
+    dequantized = metrics.get("dequantized_columns")
+    if dequantized:
+        shown = ", ".join(dequantized[:4]) + (", ..." if len(dequantized) > 4 else "")
+        rows.append(("dequantized (integer) columns, scored as x + U[0, 1)", f"{len(dequantized)}: {shown}"))
+    return rows
+
+
+_CAPTIONS = {
+    "training": "Training curve: mean train and validation log-likelihood at each validation pass. The model "
+    "keeps the weights of the best validation pass (dotted line).",
+    "columns": "Each column of the held-out rows (filled) against as many model samples (line), as densities.",
+    "corner": "Corner plot of the first columns: pairwise 2-D histograms below the diagonal and 1-D histograms "
+    "on it; held-out data on the left, model samples on the right, on the same ranges.",
+    "latent": "Latent codes of the held-out rows, one histogram per coordinate, against the N(0, 1) base density; "
+    "the title gives each coordinate's 1-Wasserstein distance from N(0, 1).",
+    "temperatures": "Model samples at temperatures 0.5, 0.75 and 1 (the base standard deviation scaled by T) "
+    "beside the held-out rows, projected on the held-out rows' first two principal components.",
+    "ood_log_prob": "Per-row log-likelihood of the held-out rows and of the out-of-distribution rows.",
+    "roc": "ROC curve of anomaly detection with -log p as the score, out-of-distribution rows positive.",
+}
+
+
+#: The page's layout: the training curve sits beside the metrics; these take the page's full width, the others
+#: half of it.
+_WIDE = {"columns", "corner", "latent", "temperatures"}
+_ORDER = ("ood_log_prob", "roc", "temperatures", "corner", "columns", "latent")
+
+
+def _html(evaluation: Evaluation, *, title: str | None, test_name: str, ood_name: str, shown: list[str]) -> str:
+    metrics = evaluation.metrics
+    e = html.escape
+    heading = title or f"Evaluation of {metrics.get('model') or 'a model'}"
+    subtitle = f"recipe {metrics.get('recipe')} (family {metrics.get('family')}); test data {test_name}"
+    if metrics.get("ood"):
+        subtitle += f"; out-of-distribution data {ood_name}"
+    if metrics.get("bound"):
+        subtitle += ". This model reports a lower bound (ELBO), not an exact log-likelihood."
+    table = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in metric_rows(metrics))
+
+    def figure(key: str) -> str:
+        wide = ' class="wide"' if key in _WIDE else ""
+        return (
+            f'<figure id="{key}"{wide}><img src="{FIGURES[key]}" alt="{e(_CAPTIONS[key])}">'
+            f"<figcaption>{e(_CAPTIONS[key])}</figcaption></figure>"
+        )
+
+    top = figure("training") if "training" in shown else ""
+    sections = "\n".join(figure(key) for key in _ORDER if key in shown)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{e(heading)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1240px; padding: 0 1em; color: #222; }}
+h1 {{ margin-bottom: 0.2em; }}
+.top, .figures {{ display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 1.5em; }}
+.top {{ align-items: start; margin-bottom: 1.5em; }}
+.wide {{ grid-column: 1 / -1; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }}
+th, td {{ text-align: left; padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; }}
+th {{ font-weight: normal; color: #555; }}
+td {{ font-variant-numeric: tabular-nums; }}
+figure {{ margin: 0; }}
+img {{ max-width: 100%; border: 1px solid #eee; }}
+figcaption {{ color: #555; font-size: 0.85em; }}
+footer {{ color: #888; font-size: 0.8em; margin-top: 2em; }}
+</style>
+</head>
+<body>
+<h1>{e(heading)}</h1>
+<p>{e(subtitle)}</p>
+<div class="top">
+<table>
+{table}
+</table>
+{top}
+</div>
+<div class="figures">
+{sections}
+</div>
+<footer>Made by funnelcli {e(__version__)}.</footer>
+</body>
+</html>
+"""
+
+
+# ------------------------------------------------------------------------------------------------- comparison
+
+
+def compare_row(name: str, estimator: Any, test: pd.DataFrame | np.ndarray) -> dict[str, Any]:
+    """One row of the comparison table: the model's test log-likelihood with its standard error, latent size,
+    parameters and training milliseconds per step (``summary_["ms_per_step"]``)."""
+    log_prob = estimator.score_samples(test)
+    mean, stderr = m.mean_and_stderr(log_prob)
+    row = {
+        "model": name,
+        "recipe": recipe_name(estimator),
+        "family": family_name(estimator),
+        "rows": len(log_prob),
+        "mean_log_prob": mean,
+        "stderr": stderr,
+        "input_dim": len(estimator.columns_),
+        "latent_dim": int(estimator.latent_dim_),
+        "parameters": parameter_count(estimator),
+        "ms_per_step": (getattr(estimator, "summary_", None) or {}).get("ms_per_step"),
+    }
+    if is_bound(estimator):
+        row["bound"] = True
+    return row
+
+
+def best_index(rows: Sequence[dict[str, Any]]) -> int | None:
+    """The row with the highest finite mean test log-likelihood (a bound counts: the truth is higher still)."""
+    finite = [(r["mean_log_prob"], i) for i, r in enumerate(rows) if math.isfinite(r["mean_log_prob"])]
+    return max(finite)[1] if finite else None
+
+
+_HEADER = ("model", "recipe", "test log-likelihood (nats, ± s.e.)", "latent size", "parameters", "ms / step")
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    likelihood = f"{_number(row['mean_log_prob'], 2)} ± {_number(row['stderr'], 2)}"
+    if row.get("bound"):
+        likelihood += " (ELBO, bound)"
+    ms = row.get("ms_per_step")
+    return [
+        str(row["model"]),
+        str(row.get("recipe") or "–"),
+        likelihood,
+        str(row["latent_dim"]),
+        _number(row["parameters"]),
+        "–" if ms is None else f"{ms:.1f}",
+    ]
+
+
+def format_comparison(rows: Sequence[dict[str, Any]], *, markdown: bool = False) -> str:
+    """The comparison as a Markdown table (best log-likelihood in bold) or aligned text (best marked)."""
+    best = best_index(rows)
+    body = [_cells(row) for row in rows]
+    if markdown:
+
+        def line(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+        if best is not None:
+            body[best][2] = f"**{body[best][2]}**"
+        return "\n".join([line(_HEADER), "|" + "---|" * len(_HEADER), *(line(cells) for cells in body)])
+    widths = [max(len(r[j]) for r in [list(_HEADER), *body]) for j in range(len(_HEADER))]
+
+    def aligned(cells: Sequence[str], mark: str = "") -> str:
+        text = "  ".join(
+            c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        return (text + mark).rstrip()
+
+    lines = [aligned(_HEADER)]
+    lines += [aligned(cells, "  <- best" if i == best else "") for i, cells in enumerate(body)]
+    return "\n".join(lines)

@@ -36,15 +36,16 @@ def export_data(directory: Path) -> tuple[Path, Path]:
     """Write the breast-cancer table as train.csv (80%) and test.csv (20%), split with a fixed seed."""
     from sklearn.datasets import load_breast_cancer
 
+    from funnelcli.data import write_table
+
     table = load_breast_cancer(as_frame=True).data
     table.columns = [name.replace(" ", "_") for name in table.columns]
     test_rows = np.random.default_rng(0).permutation(len(table))[: len(table) // 5]
     is_test = np.zeros(len(table), dtype=bool)
     is_test[test_rows] = True
-    directory.mkdir(parents=True, exist_ok=True)
     train, test = directory / "train.csv", directory / "test.csv"
-    table[~is_test].to_csv(train, index=False)
-    table[is_test].to_csv(test, index=False)
+    write_table(table[~is_test], train)
+    write_table(table[is_test], test)
     return train, test
 
 

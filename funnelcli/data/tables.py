@@ -392,9 +392,21 @@ def _numeric_frame(
     if problems:
         raise _error(f"{shown}: {_joined(problems)}; fix these values or exclude the column(s) with --columns")
     if not kept:
-        raise _error(f"{shown} has no numeric columns")
+        raise _error(f"{shown} has no numeric columns{_delimiter_hint(names)}")
     _check_finite(shown, kept, values, row_offset)
     return _assemble(raw, kept, values)
+
+
+def _delimiter_hint(names: Sequence[str]) -> str:
+    """A way out for a table that read as one text column: most often the file uses another delimiter."""
+    if len(names) == 1:
+        for delimiter, label in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")):
+            if delimiter in names[0]:
+                return (
+                    f"; its header reads as one column {names[0]!r}, so the file seems to be delimited by {label}: "
+                    "save it comma-separated (or as .tsv for tabs)"
+                )
+    return "; give the table at least one column of numbers, or name them with --columns"
 
 
 def _inspect_column(series: pd.Series, name: str, explicit: bool, row_offset: int = 0) -> _Verdict:

@@ -168,7 +168,8 @@ class _Loop:
         self.max_nonfinite = max_nonfinite
         self.device = train.device
         self.generator = torch.Generator(device=self.device).manual_seed(settings.seed)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+        # fused: one kernel per step, and it can skip a non-finite step on the device (``found_inf``).
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, fused=True)
         if settings.schedule == "cosine":
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
                 self.optimizer, T_max=settings.steps, eta_min=0.0
@@ -184,10 +185,10 @@ class _Loop:
         self.best_val, self.best_step = -math.inf, 0
         self.best_state = copy.deepcopy(model.state_dict())
         self.evaluations_without_gain = 0
-        self.skipped = 0
-        self.nonfinite_in_a_row = 0
+        # [skipped steps, non-finite steps in a row, rows trained on since the last validation], on the device.
+        self._counters = torch.zeros(3, dtype=torch.long, device=self.device)
+        self._divergence_check_every = 1 if self.device.type == "cpu" else max(1, min(max_nonfinite // 2, 10))
         self.train_sum = torch.zeros((), device=self.device)
-        self.train_rows = 0
         self.history: list[dict] = []
         self.last_train = math.nan
         self.stopped_early = False
@@ -195,6 +196,31 @@ class _Loop:
         self.step_seconds = 0.0
         self.resumed_at: int | None = None
         self.best_written = -1  # best_step of the best checkpoint on disk
+
+    # Counters kept on the device; reading one synchronises with it, so the loop reads them rarely.
+    @property
+    def skipped(self) -> int:
+        return int(self._counters[0])
+
+    @skipped.setter
+    def skipped(self, value: int) -> None:
+        self._counters[0] = value
+
+    @property
+    def nonfinite_in_a_row(self) -> int:
+        return int(self._counters[1])
+
+    @nonfinite_in_a_row.setter
+    def nonfinite_in_a_row(self, value: int) -> None:
+        self._counters[1] = value
+
+    @property
+    def train_rows(self) -> int:
+        return int(self._counters[2])
+
+    @train_rows.setter
+    def train_rows(self, value: int) -> None:
+        self._counters[2] = value
 
     # -- training ----------------------------------------------------------------------------------------------
     def run(self, callback, checkpoint_every: int, signals: _Signals) -> TrainingSummary:
@@ -231,29 +257,26 @@ class _Loop:
         log_prob = self.model.log_prob(batch)
         loss = -log_prob.mean()
         self.optimizer.zero_grad(set_to_none=True)
-        # One host sync per step is the price of never stepping on a NaN; it also makes timings honest.
-        finite = bool(torch.isfinite(loss))
-        if finite:
-            loss.backward()
-            # The norm is needed even without clipping: a finite loss can still have an infinite gradient.
-            clip = self.settings.grad_clip if self.settings.grad_clip > 0 else math.inf
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            finite = bool(torch.isfinite(norm))
-        if finite:
-            self.nonfinite_in_a_row = 0
-            self.optimizer.step()
-            self.train_sum += log_prob.detach().sum()
-            self.train_rows += batch.shape[0]
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.skipped += 1
-            self.nonfinite_in_a_row += 1
+        loss.backward()
+        # The norm is needed even without clipping: a finite loss can still have an infinite gradient.
+        clip = self.settings.grad_clip if self.settings.grad_clip > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        # No host sync: whether the step is finite stays on the device, the fused Adam kernel skips the update
+        # (moments included) when ``found_inf`` is set, and the counters are read only when needed.
+        bad = ~(torch.isfinite(loss) & torch.isfinite(norm))
+        self.optimizer.found_inf = bad.to(torch.float32)
+        self.optimizer.step()
+        self.train_sum += torch.where(bad, 0.0, log_prob.detach().sum())
+        self._counters[0] += bad
+        self._counters[1] = (self._counters[1] + 1) * bad
+        self._counters[2] += (~bad) * batch.shape[0]
         with warnings.catch_warnings():
             # A skipped step is still a step of the schedule; torch warns when that happens before any update.
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`", category=UserWarning)
             self.scheduler.step()
         self.step_seconds += time.perf_counter() - tick
-        if self.nonfinite_in_a_row >= self.max_nonfinite:
+        # On a GPU, reading the counter is a sync: look every few steps. On the CPU it costs nothing.
+        if self.step % self._divergence_check_every == 0 and self.nonfinite_in_a_row >= self.max_nonfinite:
             self._diverged()
 
     def _evaluate(self) -> dict:

@@ -31,7 +31,8 @@ def test_chunked_scores_equal_whole_table_scores_including_dequantized_columns(m
     summary = score_file(model, path, output=tmp_path / "s.parquet", batch_rows=64)
     written = pd.read_parquet(tmp_path / "s.parquet")
     whole = model.score_samples(table[model.columns_])
-    np.testing.assert_array_equal(written["log_prob"].to_numpy(), whole)
+    # Equal up to float32 rounding between batch sizes; misaligned dequantization noise would differ by ~1 nat.
+    np.testing.assert_allclose(written["log_prob"].to_numpy(), whole, atol=1e-5, rtol=0)
     mean, stderr = mean_and_stderr(whole)
     assert summary.count == 250
     assert summary.mean == pytest.approx(mean, rel=1e-12) and summary.stderr == pytest.approx(stderr, rel=1e-9)
@@ -42,7 +43,8 @@ def test_chunked_encoding_equals_whole_table_encoding_and_passes_columns_through
     rows = encode_file(model, path, tmp_path / "z.csv", keep=["id"], batch_rows=64)
     written = pd.read_csv(tmp_path / "z.csv")
     assert rows == 250 and list(written.columns) == ["id", "z0", "z1"]
-    np.testing.assert_allclose(written[["z0", "z1"]].to_numpy(), model.transform(table[model.columns_]))
+    # float32 networks: a batch of 64 and one of 250 agree to rounding, not bit for bit
+    np.testing.assert_allclose(written[["z0", "z1"]].to_numpy(), model.transform(table[model.columns_]), atol=1e-6)
     assert written["id"].tolist() == list(range(250))
 
 

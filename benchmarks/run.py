@@ -116,7 +116,7 @@ def throughput(rows: int, workdir: Path, device: str) -> dict:
     estimator.save(workdir / "model", overwrite=True)
     frame.to_parquet(workdir / "rows.parquet")
     model = estimator.model_.eval()
-    tensor = torch.as_tensor(frame.to_numpy(np.float32), device=model.scaler.mean.device)
+    tensor = torch.tensor(frame.to_numpy(np.float32), device=model.scaler.mean.device)
     tick = time.perf_counter()
     with torch.no_grad():
         for start in range(0, rows, 65_536):

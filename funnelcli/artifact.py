@@ -25,6 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save, save_file
 
+from funnelcli.checksum import sha256
 from funnelcli.errors import UserError
 
 FORMAT = "funnelcli-model"
@@ -39,14 +40,6 @@ BEST = "best.safetensors"
 CHECKPOINT_FORMAT = "funnelcli-checkpoint"
 CHECKPOINT_VERSION = 1
 _HEADER_KEY = "funnelcli"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- the model folder ------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ validation = the last int(0.1 N_rest); train = the remainder. Nothing is shuffle
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from funnelcli import __version__
+from funnelcli.checksum import sha256
 from funnelcli.errors import UserError
 
 __all__ = ["ARCHIVE", "DATASETS", "SPLITS", "Dataset", "prepare", "resolve_raw", "split_sizes"]
@@ -148,7 +148,7 @@ def _manifest(dataset: Dataset, files: list[Path], recipe: _Recipe, shapes: dict
     return {
         "dataset": dataset.name,
         "source": [
-            {"path": os.path.abspath(path), "sha256": _sha256(path), "bytes": path.stat().st_size} for path in files
+            {"path": os.path.abspath(path), "sha256": sha256(path), "bytes": path.stat().st_size} for path in files
         ],
         "seed": recipe.seed,
         "splits": {split: {"rows": rows, "dims": dims} for split, (rows, dims) in shapes.items()},
@@ -615,14 +615,6 @@ def _umask() -> int:
 
 
 # -------------------------------------------------------------------------------------------------- helpers
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _json_name(column: Any) -> int | str:

@@ -82,7 +82,9 @@ def _raw_chunks(source: Path, shown: str, fmt: str, wanted: list[str], batch_row
         import pyarrow.parquet as pq
 
         try:
-            parquet = pq.ParquetFile(source)
+            # pre_buffer (pyarrow's default) keeps every row group's buffers until the file is closed, so
+            # memory would grow with the file; read one row group's pages at a time instead.
+            parquet = pq.ParquetFile(source, pre_buffer=False)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise _unreadable(shown, fmt, exc) from None
         with parquet:

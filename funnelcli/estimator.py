@@ -319,12 +319,10 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
             generator = np.random.default_rng(SCORE_NOISE_SEED)
             generator.bit_generator.advance(row_offset * frame.shape[1])  # one draw per value of earlier rows
             frame = frame + mask * generator.random(frame.shape)
-        if iw_samples is not None and (not self.is_bound_ or iw_samples < 1):
-            raise UserError(
-                "--iw-samples applies to VAE models only, and must be at least 1"
-                if iw_samples >= 1
-                else f"--iw-samples must be at least 1, got {iw_samples}"
-            )
+        if iw_samples is not None and not self.is_bound_:
+            raise UserError("--iw-samples applies to VAE models only; this model's scores are exact")
+        if iw_samples is not None and iw_samples < 1:
+            raise UserError(f"--iw-samples must be at least 1, got {iw_samples}")
         function = self.model_.log_prob
         if iw_samples is not None:
             function = lambda x: self.model_.iw_log_prob(x, iw_samples)  # noqa: E731

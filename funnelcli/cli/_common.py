@@ -59,6 +59,10 @@ def handle_errors(command):
             raise fail(str(error), error.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted; no output was written", 130) from None
+        except BrokenPipeError:
+            # The reader went away (`funnel recipes | head`): stop quietly, as Unix tools do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
         except Exception as error:
             if os.environ.get("FUNNEL_DEBUG"):
                 raise

@@ -57,14 +57,11 @@ def score(
     setup_logging(json_output)
     from funnelcli.apply import score_file
     from funnelcli.data.prepared import split_file
-    from funnelcli.errors import UserError
     from funnelcli.estimator import FunnelDensity
 
     if output is not None:
         out_format_check(output, force=force)
     estimator = FunnelDensity.load(model, device=device)
-    if iw_samples is not None and not estimator.is_bound_:
-        raise UserError("--iw-samples applies to VAE models only; this model's scores are exact")
     data = split_file(data, "test")
     if strict:
         check_no_extra_columns(data, estimator, key=key)

@@ -8,7 +8,6 @@ Errors name rows of the whole file, as :func:`read_table`'s do.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,7 +20,6 @@ from funnelcli.data.tables import (
     _check_is_file,
     _check_selection,
     _check_unique,
-    _delimited_header,
     _error,
     _format_for,
     _numeric_frame,
@@ -29,6 +27,7 @@ from funnelcli.data.tables import (
     _unreadable,
     atomic_path,
     check_output_path,
+    iter_delimited,
     read_columns,
     read_table,
 )
@@ -97,29 +96,7 @@ def _raw_chunks(source: Path, shown: str, fmt: str, wanted: list[str], batch_row
             except (pa.ArrowException, OSError) as exc:
                 raise _unreadable(shown, fmt, exc) from None
         return
-    sep = "\t" if fmt == "TSV" else ","
-    compressed = source.name.lower().endswith(".gz")
-    header = _delimited_header(source, shown, fmt, sep, compressed)
-    _check_unique(shown, header)
-    _check_selection(shown, header, wanted)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", pd.errors.DtypeWarning)
-            reader = pd.read_csv(
-                source,
-                sep=sep,
-                encoding="utf-8",
-                compression="gzip" if compressed else None,
-                index_col=False,
-                usecols=wanted,
-                chunksize=batch_rows,
-            )
-            with reader:
-                yield from reader
-    except pd.errors.EmptyDataError:
-        raise _error(f"{shown} has no rows") from None
-    except (OSError, EOFError, ValueError) as exc:
-        raise _unreadable(shown, fmt, exc) from None
+    yield from iter_delimited(source, shown, fmt, wanted, chunksize=batch_rows)
 
 
 class TableWriter:

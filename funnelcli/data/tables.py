@@ -152,6 +152,13 @@ def _normalise_selection(columns: Sequence[str] | None) -> list[str] | None:
 
 def _read_delimited(source: Path, shown: str, fmt: str, columns: list[str] | None) -> pd.DataFrame:
     """Read a CSV or TSV file (gzip-compressed when it ends in .gz), checking the header first."""
+    return next(iter_delimited(source, shown, fmt, columns))
+
+
+def iter_delimited(
+    source: Path, shown: str, fmt: str, columns: list[str] | None, chunksize: int | None = None
+) -> Iterator[pd.DataFrame]:
+    """The rows of a CSV or TSV file, whole or in chunks of ``chunksize`` rows, after checking the header."""
     sep = "\t" if fmt == "TSV" else ","
     compressed = source.name.lower().endswith(".gz")
     header = _delimited_header(source, shown, fmt, sep, compressed)
@@ -162,7 +169,7 @@ def _read_delimited(source: Path, shown: str, fmt: str, columns: list[str] | Non
         with warnings.catch_warnings():
             # Chunks of one column parsed as different types are expected; the numeric check reports them
             warnings.simplefilter("ignore", pd.errors.DtypeWarning)
-            return pd.read_csv(
+            result = pd.read_csv(
                 source,
                 sep=sep,
                 encoding="utf-8",
@@ -170,7 +177,13 @@ def _read_delimited(source: Path, shown: str, fmt: str, columns: list[str] | Non
                 # Rows with a trailing separator must not silently turn the first column into an index
                 index_col=False,
                 usecols=columns,
+                chunksize=chunksize,
             )
+            if chunksize is None:
+                yield result
+            else:
+                with result:
+                    yield from result
     except pd.errors.EmptyDataError:
         raise _error(f"{shown} has no rows") from None
     except (OSError, EOFError, ValueError, csv.Error) as exc:

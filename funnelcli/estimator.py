@@ -21,7 +21,7 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import validate_data
 
-from funnelcli import __version__, artifact
+from funnelcli import __version__, artifact, distributed
 from funnelcli.data import split_validation
 from funnelcli.data.columns import constant_columns, integer_columns
 from funnelcli.errors import UserError
@@ -185,6 +185,13 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         max_nonfinite : int, default 20
             Steps with a non-finite loss or gradient (skipped) in a row after which training stops with
             :class:`~funnelcli.training.TrainingDiverged`; the estimator then holds the best weights so far.
+
+        Notes
+        -----
+        Started by ``torchrun --nproc_per_node=N`` (or in a process group the caller initialised), each process
+        trains on every N-th row with ``batch_size // N`` rows a step and DistributedDataParallel averages the
+        gradients; every rank ends with the same weights. Give every rank the same ``X`` and call :meth:`save`
+        on rank 0 only (``torch.distributed.get_rank() == 0``).
         """
         try:
             rows = len(X)
@@ -249,7 +256,8 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
                 raise UserError(f"column(s) {names} {problem}; {way_out}")
         self.recipe_ = recipe
         self.model_ = build_model(recipe, mean, std)
-        device = resolve_device(self.device)
+        # Under torchrun, each process joins the group here and trains on its share of the rows.
+        device, _ = distributed.join(resolve_device(self.device))
         self.model_.to(device)
         try:
             summary = fit(

@@ -13,6 +13,11 @@ Nothing is lost and nothing is silent:
   from ``latest.safetensors`` and ends with the weights an uninterrupted run would have given.
 - **Divergence.** A step whose loss or gradient is not finite is skipped and counted; ``max_nonfinite`` of them
   in a row raise :class:`TrainingDiverged` with the best weights loaded into the model.
+- **Data parallel.** In a process group (``torchrun``, see :mod:`funnelcli.distributed`) each of the W ranks
+  trains on every W-th training row with ``batch_size // W`` rows a step, so that a step still sees
+  ``batch_size`` rows; DistributedDataParallel averages the gradients, the validation score is summed over the
+  ranks' shares of the validation rows, and every decision (skip a step, stop early, stop on a signal) is
+  taken by all ranks together. Only rank 0 writes checkpoints; they hold every rank's RNG and batch order.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pathlib import Path
 import torch
 
 from funnelcli import artifact
+from funnelcli.distributed import Ranks, current
 from funnelcli.errors import UserError
 from funnelcli.models.flow import FunnelFlow
 from funnelcli.models.recipe import TrainingSettings
@@ -82,6 +88,7 @@ class TrainingSummary:
     history: list[dict] = field(default_factory=list, repr=False)
     resumed_at_step: int | None = None
     diverged: bool = False
+    processes: int = 1
 
     def to_dict(self) -> dict:
         summary = asdict(self)
@@ -101,15 +108,31 @@ def resolve_device(device: str) -> torch.device:
 
 
 @torch.no_grad()
-def mean_log_prob(model: FunnelFlow, data: torch.Tensor, batch_size: int = _EVAL_BATCH) -> float:
-    """Mean log p(x) over the rows of ``data``, in eval mode, in batches."""
+def total_log_prob(model: FunnelFlow, data: torch.Tensor, batch_size: int = _EVAL_BATCH) -> torch.Tensor:
+    """The sum of log p(x) over the rows of ``data`` (a float64 scalar on its device), in eval mode, in batches."""
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=data.device)
     for start in range(0, data.shape[0], batch_size):
         total += model.log_prob(data[start : start + batch_size]).double().sum()
     model.train(was_training)
-    return float(total) / data.shape[0]
+    return total
+
+
+def mean_log_prob(model: FunnelFlow, data: torch.Tensor, batch_size: int = _EVAL_BATCH) -> float:
+    """Mean log p(x) over the rows of ``data``, in eval mode, in batches."""
+    return float(total_log_prob(model, data, batch_size)) / data.shape[0]
+
+
+class _LogProb(torch.nn.Module):
+    """log p(x) as a module's forward, which is what DistributedDataParallel wraps and hooks."""
+
+    def __init__(self, model: FunnelFlow):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model.log_prob(batch)
 
 
 def fit(
@@ -145,10 +168,11 @@ def fit(
         raise UserError("resume needs the checkpoint folder of the run to continue")
     device = train.device
     cuda = [device] if device.type == "cuda" else []
-    # Every draw training makes comes from the seed; the caller's global RNG is restored afterwards.
+    ranks = current()
+    # Every draw training makes comes from the seed (and the rank); the caller's global RNG is restored afterwards.
     with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(settings.seed)
-        loop = _Loop(model, train, validation, settings, dequantize, checkpoint_dir, max_nonfinite)
+        torch.manual_seed(settings.seed + ranks.rank)
+        loop = _Loop(model, train, validation, settings, dequantize, checkpoint_dir, max_nonfinite, ranks)
         if resume:
             loop.restore()
         with _Signals(enabled=checkpoint_dir is not None) as signals:
@@ -161,13 +185,22 @@ def fit(
 class _Loop:
     """The state of one training run, which a checkpoint captures whole, and the steps that advance it."""
 
-    def __init__(self, model, train, validation, settings, dequantize, checkpoint_dir, max_nonfinite):
-        self.model, self.train, self.validation, self.settings = model, train, validation, settings
+    def __init__(self, model, train, validation, settings, dequantize, checkpoint_dir, max_nonfinite, ranks: Ranks):
+        self.model, self.settings, self.ranks = model, settings, ranks
+        self.full_train, self.full_validation = train, validation  # what the checkpoint's fingerprint covers
+        # Each rank takes every W-th row: shards differ in size by at most one row.
+        self.train = train[ranks.rank :: ranks.world_size]
+        self.validation = validation[ranks.rank :: ranks.world_size]
+        if self.train.shape[0] == 0:
+            raise UserError(
+                f"{train.shape[0]} training rows cannot be shared among {ranks.world_size} processes; "
+                "start fewer processes or give more rows"
+            )
         self.dequantize = dequantize
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.max_nonfinite = max_nonfinite
         self.device = train.device
-        self.generator = torch.Generator(device=self.device).manual_seed(settings.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(settings.seed + ranks.rank)
         # fused: one kernel per step, and it can skip a non-finite step on the device (``found_inf``).
         self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, fused=True)
         if settings.schedule == "cosine":
@@ -176,8 +209,9 @@ class _Loop:
             )
         else:
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
-        self.n = train.shape[0]
-        self.batch_size = min(settings.batch_size, self.n)
+        self.n = self.train.shape[0]
+        self.batch_size = min(max(1, settings.batch_size // ranks.world_size), self.n)
+        self.objective = self._objective()
 
         self.step = 0
         self.order = torch.randperm(self.n, generator=self.generator, device=self.device)
@@ -234,14 +268,44 @@ class _Loop:
                 record.update(self._evaluate())
             if callback is not None:
                 callback(record)
-            if signals.received is not None:
-                self.write_checkpoints(interrupted=signals.received)
-                raise TrainingInterrupted(signals.received, self.step, self.settings.steps, self.checkpoint_dir)
+            received = self._agreed_signal(signals)
+            if received is not None:
+                self.write_checkpoints(interrupted=received)
+                raise TrainingInterrupted(received, self.step, self.settings.steps, self.checkpoint_dir)
             if checkpoint_every and self.step % checkpoint_every == 0 and self.step < self.settings.steps:
                 self.write_checkpoints()
         self.model.load_state_dict(self.best_state)
         self.model.eval()
         return self.summary()
+
+    def _objective(self) -> torch.nn.Module:
+        """log p(x) of a batch, wrapped in DistributedDataParallel when there are several ranks."""
+        objective = _LogProb(self.model)
+        if not self.ranks.active:
+            return objective
+        # Layers that initialise themselves from their first batch (ActNorm) do so here, on each rank's own rows;
+        # DDP then copies rank 0's weights and buffers to every rank, so that all ranks start equal.
+        with torch.no_grad():
+            self.model.log_prob(self.train[: self.batch_size])
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
+
+    def _all_reduce(self, tensor: torch.Tensor, op: str) -> torch.Tensor:
+        import torch.distributed as dist
+
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        return tensor
+
+    def _agreed_signal(self, signals: _Signals) -> int | None:
+        """The signal to stop on, taken by all ranks at the same step (as often as divergence is checked)."""
+        if not self.ranks.active:
+            return signals.received
+        if self.step % self._divergence_check_every and self.step < self.settings.steps:
+            return None
+        flag = torch.tensor([signals.received or 0], dtype=torch.int64, device=self.device)
+        received = int(self._all_reduce(flag, "max"))
+        return received or None
 
     def _one_step(self) -> None:
         tick = time.perf_counter()
@@ -254,7 +318,7 @@ class _Loop:
             noise = torch.rand(batch.shape, generator=self.generator, device=self.device, dtype=batch.dtype)
             batch = batch + noise * self.dequantize
 
-        log_prob = self.model.log_prob(batch)
+        log_prob = self.objective(batch)
         loss = -log_prob.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -264,6 +328,8 @@ class _Loop:
         # No host sync: whether the step is finite stays on the device, the fused Adam kernel skips the update
         # (moments included) when ``found_inf`` is set, and the counters are read only when needed.
         bad = ~(torch.isfinite(loss) & torch.isfinite(norm))
+        if self.ranks.active:  # a step is skipped by every rank or by none, so that the weights stay equal
+            bad = self._all_reduce(bad.to(torch.int32), "max").bool()
         self.optimizer.found_inf = bad.to(torch.float32)
         self.optimizer.step()
         self.train_sum += torch.where(bad, 0.0, log_prob.detach().sum())
@@ -280,8 +346,19 @@ class _Loop:
             self._diverged()
 
     def _evaluate(self) -> dict:
-        self.last_train = float(self.train_sum) / max(self.train_rows, 1)
-        val = mean_log_prob(self.model, self.validation)
+        sums = torch.stack(
+            [
+                self.train_sum.double(),
+                self._counters[2].double(),
+                total_log_prob(self.model, self.validation),
+                torch.tensor(float(self.validation.shape[0]), dtype=torch.float64, device=self.device),
+            ]
+        )
+        if self.ranks.active:
+            sums = self._all_reduce(sums, "sum")
+        train_sum, train_rows, val_sum, val_rows = sums.tolist()
+        self.last_train = train_sum / max(train_rows, 1)
+        val = val_sum / val_rows
         self.train_sum.zero_()
         self.train_rows = 0
         scores = {
@@ -330,12 +407,19 @@ class _Loop:
             history=self.history,
             resumed_at_step=self.resumed_at,
             diverged=diverged,
+            processes=self.ranks.world_size,
         )
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def write_checkpoints(self, *, interrupted: int | None = None) -> None:
-        """Write the best checkpoint (when it changed), then the latest; each atomically."""
+        """Write the best checkpoint (when it changed), then the latest; each atomically.
+
+        With several ranks, every rank must call this at the same step (it gathers their states); rank 0 writes.
+        """
         folder = self.checkpoint_dir
+        tensors, document = self._state()
+        if not self.ranks.is_main:
+            return
         if self.best_written != self.best_step:
             artifact.write_checkpoint(
                 folder / artifact.BEST,
@@ -348,7 +432,6 @@ class _Loop:
                 },
             )
             self.best_written = self.best_step
-        tensors, document = self._state()
         document["interrupted_by"] = _SIGNAL_NAMES.get(interrupted) if interrupted is not None else None
         artifact.write_checkpoint(folder / artifact.LATEST, tensors, document)
 
@@ -366,12 +449,16 @@ class _Loop:
                     tensors[f"optimizer/{index}/{key}"] = value
                 else:
                     scalars.setdefault(str(index), {})[key] = value
-        tensors["rng/torch"] = torch.get_rng_state()
-        tensors["rng/batches"] = self.generator.get_state()
-        if self.device.type == "cuda":
-            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
-        tensors["loop/order"] = self.order
-        tensors["loop/train_sum"] = self.train_sum
+        own = self._rank_state()
+        if self.ranks.active:
+            import torch.distributed as dist
+
+            gathered: list = [None] * self.ranks.world_size
+            dist.all_gather_object(gathered, {name: value.cpu() for name, value in own.items()})
+            for rank, state in enumerate(gathered):
+                tensors.update({f"rank{rank}/{name}": value for name, value in state.items()})
+        else:
+            tensors.update(own)
         document = {
             "kind": "latest",
             "step": self.step,
@@ -379,6 +466,7 @@ class _Loop:
             "settings": asdict(self.settings),
             "data_sha256": self._fingerprint(),
             "device": self.device.type,
+            "world_size": self.ranks.world_size,
             "cursor": self.cursor,
             "best_val": _json(self.best_val),
             "best_step": self.best_step,
@@ -397,11 +485,24 @@ class _Loop:
         }
         return tensors, document
 
+    def _rank_state(self) -> dict[str, torch.Tensor]:
+        """What differs between ranks: the RNGs, the batch order over the rank's shard and its running sums."""
+        state = {
+            "rng/torch": torch.get_rng_state(),
+            "rng/batches": self.generator.get_state(),
+            "loop/order": self.order,
+            "loop/train_sum": self.train_sum,
+            "loop/cursor": torch.tensor(self.cursor, dtype=torch.int64),
+        }
+        if self.device.type == "cuda":
+            state["rng/cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
     def _fingerprint(self) -> str:
         """A SHA-256 of the training rows, the validation rows and the dequantization mask."""
         if not hasattr(self, "_data_sha256"):
             digest = hashlib.sha256()
-            for tensor in (self.train, self.validation, self.dequantize):
+            for tensor in (self.full_train, self.full_validation, self.dequantize):
                 if tensor is None:
                     digest.update(b"none")
                     continue
@@ -427,6 +528,12 @@ class _Loop:
             )
         if document.get("data_sha256") != self._fingerprint():
             raise UserError(f"the checkpoint in {self.checkpoint_dir} was made with other data; {start_over}")
+        if document.get("world_size", 1) != self.ranks.world_size:
+            raise UserError(
+                f"the checkpoint in {self.checkpoint_dir} was made by {document.get('world_size', 1)} process(es) and "
+                f"this run has {self.ranks.world_size}; resume it with as many (torchrun --nproc_per_node) so that "
+                "the run continues exactly"
+            )
         if document.get("device") != self.device.type:
             raise UserError(
                 f"the checkpoint in {self.checkpoint_dir} was made on {document.get('device')}; resume it there "
@@ -462,14 +569,15 @@ class _Loop:
                 saved["betas"] = tuple(saved["betas"])
         self.optimizer.load_state_dict({"state": state, "param_groups": groups})
         self.scheduler.load_state_dict(document["scheduler"])
-        torch.set_rng_state(tensors["rng/torch"])
-        self.generator.set_state(tensors["rng/batches"])
+        own = group(f"rank{self.ranks.rank}/") if self.ranks.active else tensors
+        torch.set_rng_state(own["rng/torch"])
+        self.generator.set_state(own["rng/batches"])
         if self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
-        self.order = tensors["loop/order"].to(self.device)
-        self.train_sum = tensors["loop/train_sum"].to(self.device)
+            torch.cuda.set_rng_state(own["rng/cuda"], self.device)
+        self.order = own["loop/order"].to(self.device)
+        self.train_sum = own["loop/train_sum"].to(self.device)
         self.step = int(document["step"])
-        self.cursor = int(document["cursor"])
+        self.cursor = int(own["loop/cursor"]) if "loop/cursor" in own else int(document["cursor"])
         self.best_val = _float(document["best_val"], -math.inf)
         self.best_step = int(document["best_step"])
         self.best_written = -1

@@ -41,4 +41,9 @@ app.add_typer(data.app, name="data")
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        from funnelcli.distributed import leave
+
+        leave()

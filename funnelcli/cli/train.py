@@ -96,9 +96,17 @@ def train(
 
     Ctrl-C or SIGTERM stops training after the current step and writes the latest and the best checkpoint to
     OUT/checkpoints; the same command with --resume then continues exactly where it stopped.
+
+    Started by torchrun (torchrun --nproc_per_node=N -m funnelcli train ...), the N processes train one model
+    data-parallel, each on every N-th row (NCCL between GPUs, gloo between CPU processes); rank 0 alone
+    prints progress and writes OUT.
     """
     given = dict(locals())  # first: the arguments as given, for the command that resumes this run
-    setup_logging(quiet or json_output)
+    from funnelcli.distributed import from_environment
+
+    ranks = from_environment()  # under torchrun; the process group itself is joined when training starts
+    main = ranks.is_main
+    setup_logging(quiet or json_output or not main)
     from funnelcli import artifact
     from funnelcli.data import read_table
     from funnelcli.data.prepared import is_prepared, split_file
@@ -133,7 +141,7 @@ def train(
         held_out = read_table(validation, key=key, columns=list(table.columns))
 
     try:
-        with _progress(enabled=not (quiet or json_output), total=resolved.training.steps) as callback:
+        with _progress(enabled=main and not (quiet or json_output), total=resolved.training.steps) as callback:
             estimator.fit(
                 table,
                 validation=held_out,
@@ -144,10 +152,15 @@ def train(
                 max_nonfinite=max_nonfinite,
             )
     except TrainingInterrupted as interrupted:
-        typer.echo(f"interrupted: {interrupted}; resume with: {_resume_command(given, out)}", err=True)
+        if main:
+            typer.echo(f"interrupted: {interrupted}; resume with: {_resume_command(given, out, ranks)}", err=True)
         raise typer.Exit(interrupted.exit_code) from None
     except TrainingDiverged as diverged:
+        if not main:
+            raise typer.Exit(1) from None
         raise fail(f"training diverged: {diverged}; {_keep_best(estimator, diverged, out, force)}", 1) from None
+    if not main:
+        return
     # The folder may hold this run's checkpoints, which its model replaces.
     estimator.save(out, overwrite=force or artifact.holds_only_checkpoints(out))
 
@@ -165,6 +178,7 @@ def train(
         "steps": summary["steps"],
         "seconds": summary["seconds"],
         "ms_per_step": summary["ms_per_step"],
+        "processes": summary["processes"],
     }
     if summary.get("resumed_at_step") is not None:
         report["resumed_at_step"] = summary["resumed_at_step"]
@@ -184,9 +198,11 @@ def train(
 _FLAGS = {"json_output": "--json"}
 
 
-def _resume_command(given: dict, out: Path) -> str:
+def _resume_command(given: dict, out: Path, ranks=None) -> str:
     """The command that continues this run: the options that were given, ``--out`` and ``--resume``."""
     words = ["funnel", "train", str(given["data"])]
+    if ranks is not None and ranks.active:
+        words = ["torchrun", f"--nproc_per_node={ranks.world_size}", "-m", "funnelcli", "train", str(given["data"])]
     for name, parameter in inspect.signature(train).parameters.items():
         value = given[name]
         if name in ("data", "out", "resume") or value == parameter.default:

@@ -27,7 +27,15 @@ from funnelcli.data.columns import constant_columns, integer_columns
 from funnelcli.errors import UserError
 from funnelcli.models import Recipe, build_model, load_recipe
 from funnelcli.models.recipe import field_names
-from funnelcli.training import MAX_NONFINITE_IN_A_ROW, TrainingDiverged, TrainingSummary, fit, resolve_device
+from funnelcli.training import (
+    MAX_NONFINITE_IN_A_ROW,
+    TrainingDiverged,
+    TrainingSummary,
+    fit,
+    fits_on_device,
+    place_rows,
+    resolve_device,
+)
 
 log = logging.getLogger("funnelcli")
 
@@ -259,11 +267,20 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         # Under torchrun, each process joins the group here and trains on its share of the rows.
         device, _ = distributed.join(resolve_device(self.device))
         self.model_.to(device)
+        rows = _tensor(train, torch.device("cpu")), _tensor(held_out, torch.device("cpu"))
+        on_device = fits_on_device(sum(t.nbytes for t in rows), device)
+        if not on_device:
+            log.warning(
+                "the %.2f GB of training and validation rows do not fit in %s's free memory: each batch is copied "
+                "from pinned host memory instead",
+                sum(t.nbytes for t in rows) / 1e9,
+                device,
+            )
         try:
             summary = fit(
                 self.model_,
-                _tensor(train, device),
-                _tensor(held_out, device),
+                place_rows(rows[0], device, on_device=on_device),
+                place_rows(rows[1], device, on_device=on_device),
                 recipe.training,
                 callback=callback,
                 dequantize=torch.as_tensor(mask, device=device) if mask.any() else None,
@@ -271,6 +288,7 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
                 resume=resume,
                 checkpoint_every=checkpoint_every,
                 max_nonfinite=max_nonfinite,
+                stream_rows=not on_device,
             )
         except TrainingDiverged as error:
             # The model holds the best weights so far: keep them fitted, so that nothing is lost.

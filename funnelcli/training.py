@@ -112,9 +112,10 @@ def total_log_prob(model: FunnelFlow, data: torch.Tensor, batch_size: int = _EVA
     """The sum of log p(x) over the rows of ``data`` (a float64 scalar on its device), in eval mode, in batches."""
     was_training = model.training
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=data.device)
+    device = _model_device(model)
+    total = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, data.shape[0], batch_size):
-        total += model.log_prob(data[start : start + batch_size]).double().sum()
+        total += model.log_prob(data[start : start + batch_size].to(device, non_blocking=True)).double().sum()
     model.train(was_training)
     return total
 
@@ -147,10 +148,13 @@ def fit(
     resume: bool = False,
     checkpoint_every: int = 0,
     max_nonfinite: int = MAX_NONFINITE_IN_A_ROW,
+    stream_rows: bool = False,
 ) -> TrainingSummary:
     """Maximise the mean log-likelihood of ``train``; keep the weights with the best ``validation`` score.
 
-    ``train`` and ``validation`` are (N, D) tensors already on the model's device. ``callback`` receives a dict
+    ``train`` and ``validation`` are (N, D) tensors on the model's device or, with ``stream_rows`` (for rows that
+    do not fit there, see :func:`fits_on_device` and :func:`place_rows`), in host memory: each batch is then
+    gathered on the host and copied to the device while the previous step runs. ``callback`` receives a dict
     after every step (``step``, ``steps``) and, at each validation pass, ``train_log_prob`` and
     ``val_log_prob`` too. ``dequantize``, a (D,) boolean mask, adds fresh uniform noise in [0, 1) to those
     columns of every batch.
@@ -166,13 +170,13 @@ def fit(
         )
     if resume and checkpoint_dir is None:
         raise UserError("resume needs the checkpoint folder of the run to continue")
-    device = train.device
+    device = _model_device(model)
     cuda = [device] if device.type == "cuda" else []
     ranks = current()
     # Every draw training makes comes from the seed (and the rank); the caller's global RNG is restored afterwards.
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(settings.seed + ranks.rank)
-        loop = _Loop(model, train, validation, settings, dequantize, checkpoint_dir, max_nonfinite, ranks)
+        loop = _Loop(model, train, validation, settings, dequantize, checkpoint_dir, max_nonfinite, ranks, stream_rows)
         if resume:
             loop.restore()
         with _Signals(enabled=checkpoint_dir is not None) as signals:
@@ -185,7 +189,9 @@ def fit(
 class _Loop:
     """The state of one training run, which a checkpoint captures whole, and the steps that advance it."""
 
-    def __init__(self, model, train, validation, settings, dequantize, checkpoint_dir, max_nonfinite, ranks: Ranks):
+    def __init__(
+        self, model, train, validation, settings, dequantize, checkpoint_dir, max_nonfinite, ranks: Ranks, stream_rows
+    ):
         self.model, self.settings, self.ranks = model, settings, ranks
         self.full_train, self.full_validation = train, validation  # what the checkpoint's fingerprint covers
         # Each rank takes every W-th row: shards differ in size by at most one row.
@@ -199,8 +205,15 @@ class _Loop:
         self.dequantize = dequantize
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.max_nonfinite = max_nonfinite
-        self.device = train.device
+        self.device = _model_device(model)
         self.generator = torch.Generator(device=self.device).manual_seed(settings.seed + ranks.rank)
+        # Rows kept in host memory are gathered there, in an order drawn there; on the device, one generator
+        # serves both the order and the dequantization noise.
+        self.streamed = stream_rows
+        self.host_batches = _HostBatches(self.train, self.device) if self.streamed else None
+        self.order_generator = (
+            torch.Generator().manual_seed(settings.seed + ranks.rank) if self.streamed else self.generator
+        )
         # fused: one kernel per step, and it can skip a non-finite step on the device (``found_inf``).
         self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, fused=True)
         if settings.schedule == "cosine":
@@ -214,7 +227,7 @@ class _Loop:
         self.objective = self._objective()
 
         self.step = 0
-        self.order = torch.randperm(self.n, generator=self.generator, device=self.device)
+        self.order = torch.randperm(self.n, generator=self.order_generator, device=self.train.device)
         self.cursor = 0
         self.best_val, self.best_step = -math.inf, 0
         self.best_state = copy.deepcopy(model.state_dict())
@@ -286,7 +299,7 @@ class _Loop:
         # Layers that initialise themselves from their first batch (ActNorm) do so here, on each rank's own rows;
         # DDP then copies rank 0's weights and buffers to every rank, so that all ranks start equal.
         with torch.no_grad():
-            self.model.log_prob(self.train[: self.batch_size])
+            self.model.log_prob(self.train[: self.batch_size].to(self.device))
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
 
@@ -310,9 +323,10 @@ class _Loop:
     def _one_step(self) -> None:
         tick = time.perf_counter()
         if self.cursor + self.batch_size > self.n:
-            self.order = torch.randperm(self.n, generator=self.generator, device=self.device)
+            self.order = torch.randperm(self.n, generator=self.order_generator, device=self.train.device)
             self.cursor = 0
-        batch = self.train[self.order[self.cursor : self.cursor + self.batch_size]]
+        rows = self.order[self.cursor : self.cursor + self.batch_size]
+        batch = self.host_batches.fetch(rows) if self.streamed else self.train[rows]
         self.cursor += self.batch_size
         if self.dequantize is not None:
             noise = torch.rand(batch.shape, generator=self.generator, device=self.device, dtype=batch.dtype)
@@ -496,6 +510,8 @@ class _Loop:
         }
         if self.device.type == "cuda":
             state["rng/cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.streamed:
+            state["rng/order"] = self.order_generator.get_state()
         return state
 
     def _fingerprint(self) -> str:
@@ -574,7 +590,9 @@ class _Loop:
         self.generator.set_state(own["rng/batches"])
         if self.device.type == "cuda":
             torch.cuda.set_rng_state(own["rng/cuda"], self.device)
-        self.order = own["loop/order"].to(self.device)
+        if self.streamed:
+            self.order_generator.set_state(own["rng/order"])
+        self.order = own["loop/order"].to(self.train.device)
         self.train_sum = own["loop/train_sum"].to(self.device)
         self.step = int(document["step"])
         self.cursor = int(own["loop/cursor"]) if "loop/cursor" in own else int(document["cursor"])
@@ -591,6 +609,62 @@ class _Loop:
         self.previous_seconds = float(document["seconds"])
         self.resumed_at = self.step
         self.step_seconds = 0.0
+
+
+#: The share of a GPU's free memory the training and validation rows may take; the rest is for the model.
+DEVICE_DATA_SHARE = 0.5
+
+
+def fits_on_device(n_bytes: int, device: torch.device) -> bool:
+    """Whether ``n_bytes`` of rows should live on ``device`` (always on the CPU; on a GPU, when they take at most
+    :data:`DEVICE_DATA_SHARE` of its free memory), rather than in host memory, streamed a batch at a time."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return n_bytes <= DEVICE_DATA_SHARE * free
+
+
+def place_rows(rows: torch.Tensor, device: torch.device, *, on_device: bool) -> torch.Tensor:
+    """The rows on ``device``, or in host memory (pinned when the device is a GPU, for asynchronous copies)."""
+    if on_device:
+        return rows.to(device)
+    return rows.pin_memory() if device.type == "cuda" else rows
+
+
+class _HostBatches:
+    """Batches gathered from rows in host memory and copied to the device without waiting for the copy.
+
+    Two staging buffers (pinned on a GPU) take turns; a buffer is refilled only once the copy made from it two
+    batches ago has finished, so the gather of one batch overlaps the device's work on the one before.
+    """
+
+    def __init__(self, rows: torch.Tensor, device: torch.device):
+        self.rows, self.device = rows, device
+        self.cuda = device.type == "cuda"
+        self.buffers: list[torch.Tensor | None] = [None, None]
+        self.copied: list = [None, None]
+        self.turn = 0
+
+    def fetch(self, indices: torch.Tensor) -> torch.Tensor:
+        turn, self.turn = self.turn, 1 - self.turn
+        shape = (indices.shape[0], self.rows.shape[1])
+        buffer = self.buffers[turn]
+        if buffer is None or buffer.shape != shape:
+            buffer = torch.empty(shape, dtype=self.rows.dtype, pin_memory=self.cuda)
+            self.buffers[turn] = buffer
+        elif self.copied[turn] is not None:
+            self.copied[turn].synchronize()
+        torch.index_select(self.rows, 0, indices, out=buffer)
+        if not self.cuda:
+            return buffer.clone()
+        batch = buffer.to(self.device, non_blocking=True)
+        self.copied[turn] = torch.cuda.Event()
+        self.copied[turn].record()
+        return batch
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _finite_state(model: torch.nn.Module) -> bool:

@@ -1,0 +1,70 @@
+"""Where the training rows live: on the device when they fit, else in host memory, a batch copied at a time.
+
+A GPU is not needed to check the host path: with the rows declared too big, the CPU takes the same path
+(gather into a staging buffer, copy out), and training must be as good and resume as exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import funnelcli.estimator
+from funnelcli.estimator import FunnelDensity
+from funnelcli.training import TrainingInterrupted, _HostBatches, fits_on_device
+from tests.conftest import manifold_table, tiny_recipe
+
+
+class SignalAt:
+    def __init__(self, step: int):
+        self.step = step
+
+    def __call__(self, record: dict) -> None:
+        if record["step"] == self.step:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def streamed(monkeypatch) -> None:
+    monkeypatch.setattr(funnelcli.estimator, "fits_on_device", lambda n_bytes, device: False)
+
+
+def estimator(tmp_path, **params) -> FunnelDensity:
+    return FunnelDensity(tiny_recipe(), steps=60, device="cpu", eval_every=20, **params)
+
+
+def test_rows_always_fit_on_the_cpu():
+    assert fits_on_device(10**15, torch.device("cpu"))
+
+
+def test_host_batches_are_the_indexed_rows_and_never_alias_the_staging_buffer():
+    rows = torch.arange(20.0).reshape(10, 2)
+    batches = _HostBatches(rows, torch.device("cpu"))
+    first = batches.fetch(torch.tensor([3, 1]))
+    second = batches.fetch(torch.tensor([0, 9]))
+    third = batches.fetch(torch.tensor([5, 5]))  # refills the first batch's buffer
+    assert torch.equal(first, rows[[3, 1]]) and torch.equal(second, rows[[0, 9]]) and torch.equal(third, rows[[5, 5]])
+
+
+def test_a_model_trained_on_streamed_rows_scores_like_one_trained_on_device_rows(tmp_path, monkeypatch):
+    table, test = manifold_table(600, seed=0), manifold_table(300, seed=1)
+    resident = estimator(tmp_path).fit(table).score_samples(test)
+    streamed(monkeypatch)
+    hosted = estimator(tmp_path).fit(table).score_samples(test)
+    assert np.isfinite(hosted).all()
+    assert abs(hosted.mean() - resident.mean()) < 3 * resident.std() / np.sqrt(len(test))
+
+
+def test_streamed_training_resumes_to_the_bit(tmp_path, monkeypatch):
+    streamed(monkeypatch)
+    table = manifold_table(400)
+    whole = estimator(tmp_path).fit(table)
+    with pytest.raises(TrainingInterrupted):
+        estimator(tmp_path).fit(table, callback=SignalAt(23), checkpoint_dir=tmp_path / "run")
+    resumed = estimator(tmp_path).fit(table, checkpoint_dir=tmp_path / "run", resume=True)
+    assert resumed.summary_["resumed_at_step"] == 23
+    for name, value in whole.model_.state_dict().items():
+        assert torch.equal(value, resumed.model_.state_dict()[name]), name

@@ -149,6 +149,7 @@ def fit(
     checkpoint_every: int = 0,
     max_nonfinite: int = MAX_NONFINITE_IN_A_ROW,
     stream_rows: bool = False,
+    compile: bool = False,
 ) -> TrainingSummary:
     """Maximise the mean log-likelihood of ``train``; keep the weights with the best ``validation`` score.
 
@@ -162,7 +163,8 @@ def fit(
     ``checkpoint_dir`` turns on checkpoints (every ``checkpoint_every`` steps, 0 for only on a signal) and the
     handling of SIGINT and SIGTERM (in the main thread); ``resume`` continues from its latest checkpoint, which
     must come from the same data, settings and device. ``max_nonfinite`` non-finite steps in a row raise
-    :class:`TrainingDiverged`.
+    :class:`TrainingDiverged`. ``compile`` runs the training step's log-likelihood through :func:`torch.compile`,
+    which costs a compilation at the start (about a minute on a CPU) and pays back on long runs.
     """
     if checkpoint_every < 0 or max_nonfinite < 1:
         raise UserError(
@@ -177,6 +179,8 @@ def fit(
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(settings.seed + ranks.rank)
         loop = _Loop(model, train, validation, settings, dequantize, checkpoint_dir, max_nonfinite, ranks, stream_rows)
+        if compile:
+            loop.objective = torch.compile(loop.objective)
         if resume:
             loop.restore()
         with _Signals(enabled=checkpoint_dir is not None) as signals:

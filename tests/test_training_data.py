@@ -1,4 +1,5 @@
-"""Where the training rows live: on the device when they fit, else in host memory, a batch copied at a time.
+"""Where the training rows live (on the device when they fit, else in host memory, a batch copied at a time),
+and the compiled training step.
 
 A GPU is not needed to check the host path: with the rows declared too big, the CPU takes the same path
 (gather into a staging buffer, copy out), and training must be as good and resume as exactly.
@@ -68,3 +69,36 @@ def test_streamed_training_resumes_to_the_bit(tmp_path, monkeypatch):
     assert resumed.summary_["resumed_at_step"] == 23
     for name, value in whole.model_.state_dict().items():
         assert torch.equal(value, resumed.model_.state_dict()[name]), name
+
+
+def test_compile_runs_the_training_step_through_torch_compile_and_trains_the_same_model(monkeypatch):
+    table = manifold_table(300)
+    plain = FunnelDensity(tiny_recipe(), steps=20, device="cpu").fit(table)
+    compiled = []
+
+    def spy(module):
+        compiled.append(module)
+        return module  # the compiler itself is measured in benchmarks/, not here: it takes a minute on a CPU
+
+    monkeypatch.setattr(torch, "compile", spy)
+    spied = FunnelDensity(tiny_recipe(), steps=20, device="cpu").fit(table, compile=True)
+    assert len(compiled) == 1 and isinstance(compiled[0], torch.nn.Module)
+    for name, value in plain.model_.state_dict().items():
+        assert torch.equal(value, spied.model_.state_dict()[name]), name
+
+
+def test_the_compile_flag_of_funnel_train_reaches_the_training_step(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from funnelcli.cli import app
+
+    manifold_table(200).to_csv(tmp_path / "data.csv", index=False)
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    result = CliRunner().invoke(
+        app,
+        ["train", str(tmp_path / "data.csv"), "--recipe", "small-f-nsf", "--steps", "3", "--compile", "--quiet"]
+        + ["--device", "cpu", "--out", str(tmp_path / "model")],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(compiled) == 1

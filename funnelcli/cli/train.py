@@ -89,6 +89,12 @@ def train(
             "--max-nonfinite", help="Steps with a non-finite loss (each skipped) in a row before training gives up."
         ),
     ] = 20,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile", help="Compile the training step with torch.compile: slower start, faster steps on long runs."
+        ),
+    ] = False,
 ) -> None:
     """Fit a density model to DATA and write a model folder.
 
@@ -150,6 +156,7 @@ def train(
                 resume=resume,
                 checkpoint_every=checkpoint_every,
                 max_nonfinite=max_nonfinite,
+                compile=compile,
             )
     except TrainingInterrupted as interrupted:
         if main:

@@ -219,3 +219,51 @@ def test_stride_one_convolutional_funnel_is_exact_with_an_autoregressive_inverse
     funnel = perturb(conv_stride1_funnel(features, any_ansatz(ansatz, 1, features - 1)))
     assert (funnel.keep, funnel.drop) == (features - 1, 1)
     assert_funnel(funnel, rows(5, features))
+
+
+# -- the spline kernel is nflows' maths ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_the_mask_free_spline_equals_nflows_spline_inside_and_outside_its_interval(inverse):
+    from nflows.transforms.splines.rational_quadratic import unconstrained_rational_quadratic_spline
+
+    from funnelcli.transforms.splines import rq_spline
+
+    bins, bound = 6, 2.0
+    params = torch.randn(400, 3, 3 * bins - 1)
+    inputs = 1.5 * bound * torch.randn(400, 3)  # a third of the entries fall in the identity tails
+    ours = rq_spline(inputs, params, bins=bins, tail_bound=bound, inverse=inverse)
+    theirs = unconstrained_rational_quadratic_spline(
+        inputs,
+        params[..., :bins],
+        params[..., bins : 2 * bins],
+        params[..., 2 * bins :],
+        inverse=inverse,
+        tails="linear",
+        tail_bound=bound,
+    )
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("layer", ["coupling", "autoregressive"])
+@pytest.mark.parametrize("inverse", [False, True])
+def test_spline_layers_give_what_nflows_layers_with_the_same_weights_give(layer, inverse):
+    import copy
+
+    from nflows.transforms.autoregressive import MaskedPiecewiseRationalQuadraticAutoregressiveTransform
+    from nflows.transforms.coupling import PiecewiseRationalQuadraticCouplingTransform
+
+    ours = rq_layer(layer, 5, 0, SMALL, 3)
+    perturb(ours, 0.3)
+    reference = copy.deepcopy(ours)
+    reference.__class__ = (
+        PiecewiseRationalQuadraticCouplingTransform
+        if layer == "coupling"
+        else MaskedPiecewiseRationalQuadraticAutoregressiveTransform
+    )
+    inputs, context = rows(200, 5), torch.randn(200, 3)
+    call = "inverse" if inverse else "forward"
+    torch.testing.assert_close(
+        getattr(ours, call)(inputs, context), getattr(reference, call)(inputs, context), rtol=0, atol=1e-9
+    )

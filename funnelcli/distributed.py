@@ -100,4 +100,9 @@ def leave() -> None:
     """Tear the process group down (at the end of a command), if one was joined; never imports torch."""
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        # Every rank calls this at the end of the command, whatever happened: wait for all of them (rank 0 may
+        # still be writing the model) before tearing the group down, or gloo can abort a rank that leaves early.
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()

@@ -202,8 +202,9 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         -----
         Started by ``torchrun --nproc_per_node=N`` (or in a process group the caller initialised), each process
         trains on every N-th row with ``batch_size // N`` rows a step and DistributedDataParallel averages the
-        gradients; every rank ends with the same weights. Give every rank the same ``X`` and call :meth:`save`
-        on rank 0 only (``torch.distributed.get_rank() == 0``).
+        gradients; every rank ends with the same weights. Give every rank the same ``X``, call :meth:`save`
+        on rank 0 only (``torch.distributed.get_rank() == 0``), and :func:`funnelcli.distributed.leave` at the
+        end on every rank.
         """
         try:
             rows = len(X)

@@ -1,38 +1,77 @@
 """One rank of the data-parallel tests (started by torchrun from tests/test_distributed.py).
 
-Every rank fits the same estimator to the same table, writes its final weights to ``OUT/rank{r}.safetensors``,
-then resumes a copy of the run's step-20 checkpoint and writes those weights to ``OUT/resumed{r}.safetensors``.
+_distributed_worker.py OUT resume RECIPE
+    Every rank fits RECIPE to OUT/train.csv and writes its final weights to ``OUT/rank{r}.safetensors``, then
+    resumes a copy of the run's step-20 checkpoint and writes those weights to ``OUT/resumed{r}.safetensors``.
+_distributed_worker.py OUT families
+    Every rank fits a tiny model of every family; rank 0 writes ``OUT/families.json``: for each, whether the
+    ranks ended with the same weights.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 
+from funnelcli.distributed import leave
 from funnelcli.estimator import FunnelDensity
+from tests.conftest import manifold_table, tiny_recipe
 
-out, recipe = Path(sys.argv[1]), sys.argv[2]
-table = pd.read_csv(out / "train.csv")
+FAMILIES = {
+    "nsf": {},
+    "f-nsf": {},
+    "f-nsf-ar": {"transform": "autoregressive"},
+    "f-nsf-conv": {"funnel_kind": "conv"},
+    "glow": {},
+    "f-glow": {},
+    "f-mlp": {},
+    "vae": {},
+}
 
 
-def fit(checkpoints: Path, resume: bool) -> FunnelDensity:
-    estimator = FunnelDensity(recipe, steps=40, batch_size=64, device="cpu", eval_every=10, dequantize="none")
-    return estimator.fit(table, checkpoint_dir=checkpoints, checkpoint_every=20, resume=resume)
+def resume(out: Path, recipe: str) -> None:
+    table = pd.read_csv(out / "train.csv")
+
+    def fit(checkpoints: Path, resume: bool) -> FunnelDensity:
+        estimator = FunnelDensity(recipe, steps=40, batch_size=64, device="cpu", eval_every=10, dequantize="none")
+        return estimator.fit(table, checkpoint_dir=checkpoints, checkpoint_every=20, resume=resume)
+
+    whole = fit(out / "whole", resume=False)
+    rank = dist.get_rank()
+    save_file({k: v.contiguous() for k, v in whole.model_.state_dict().items()}, out / f"rank{rank}.safetensors")
+    if rank == 0:
+        shutil.copytree(out / "whole", out / "again")  # its latest checkpoint is from step 20 of 40
+    dist.barrier()
+    again = fit(out / "again", resume=True)
+    save_file({k: v.contiguous() for k, v in again.model_.state_dict().items()}, out / f"resumed{rank}.safetensors")
+    if rank == 0:
+        (out / "summary.txt").write_text(f"{whole.summary_['processes']} {again.summary_['resumed_at_step']}\n")
 
 
-whole = fit(out / "whole", resume=False)
-rank = dist.get_rank()
-save_file({k: v.contiguous() for k, v in whole.model_.state_dict().items()}, out / f"rank{rank}.safetensors")
-if rank == 0:
-    shutil.copytree(out / "whole", out / "again")  # its latest checkpoint is from step 20 of 40
-dist.barrier()
-again = fit(out / "again", resume=True)
-save_file({k: v.contiguous() for k, v in again.model_.state_dict().items()}, out / f"resumed{rank}.safetensors")
-if rank == 0:
-    (out / "summary.txt").write_text(f"{whole.summary_['processes']} {again.summary_['resumed_at_step']}\n")
-dist.destroy_process_group()
+def families(out: Path) -> None:
+    table, same = manifold_table(400), {}
+    for name, fields in FAMILIES.items():
+        recipe = tiny_recipe("f-nsf" if name.startswith("f-nsf") else name, **fields)
+        model = FunnelDensity(recipe, steps=12, device="cpu", eval_every=6).fit(table).model_
+        weights = torch.cat([v.flatten().double() for v in model.state_dict().values() if v.is_floating_point()])
+        gathered = [torch.zeros_like(weights) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, weights)
+        same[name] = all(torch.equal(gathered[0], w) for w in gathered)
+    if dist.get_rank() == 0:
+        (out / "families.json").write_text(json.dumps(same))
+
+
+if __name__ == "__main__":
+    folder, mode = Path(sys.argv[1]), sys.argv[2]
+    if mode == "resume":
+        resume(folder, sys.argv[3])
+    else:
+        families(folder)
+    leave()

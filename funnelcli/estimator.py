@@ -27,15 +27,8 @@ from funnelcli.data.columns import constant_columns, integer_columns
 from funnelcli.errors import UserError
 from funnelcli.models import Recipe, build_model, load_recipe
 from funnelcli.models.recipe import field_names
-from funnelcli.training import (
-    MAX_NONFINITE_IN_A_ROW,
-    TrainingDiverged,
-    TrainingSummary,
-    fit,
-    fits_on_device,
-    place_rows,
-    resolve_device,
-)
+from funnelcli.rows import fits_on_device, place_rows
+from funnelcli.training import MAX_NONFINITE_IN_A_ROW, TrainingDiverged, TrainingSummary, fit, resolve_device
 
 log = logging.getLogger("funnelcli")
 

@@ -40,6 +40,7 @@ from funnelcli.distributed import Ranks, current
 from funnelcli.errors import UserError
 from funnelcli.models.flow import FunnelFlow
 from funnelcli.models.recipe import TrainingSettings
+from funnelcli.rows import HostBatches
 
 #: Non-finite steps in a row after which training gives up (the default of ``max_nonfinite``).
 MAX_NONFINITE_IN_A_ROW = 20
@@ -154,7 +155,7 @@ def fit(
     """Maximise the mean log-likelihood of ``train``; keep the weights with the best ``validation`` score.
 
     ``train`` and ``validation`` are (N, D) tensors on the model's device or, with ``stream_rows`` (for rows that
-    do not fit there, see :func:`fits_on_device` and :func:`place_rows`), in host memory: each batch is then
+    do not fit there, see :mod:`funnelcli.rows`), in host memory: each batch is then
     gathered on the host and copied to the device while the previous step runs. ``callback`` receives a dict
     after every step (``step``, ``steps``) and, at each validation pass, ``train_log_prob`` and
     ``val_log_prob`` too. ``dequantize``, a (D,) boolean mask, adds fresh uniform noise in [0, 1) to those
@@ -214,7 +215,7 @@ class _Loop:
         # Rows kept in host memory are gathered there, in an order drawn there; on the device, one generator
         # serves both the order and the dequantization noise.
         self.streamed = stream_rows
-        self.host_batches = _HostBatches(self.train, self.device) if self.streamed else None
+        self.host_batches = HostBatches(self.train, self.device) if self.streamed else None
         self.order_generator = (
             torch.Generator().manual_seed(settings.seed + ranks.rank) if self.streamed else self.generator
         )
@@ -613,58 +614,6 @@ class _Loop:
         self.previous_seconds = float(document["seconds"])
         self.resumed_at = self.step
         self.step_seconds = 0.0
-
-
-#: The share of a GPU's free memory the training and validation rows may take; the rest is for the model.
-DEVICE_DATA_SHARE = 0.5
-
-
-def fits_on_device(n_bytes: int, device: torch.device) -> bool:
-    """Whether ``n_bytes`` of rows should live on ``device`` (always on the CPU; on a GPU, when they take at most
-    :data:`DEVICE_DATA_SHARE` of its free memory), rather than in host memory, streamed a batch at a time."""
-    if device.type != "cuda":
-        return True
-    free, _ = torch.cuda.mem_get_info(device)
-    return n_bytes <= DEVICE_DATA_SHARE * free
-
-
-def place_rows(rows: torch.Tensor, device: torch.device, *, on_device: bool) -> torch.Tensor:
-    """The rows on ``device``, or in host memory (pinned when the device is a GPU, for asynchronous copies)."""
-    if on_device:
-        return rows.to(device)
-    return rows.pin_memory() if device.type == "cuda" else rows
-
-
-class _HostBatches:
-    """Batches gathered from rows in host memory and copied to the device without waiting for the copy.
-
-    Two staging buffers (pinned on a GPU) take turns; a buffer is refilled only once the copy made from it two
-    batches ago has finished, so the gather of one batch overlaps the device's work on the one before.
-    """
-
-    def __init__(self, rows: torch.Tensor, device: torch.device):
-        self.rows, self.device = rows, device
-        self.cuda = device.type == "cuda"
-        self.buffers: list[torch.Tensor | None] = [None, None]
-        self.copied: list = [None, None]
-        self.turn = 0
-
-    def fetch(self, indices: torch.Tensor) -> torch.Tensor:
-        turn, self.turn = self.turn, 1 - self.turn
-        shape = (indices.shape[0], self.rows.shape[1])
-        buffer = self.buffers[turn]
-        if buffer is None or buffer.shape != shape:
-            buffer = torch.empty(shape, dtype=self.rows.dtype, pin_memory=self.cuda)
-            self.buffers[turn] = buffer
-        elif self.copied[turn] is not None:
-            self.copied[turn].synchronize()
-        torch.index_select(self.rows, 0, indices, out=buffer)
-        if not self.cuda:
-            return buffer.clone()
-        batch = buffer.to(self.device, non_blocking=True)
-        self.copied[turn] = torch.cuda.Event()
-        self.copied[turn].record()
-        return batch
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

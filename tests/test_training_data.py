@@ -13,7 +13,8 @@ import torch
 
 import funnelcli.estimator
 from funnelcli.estimator import FunnelDensity
-from funnelcli.training import TrainingInterrupted, _HostBatches, fits_on_device
+from funnelcli.rows import HostBatches, fits_on_device
+from funnelcli.training import TrainingInterrupted
 from tests.conftest import manifold_table, tiny_recipe
 
 
@@ -43,7 +44,7 @@ def test_rows_always_fit_on_the_cpu():
 
 def test_host_batches_are_the_indexed_rows_and_never_alias_the_staging_buffer():
     rows = torch.arange(20.0).reshape(10, 2)
-    batches = _HostBatches(rows, torch.device("cpu"))
+    batches = HostBatches(rows, torch.device("cpu"))
     first = batches.fetch(torch.tensor([3, 1]))
     second = batches.fetch(torch.tensor([0, 9]))
     third = batches.fetch(torch.tensor([5, 5]))  # refills the first batch's buffer

@@ -154,10 +154,13 @@ def score_peak_memory(rows: int, workdir: Path) -> float:
             writer.write_table(table)
         writer.close()
     code = (
-        "import resource, sys; from funnelcli.cli import main; sys.argv = ['funnel', 'score', sys.argv[1], "
+        "import sys; from funnelcli.cli import main; sys.argv = ['funnel', 'score', sys.argv[1], "
         "sys.argv[2], '-o', sys.argv[3], '--force', '--json', '--device', 'cpu'];\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+        # VmHWM, the peak of this program's own memory map: ru_maxrss would include the RSS of the benchmark
+        # process it was forked from, which Linux carries across exec.
+        "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0], "
+        "file=sys.stderr)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code, str(workdir / "model"), str(path), str(workdir / "out.parquet")],

@@ -338,3 +338,24 @@ def test_user_mistakes_exit_2_with_one_line(args, fragments, models, workdir):
     names = {"workdir": workdir, "nsf": models["nsf"]}
     result = run(*(arg.format(**names) for arg in args))
     assert_one_line_error(result, *fragments)
+
+
+def test_a_report_that_fails_part_way_leaves_the_earlier_report_as_it_was(models, tmp_path, monkeypatch):
+    from funnelcli.evaluation import plots
+
+    estimator = FunnelDensity.load(models["nsf"], device="cpu")
+    evaluation = evaluate(estimator, manifold_table(40, seed=3), two_sample=False)
+    folder = tmp_path / "report"
+    write_report(folder, estimator, evaluation)
+    (folder / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the plot failed")
+
+    monkeypatch.setattr(plots, "corner_plot", broken)  # the third figure of five
+    other = evaluate(estimator, manifold_table(40, seed=4), two_sample=False)  # figures that would differ
+    with pytest.raises(RuntimeError, match="the plot failed"):
+        write_report(folder, estimator, other, overwrite=True)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["report"], "the staging folder was left behind"

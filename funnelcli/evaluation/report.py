@@ -17,6 +17,9 @@ from __future__ import annotations
 import html
 import logging
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,16 +293,17 @@ def write_report(
 ) -> Path:
     """Write the report's PNG figures and ``index.html`` into ``folder``; return the path of ``index.html``.
 
-    Every file is written to a temporary name and renamed into place, and ``index.html`` last, so the page
-    never shows a figure that is not there. An existing folder is refused unless ``overwrite``; then the
-    report's own files in it are replaced (and those this report does not make, such as the OOD figures of an
-    earlier run, removed). ``estimator`` draws the samples at each temperature.
+    The whole report is first made in a hidden staging folder beside ``folder``; only when every figure and the
+    page exist are they renamed into place, ``index.html`` last. A report that fails part-way (a plot that
+    raises, a full disk, Ctrl-C) leaves ``folder`` as it was. An existing folder is refused unless
+    ``overwrite``; then the report's own files in it are replaced (and those this report does not make, such as
+    the OOD figures of an earlier run, removed), and any other file in it is left alone. ``estimator`` draws the
+    samples at each temperature.
     """
-    from funnelcli.data import atomic_path
     from funnelcli.evaluation import plots
 
     folder = check_report_folder(folder, overwrite=overwrite)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
     bound = evaluation.bound
     n = len(evaluation.data)
     temperature_samples = {
@@ -322,16 +326,22 @@ def write_report(
             evaluation.log_prob, evaluation.ood_log_prob, bound=bound, labels=(test_name, ood_name)
         )
         figures["roc"] = lambda: plots.roc_curve_figure(*evaluation.roc, auroc, bound=bound)
-    for key, make in figures.items():
-        plots.save_png(make(), folder / FIGURES[key])
-    for key, name in FIGURES.items():
-        if key not in figures:
-            (folder / name).unlink(missing_ok=True)
-    page = _html(evaluation, title=title, test_name=test_name, ood_name=ood_name, shown=list(figures))
-    index = folder / INDEX
-    with atomic_path(index) as temporary:
-        temporary.write_text(page, encoding="utf-8")
-    return index
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.report-", dir=folder.parent))
+    try:
+        for key, make in figures.items():
+            plots.save_png(make(), staging / FIGURES[key])
+        page = _html(evaluation, title=title, test_name=test_name, ood_name=ood_name, shown=list(figures))
+        (staging / INDEX).write_text(page, encoding="utf-8")
+        folder.mkdir(exist_ok=True)
+        for key in figures:
+            os.replace(staging / FIGURES[key], folder / FIGURES[key])
+        for key, name in FIGURES.items():
+            if key not in figures:
+                (folder / name).unlink(missing_ok=True)
+        os.replace(staging / INDEX, folder / INDEX)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder / INDEX
 
 
 def _number(value: Any, digits: int = 4) -> str:

@@ -105,3 +105,16 @@ def test_every_family_trains_data_parallel_to_the_same_weights_on_every_rank(tmp
     # Glow's ActNorm starts from its first batch, which differs between ranks: rank 0's start must win.
     same = json.loads((tmp_path / "families.json").read_text())
     assert set(same) >= {"glow", "f-glow", "f-mlp", "vae"} and all(same.values()), same
+
+
+def test_commands_other_than_train_refuse_to_run_under_torchrun(tmp_path):
+    from typer.testing import CliRunner
+
+    from funnelcli.cli import app
+
+    env = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
+    result = CliRunner().invoke(app, ["score", str(tmp_path / "model"), str(tmp_path / "data.csv")], env=env)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: only `funnel train` runs under torchrun; run `funnel score` as one process (without torchrun)"
+    )

@@ -24,9 +24,20 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    context: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Exact-likelihood density estimation for tables with funnel flows."""
+    from funnelcli.distributed import from_environment
+
+    if context.invoked_subcommand not in (None, "train") and from_environment().active:
+        # N copies of score or sample would each do the whole job and race to write the same output.
+        typer.echo(
+            f"error: only `funnel train` runs under torchrun; run `funnel {context.invoked_subcommand}` as one "
+            "process (without torchrun)",
+            err=True,
+        )
+        raise typer.Exit(2)
 
 
 for module in (train, score, encode, sample, info):

@@ -266,12 +266,13 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         device, _ = distributed.join(resolve_device(self.device))
         self.model_.to(device)
         rows = _tensor(train, torch.device("cpu")), _tensor(held_out, torch.device("cpu"))
-        on_device = fits_on_device(sum(t.nbytes for t in rows), device)
+        n_bytes = sum(t.nbytes for t in rows)
+        on_device = fits_on_device(n_bytes, device)
         if not on_device:
             log.warning(
                 "the %.2f GB of training and validation rows do not fit in %s's free memory: each batch is copied "
                 "from pinned host memory instead",
-                sum(t.nbytes for t in rows) / 1e9,
+                n_bytes / 1e9,
                 device,
             )
         try:

@@ -23,6 +23,7 @@ from funnelcli.cli._common import (
     setup_logging,
     split_names,
 )
+from funnelcli.distributed import Ranks, from_environment
 from funnelcli.errors import UserError
 
 EXAMPLES = """
@@ -108,8 +109,6 @@ def train(
     prints progress and writes OUT.
     """
     given = dict(locals())  # first: the arguments as given, for the command that resumes this run
-    from funnelcli.distributed import from_environment
-
     ranks = from_environment()  # under torchrun; the process group itself is joined when training starts
     main = ranks.is_main
     setup_logging(quiet or json_output or not main)
@@ -205,11 +204,11 @@ def train(
 _FLAGS = {"json_output": "--json"}
 
 
-def _resume_command(given: dict, out: Path, ranks=None) -> str:
-    """The command that continues this run: the options that were given, ``--out`` and ``--resume``."""
-    words = ["funnel", "train", str(given["data"])]
-    if ranks is not None and ranks.active:
-        words = ["torchrun", f"--nproc_per_node={ranks.world_size}", "-m", "funnelcli", "train", str(given["data"])]
+def _resume_command(given: dict, out: Path, ranks: Ranks) -> str:
+    """The command that continues this run: the options that were given, ``--out`` and ``--resume``; under
+    torchrun, with as many processes."""
+    launcher = ["torchrun", f"--nproc_per_node={ranks.world_size}", "-m", "funnelcli"] if ranks.active else ["funnel"]
+    words = [*launcher, "train", str(given["data"])]
     for name, parameter in inspect.signature(train).parameters.items():
         value = given[name]
         if name in ("data", "out", "resume") or value == parameter.default:

@@ -183,22 +183,9 @@ def evaluate(
     columns = list(estimator.columns_)
     dim = len(columns)
     log_prob = np.asarray(estimator.score_samples(test), dtype=np.float64)
-    mean, stderr = m.mean_and_stderr(log_prob)
     data = modelled_values(estimator, test)
-    metrics: dict[str, Any] = {
-        "model": name,
-        "recipe": recipe_name(estimator),
-        "family": family_name(estimator),
-        "rows": len(log_prob),
-        "mean_log_prob": mean,
-        "stderr": stderr,
-        "bits_per_dim": m.bits_per_dim(mean, dim),
-        "input_dim": dim,
-        "latent_dim": int(estimator.latent_dim_),
-        "parameters": parameter_count(estimator),
-    }
-    if bound:
-        metrics["bound"] = True
+    metrics = _likelihood_summary(name, estimator, log_prob)
+    metrics["bits_per_dim"] = m.bits_per_dim(metrics["mean_log_prob"], dim)
     nonfinite = int(np.sum(~np.isfinite(log_prob)))
     if nonfinite:
         metrics["nonfinite_rows"] = nonfinite
@@ -478,9 +465,16 @@ footer {{ color: #888; font-size: 0.8em; margin-top: 2em; }}
 def compare_row(name: str, estimator: Any, test: pd.DataFrame | np.ndarray) -> dict[str, Any]:
     """One row of the comparison table: the model's test log-likelihood with its standard error, latent size,
     parameters and training milliseconds per step (``summary_["ms_per_step"]``)."""
-    log_prob = estimator.score_samples(test)
+    row = _likelihood_summary(name, estimator, estimator.score_samples(test))
+    row["ms_per_step"] = (getattr(estimator, "summary_", None) or {}).get("ms_per_step")
+    return row
+
+
+def _likelihood_summary(name: str | None, estimator: Any, log_prob: np.ndarray) -> dict[str, Any]:
+    """What ``evaluate`` and ``compare`` both report of a model: its test log-likelihood (mean and standard
+    error), sizes and parameters, and ``bound`` for a model whose scores are lower bounds."""
     mean, stderr = m.mean_and_stderr(log_prob)
-    row = {
+    summary: dict[str, Any] = {
         "model": name,
         "recipe": recipe_name(estimator),
         "family": family_name(estimator),
@@ -490,11 +484,10 @@ def compare_row(name: str, estimator: Any, test: pd.DataFrame | np.ndarray) -> d
         "input_dim": len(estimator.columns_),
         "latent_dim": int(estimator.latent_dim_),
         "parameters": parameter_count(estimator),
-        "ms_per_step": (getattr(estimator, "summary_", None) or {}).get("ms_per_step"),
     }
     if is_bound(estimator):
-        row["bound"] = True
-    return row
+        summary["bound"] = True
+    return summary
 
 
 def best_index(rows: Sequence[dict[str, Any]]) -> int | None:

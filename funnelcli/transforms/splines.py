@@ -108,15 +108,14 @@ def rq_spline(
         a = shifted * curvature + height * (slope - d0)
         b = height * d0 - shifted * curvature
         c = -slope * shifted
-        root = (2 * c) / (-b - torch.sqrt((b.pow(2) - 4 * a * c).clamp_min(0)))
-        theta = root
-        outputs = root * width + x0
+        theta = (2 * c) / (-b - torch.sqrt((b.pow(2) - 4 * a * c).clamp_min(0)))
+        outputs = theta * width + x0
     else:
         theta = (clamped - x0) / width
-        mixed = theta * (1 - theta)
-        outputs = y0 + height * (slope * theta.pow(2) + d0 * mixed) / (slope + curvature * mixed)
     mixed = theta * (1 - theta)
     denominator = slope + curvature * mixed
+    if not inverse:
+        outputs = y0 + height * (slope * theta.pow(2) + d0 * mixed) / denominator
     numerator = slope.pow(2) * (d1 * theta.pow(2) + 2 * slope * mixed + d0 * (1 - theta).pow(2))
     logabsdet = torch.log(numerator) - 2 * torch.log(denominator)
     if inverse:

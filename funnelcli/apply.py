@@ -61,13 +61,17 @@ def score_file(
     key: str | None = None,
     overwrite: bool = False,
     iw_samples: int | None = None,
+    column: str = "log_prob",
     batch_rows: int = BATCH_ROWS,
 ) -> RunningMean:
-    """Score every row of ``data``; with ``output``, write its model columns plus ``log_prob``.
+    """Score every row of ``data``; with ``output``, write its model columns plus the scores as ``column``.
 
     Returns the running mean of log p(x) with its standard error. Scores equal ``score_samples`` on the whole
     table (dequantization noise follows the rows, not the chunks); a VAE's bound draws fresh noise per chunk.
+    Raises UserError, before reading any row, when ``column`` is one of the model's columns.
     """
+    if output is not None:
+        check_new_columns([column], estimator.input_columns_, "the score column", "--score-column")
     summary = RunningMean()
     writer = TableWriter(output, overwrite=overwrite) if output is not None else None
     with writer if writer is not None else _Nothing():
@@ -76,7 +80,7 @@ def score_file(
             log_prob = estimator.score_samples(chunk, iw_samples=iw_samples, row_offset=offset)
             summary.add(log_prob)
             if writer is not None:
-                writer.write(chunk.assign(log_prob=log_prob))
+                writer.write(chunk.assign(**{column: log_prob}))
             offset += len(chunk)
     return summary
 
@@ -89,11 +93,15 @@ def encode_file(
     keep: list[str] | None = None,
     key: str | None = None,
     overwrite: bool = False,
+    prefix: str = "z",
     batch_rows: int = BATCH_ROWS,
 ) -> int:
-    """Write the latent code ``z0 ... z{k-1}`` of every row of ``data`` to ``output``, after the ``keep``
-    columns passed through as they are; returns the number of rows."""
-    names = [f"z{j}" for j in range(estimator.latent_dim_)]
+    """Write the latent code ``z0 ... z{k-1}`` (named with ``prefix``) of every row of ``data`` to ``output``,
+    after the ``keep`` columns passed through as they are; returns the number of rows.
+
+    Raises UserError, before reading any row, when a latent column would take the name of a kept one."""
+    names = [f"{prefix}{j}" for j in range(estimator.latent_dim_)]
+    check_new_columns(names, keep or [], "the latent columns", "--prefix")
     chunks = iter_table(data, columns=estimator.input_columns_, key=key, batch_rows=batch_rows)
     passed = iter_columns(data, keep, key=key, batch_rows=batch_rows) if keep else None
     with TableWriter(output, overwrite=overwrite) as writer:
@@ -103,6 +111,23 @@ def encode_file(
                 frame = pd.concat([next(passed).reset_index(drop=True), frame], axis=1)
             writer.write(frame)
         return writer.rows
+
+
+def check_new_columns(new: list[str], present: list[str], what: str, option: str) -> None:
+    """Refuse output columns named like columns already in the output (or named twice, or not at all)."""
+    from funnelcli.errors import UserError
+
+    if any(not name.strip() for name in new):
+        raise UserError(f"{what} need a name that is not blank; pass one with {option}")
+    repeated = sorted({name for name in present if present.count(name) > 1})
+    if repeated:
+        raise UserError(f"column(s) {', '.join(map(repr, repeated))} are named more than once; name each once")
+    taken = [name for name in new if name in present]
+    if taken:
+        raise UserError(
+            f"the output would hold two columns named {taken[0]!r} ({what} and a column of the data); "
+            f"name {what} otherwise with {option}"
+        )
 
 
 class _Nothing:

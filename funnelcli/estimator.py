@@ -26,13 +26,21 @@ from funnelcli.data import split_validation
 from funnelcli.data.columns import constant_columns, integer_columns
 from funnelcli.errors import UserError
 from funnelcli.models import Recipe, build_model, load_recipe
-from funnelcli.models.recipe import field_names
+from funnelcli.models.families import DEFAULT_MAX_PARAMETERS, MAX_PARAMETERS_LIMIT, check_size, estimate_size
+from funnelcli.models.recipe import MAX_COLUMNS, MAX_SEED, _shown, field_names
 from funnelcli.rows import fits_on_device, place_rows
 from funnelcli.training import MAX_NONFINITE_IN_A_ROW, TrainingDiverged, TrainingSummary, fit, resolve_device
 
 log = logging.getLogger("funnelcli")
 
 _BATCH = 8192
+#: The most importance samples per row ``score_samples(iw_samples=K)`` takes. Rows are scored in chunks of
+#: about 8192 / K, so that a chunk holds no more samples than a chunk of plain scoring does.
+MAX_IW_SAMPLES = 10_000
+#: The most rows one ``sample`` call draws (drawn 8192 at a time; the result is one float64 array).
+MAX_SAMPLES = 10_000_000
+#: The highest sampling temperature: beyond it, draws lie far outside anything the model was fitted to.
+MAX_TEMPERATURE = 10.0
 _NAMED_PARAMS = ("reduce", "ansatz", "steps", "batch_size", "lr", "seed")
 #: Seed of the dequantization noise used when scoring, so that a score is reproducible.
 SCORE_NOISE_SEED = 0
@@ -58,6 +66,9 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         infinity on the integer values.
     drop_constant : bool, default False
         Leave out constant columns (which have no density) instead of refusing them.
+    max_parameters : int, default 100_000_000
+        ``fit`` refuses, before building it, a model with more parameters than this (counted from the recipe
+        and the number of columns). Raise it for a larger model; ``None`` means the default.
     **overrides
         Any other recipe field by name (``flow_steps=6``, ``hidden_features=64``, ``dropout=0.1``...).
 
@@ -96,6 +107,7 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         val_fraction: float = 0.1,
         dequantize: str = "uniform",
         drop_constant: bool = False,
+        max_parameters: int | None = DEFAULT_MAX_PARAMETERS,
         **overrides: Any,
     ):
         self.recipe = recipe
@@ -109,6 +121,7 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         self.val_fraction = val_fraction
         self.dequantize = dequantize
         self.drop_constant = drop_constant
+        self.max_parameters = max_parameters
         # Checked at fit, as scikit-learn asks: __init__ only stores what it is given.
         for name, value in overrides.items():
             setattr(self, name, value)
@@ -138,7 +151,8 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         return tags
 
     def resolved_recipe(self) -> Recipe:
-        """The recipe with this estimator's overrides applied (validated)."""
+        """The recipe with this estimator's overrides applied (validated; ``max_parameters`` too)."""
+        self._parameter_limit()
         recipe = self.recipe if isinstance(self.recipe, Recipe) else load_recipe(self.recipe)
         unknown = [name for name in self._override_names() if name not in field_names()]
         if unknown:
@@ -210,11 +224,19 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
             )
         if self.dequantize not in ("uniform", "none"):
             raise UserError(f"--dequantize {self.dequantize!r} is unknown; use uniform or none")
+        limit = self._parameter_limit()
         recipe = self.resolved_recipe()
         dtypes = _dtypes(X)
         frame = self._validate(X, reset=True)
         frame = self._drop_constant(frame)
         self.columns_ = [str(c) for c in frame.columns]
+        if len(self.columns_) > MAX_COLUMNS:
+            raise UserError(
+                f"the table has {len(self.columns_):,} columns; a model takes at most {MAX_COLUMNS:,}: choose "
+                "columns with --columns"
+            )
+        # The model's size, counted from the recipe before anything is built: refused here if it is too large.
+        check_size(recipe, len(self.columns_), limit)
         self.dtypes_ = {name: dtypes.get(name, "float64") for name in self.columns_}
         if validation is None:
             train, held_out = split_validation(frame, self.val_fraction, recipe.training.seed)
@@ -298,6 +320,14 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         self._set_summary(summary, n_train=len(train), n_validation=len(held_out))
         return self
 
+    def _parameter_limit(self) -> int:
+        limit = DEFAULT_MAX_PARAMETERS if self.max_parameters is None else self.max_parameters
+        if not _whole(limit, 1, MAX_PARAMETERS_LIMIT):
+            raise UserError(
+                f"--max-parameters must be a whole number in 1..{MAX_PARAMETERS_LIMIT:,}, got {_shown(limit)}"
+            )
+        return int(limit)
+
     def _drop_constant(self, frame: pd.DataFrame) -> pd.DataFrame:
         constant = constant_columns(frame)
         self.dropped_constant_columns_ = constant if self.drop_constant else []
@@ -347,15 +377,17 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
             frame = frame + mask * generator.random(frame.shape)
         if iw_samples is not None and not self.is_bound_:
             raise UserError("--iw-samples applies to VAE models only; this model's scores are exact")
-        if iw_samples is not None and iw_samples < 1:
-            raise UserError(f"--iw-samples must be at least 1, got {iw_samples}")
-        function = self.model_.log_prob
+        if iw_samples is not None and not _whole(iw_samples, 1, MAX_IW_SAMPLES):
+            raise UserError(f"--iw-samples must be a whole number in 1..{MAX_IW_SAMPLES:,}, got {_shown(iw_samples)}")
+        function, rows = self.model_.log_prob, _BATCH
         if iw_samples is not None:
+            iw_samples = int(iw_samples)
             function = lambda x: self.model_.iw_log_prob(x, iw_samples)  # noqa: E731
+            rows = max(1, _BATCH // iw_samples)  # K samples of each row are held at once
         device = next(self.model_.parameters()).device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(SCORE_NOISE_SEED)
-            return self._batched(frame, function)[:, 0]
+            return self._batched(frame, function, rows=rows)[:, 0]
 
     def score(self, X, y=None) -> float:
         """Mean log-likelihood per row (higher is better), so model selection can maximise it."""
@@ -371,13 +403,12 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         """``n_samples`` rows in the data's units, shape (n_samples, n_columns).
 
         ``temperature`` scales the base distribution's standard deviation. Dequantized columns are rounded
-        down, back to integers.
+        down, back to integers. ``n_samples`` is 1 to 10,000,000, ``temperature`` in (0, 10] and
+        ``random_state`` None or 0 to 2**32 - 1.
         """
         self._check_fitted()
-        if not isinstance(n_samples, int | np.integer) or n_samples < 1:
-            raise UserError(f"the number of samples must be a positive integer, got {n_samples}")
-        if not temperature > 0:
-            raise UserError(f"temperature must be positive, got {temperature}")
+        check_sampling(n_samples, temperature, random_state)
+        n_samples, temperature = int(n_samples), float(temperature)
         device = next(self.model_.parameters()).device
         chunks = []
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
@@ -411,6 +442,7 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
             "dropped_constant_columns": self.dropped_constant_columns_,
             "scaler": {"mean": scaler.mean.double().tolist(), "std": scaler.std.double().tolist()},
             "parameters": count_parameters(self.model_),
+            "max_parameters": self._parameter_limit(),
             "training": self.summary_,
             "versions": {
                 "funnelcli": __version__,
@@ -423,20 +455,32 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         return artifact.write_folder(path, self.model_.state_dict(), metadata, self.history_, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str = "auto") -> FunnelDensity:
-        """Load a model folder written by :meth:`save` or ``funnel train``. Reads JSON and safetensors only."""
+    def load(cls, path: str | Path, *, device: str = "auto", max_parameters: int | None = None) -> FunnelDensity:
+        """Load a model folder written by :meth:`save` or ``funnel train``. Reads JSON and safetensors only.
+
+        Every field of ``model.json`` is checked for type and range, and against the record the weights carry of
+        it, before anything is built; the model's size is then counted from its recipe and must not exceed
+        ``max_parameters`` (default: the limit it was trained under, recorded in ``model.json``).
+        """
         tensors, metadata = artifact.read_folder(path)
-        try:
-            recipe = Recipe.from_dict(metadata["recipe"], name=metadata.get("recipe_name", "custom"))
-            mean = np.asarray(metadata["scaler"]["mean"], dtype=np.float64)
-            std = np.asarray(metadata["scaler"]["std"], dtype=np.float64)
-            columns = [str(c) for c in metadata["columns"]]
-        except (KeyError, TypeError) as error:
-            raise UserError(f"{path}: model.json lacks {error}; the model folder is damaged, retrain it") from None
-        if not mean.shape == std.shape == (len(columns),) or not (np.isfinite([*mean, *std]).all() and (std > 0).all()):
+        recipe = Recipe.from_dict(metadata["recipe"], name=metadata["recipe_name"])
+        mean = np.asarray(metadata["scaler"]["mean"], dtype=np.float64)
+        std = np.asarray(metadata["scaler"]["std"], dtype=np.float64)
+        columns = list(metadata["columns"])
+        limit = metadata["max_parameters"] if max_parameters is None else max_parameters
+        if not _whole(limit, 1, MAX_PARAMETERS_LIMIT):
+            raise UserError(f"max_parameters must be a whole number in 1..{MAX_PARAMETERS_LIMIT:,}, got {limit!r}")
+        estimate = estimate_size(recipe, len(columns))
+        if estimate.parameters > limit:
             raise UserError(
-                f"{path}: the scaler in model.json does not fit its {len(columns)} columns; the model folder is "
-                "damaged, retrain it"
+                f"{path}: its recipe gives a model of {estimate.parameters:,} parameters, above the limit of "
+                f"{limit:,}; raise it with FunnelDensity.load(..., max_parameters=N)"
+            )
+        if (estimate.parameters, estimate.latent_dim) != (metadata["parameters"], metadata["latent_dim"]) or (
+            estimate.parameters > sum(tensor.numel() for tensor in tensors.values())
+        ):
+            raise UserError(
+                f"{path}: the weights do not fit the recipe in model.json (another model's files?); retrain it"
             )
         model = build_model(recipe, mean, std)
         try:
@@ -445,20 +489,32 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
             raise UserError(
                 f"{path}: the weights do not fit the recipe in model.json (another model's files?); retrain it"
             ) from None
-        estimator = cls(recipe=recipe, device=device, dequantize=metadata.get("dequantize", "uniform"))
+        estimator = cls(
+            recipe=recipe, device=device, dequantize=metadata["dequantize"], max_parameters=metadata["max_parameters"]
+        )
         estimator.recipe_ = recipe
         estimator.model_ = model.to(resolve_device(device)).eval()
         estimator.columns_ = columns
-        input_columns = [str(c) for c in metadata.get("input_columns", columns)]
-        if metadata.get("fitted_on_names", True):
+        input_columns = list(metadata["input_columns"])
+        if metadata["fitted_on_names"]:
             estimator.feature_names_in_ = np.asarray(input_columns, dtype=object)
-        estimator.dtypes_ = metadata.get("dtypes", {})
-        estimator.dequantized_columns_ = list(metadata.get("dequantized_columns", []))
-        estimator.dropped_constant_columns_ = list(metadata.get("dropped_constant_columns", []))
+        estimator.dtypes_ = metadata["dtypes"]
+        estimator.dequantized_columns_ = list(metadata["dequantized_columns"])
+        estimator.dropped_constant_columns_ = list(metadata["dropped_constant_columns"])
         estimator.n_features_in_ = len(input_columns)
         estimator.latent_dim_ = model.latent_dim
-        estimator.summary_ = metadata.get("training", {})
-        estimator.history_ = artifact.read_metrics(path)
+        estimator.summary_ = metadata["training"]
+        try:
+            history = artifact.read_metrics(path)
+        except UserError:
+            raise
+        except (RecursionError, ValueError):  # nested too deeply, or an integer too long to read
+            history = None
+        if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
+            raise UserError(
+                f"{path}: metrics.jsonl is not one JSON record per line; the model folder is damaged, retrain it"
+            )
+        estimator.history_ = history
         estimator.metadata_ = metadata
         return estimator
 
@@ -527,13 +583,15 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
             )
         return frame
 
-    def _batched(self, frame: pd.DataFrame, function: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+    def _batched(
+        self, frame: pd.DataFrame, function: Callable[[torch.Tensor], torch.Tensor], *, rows: int = _BATCH
+    ) -> np.ndarray:
         device = next(self.model_.parameters()).device
         self.model_.eval()
         outputs = []
         with torch.no_grad():
-            for start in range(0, len(frame), _BATCH):
-                batch = _tensor(frame.iloc[start : start + _BATCH], device)
+            for start in range(0, len(frame), rows):
+                batch = _tensor(frame.iloc[start : start + rows], device)
                 result = function(batch)
                 outputs.append(result.reshape(batch.shape[0], -1).double().cpu().numpy())
         return np.concatenate(outputs)
@@ -541,6 +599,28 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def check_sampling(n_samples: Any, temperature: Any = 1.0, random_state: Any = None) -> None:
+    """Refuse (:class:`UserError`) a number of rows, temperature or seed that ``sample`` does not take:
+    ``n_samples`` in 1..10,000,000, ``temperature`` in (0, 10], ``random_state`` None or in 0..2**32 - 1."""
+    if not _whole(n_samples, 1, MAX_SAMPLES):
+        raise UserError(
+            f"the number of samples (-n) must be a whole number in 1..{MAX_SAMPLES:,}, got {_shown(n_samples)}"
+        )
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, int | float | np.integer | np.floating)
+        or not 0 < temperature <= MAX_TEMPERATURE
+    ):
+        raise UserError(f"--temperature must be a number in (0, {MAX_TEMPERATURE:g}], got {_shown(temperature)}")
+    if random_state is not None and not _whole(random_state, 0, MAX_SEED):
+        raise UserError(f"--seed must be a whole number in 0..{MAX_SEED}, got {_shown(random_state)}")
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) in [low, high]."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_) and low <= value <= high
 
 
 def _dtypes(X) -> dict[str, str]:

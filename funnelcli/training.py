@@ -539,6 +539,7 @@ class _Loop:
         tensors, document = artifact.read_checkpoint(path)
         if document.get("kind") != "latest":
             raise UserError(f"{path} is not a resumable checkpoint; start over with --force (without --resume)")
+        _check_latest(path, document, self.full_train.shape[0])
         start_over = "resume with the command that started the run, or start over with --force (without --resume)"
         saved = document.get("settings", {})
         changed = [key for key, value in asdict(self.settings).items() if saved.get(key) != value]
@@ -614,6 +615,63 @@ class _Loop:
         self.previous_seconds = float(document["seconds"])
         self.resumed_at = self.step
         self.step_seconds = 0.0
+
+
+def _whole(value, low: int = 0, high: int = 2**63 - 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _number(value, low: float = -math.inf) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= low
+
+
+#: The fields of a latest checkpoint's header beyond those every checkpoint has: (test, what it must be).
+_LATEST_FIELDS = {
+    "settings": (lambda v: isinstance(v, dict), "a table"),
+    "data_sha256": (lambda v: isinstance(v, str), "a string"),
+    "device": (lambda v: isinstance(v, str), "a string"),
+    "world_size": (lambda v: _whole(v, 1, 1_000_000), "a whole number >= 1"),
+    "cursor": (_whole, "a whole number"),
+    "best_val": (lambda v: v is None or _number(v), "null or a finite number"),
+    "best_step": (_whole, "a whole number"),
+    "evaluations_without_gain": (_whole, "a whole number"),
+    "skipped": (_whole, "a whole number"),
+    "nonfinite_in_a_row": (_whole, "a whole number"),
+    "train_rows": (_whole, "a whole number"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "a list of records"),
+    "last_train": (lambda v: v is None or _number(v), "null or a finite number"),
+    "stopped_early": (lambda v: isinstance(v, bool), "true or false"),
+    "seconds": (lambda v: _number(v, 0), "a number >= 0"),
+    "step_seconds": (lambda v: _number(v, 0), "a number >= 0"),
+    "steps_timed": (_whole, "a whole number"),
+    "optimizer": (
+        lambda v: (
+            isinstance(v, dict) and isinstance(v.get("param_groups"), list) and isinstance(v.get("scalars"), dict)
+        ),
+        "a table with param_groups and scalars",
+    ),
+    "scheduler": (lambda v: isinstance(v, dict), "a table"),
+    "interrupted_by": (lambda v: v is None or isinstance(v, str), "null or a signal name"),
+}
+
+
+def _check_latest(path: Path, document: dict, rows: int) -> None:
+    """Refuse, in one line naming the field, a latest checkpoint whose header fields have the wrong type or lie
+    out of range (``step`` and ``steps`` are checked by :func:`artifact.read_checkpoint`)."""
+    way_out = "start over with --force (without --resume)"
+    for name, (test, expected) in _LATEST_FIELDS.items():
+        if name not in document or not test(document[name]):
+            raise UserError(f"checkpoint {path} is damaged (header field {name} is not {expected}); {way_out}")
+    step = document["step"]
+    for name, value, high in (
+        ("best_step", document["best_step"], step),
+        ("skipped", document["skipped"], step),
+        ("nonfinite_in_a_row", document["nonfinite_in_a_row"], step),
+        ("steps_timed", document["steps_timed"], step),
+        ("cursor", document["cursor"], rows),
+    ):
+        if value > high:
+            raise UserError(f"checkpoint {path} is damaged (header field {name} = {value} exceeds {high}); {way_out}")
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

@@ -208,13 +208,15 @@ def test_index_html_shows_every_figure_and_the_metrics(report):
     assert ("lower bound" in page) == metrics.get("bound", False)
 
 
-def test_a_report_folder_that_exists_is_refused_without_overwrite(models, tmp_path):
+def test_an_earlier_report_is_refused_without_overwrite_and_an_empty_folder_is_used(models, tmp_path):
     estimator = FunnelDensity.load(models["nsf"], device="cpu")
     evaluation = evaluate(estimator, manifold_table(20, seed=3), two_sample=False)
     (tmp_path / "report").mkdir()
-    with pytest.raises(UserError, match="already exists"):
+    write_report(tmp_path / "report", estimator, evaluation)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "report").iterdir()}
+    with pytest.raises(UserError, match="already holds a report folder"):
         write_report(tmp_path / "report", estimator, evaluation)
-    assert not list((tmp_path / "report").iterdir())
+    assert {p.name: p.read_bytes() for p in (tmp_path / "report").iterdir()} == before
 
 
 def test_evaluation_metrics_describe_the_model(report):
@@ -269,15 +271,15 @@ def test_evaluate_with_report_writes_it_and_names_index_html_in_the_json(models,
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["report"] == str(folder / INDEX)
     assert (folder / INDEX).stat().st_size > 0 and not (folder / FIGURES["roc"]).exists()
-    assert_one_line_error(run(*args), "already exists", "--force")
+    assert_one_line_error(run(*args), "already holds a report folder", "--force")
 
 
 def test_report_replaces_an_existing_report_only_with_force_and_prints_the_path_of_index_html(models, workdir):
     folder = workdir / "report-command"
-    folder.mkdir()
-    (folder / FIGURES["roc"]).write_bytes(b"an older report's figure")
+    earlier = run("report", models["f-nsf"], workdir / "test.csv", "-o", folder)
+    assert earlier.exit_code == 0, earlier.output
     args = ("report", models["f-nsf"], workdir / "test.csv", "-o", folder, "--ood", workdir / "ood.csv")
-    assert_one_line_error(run(*args), "already exists", "--force")
+    assert_one_line_error(run(*args), "already holds a report folder", "--force")
     result = run(*args, "--force")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(folder / INDEX)
@@ -327,7 +329,7 @@ def test_compare_markdown_is_a_table_with_the_best_log_likelihood_in_bold(compar
         (("evaluate", "{nsf}", "{workdir}/missing.csv"), ("missing.csv",)),
         (("evaluate", "{nsf}", "{workdir}/test.csv", "--ood", "{workdir}/missing.csv"), ("missing.csv",)),
         (("evaluate", "{nsf}", "{workdir}/narrow.csv"), ("'d'",)),
-        (("report", "{nsf}", "{workdir}/test.csv", "-o", "{workdir}/test.csv"), ("is a file",)),
+        (("report", "{nsf}", "{workdir}/test.csv", "-o", "{workdir}/ood.csv"), ("is a file",)),
         (("compare", "{nsf}", "--data", "{workdir}/test.csv", "--json", "--markdown"), ("--json", "--markdown")),
         (("compare", "{nsf}", "{workdir}", "--data", "{workdir}/test.csv"), ("not a model folder",)),
     ],
@@ -347,7 +349,6 @@ def test_a_report_that_fails_part_way_leaves_the_earlier_report_as_it_was(models
     evaluation = evaluate(estimator, manifold_table(40, seed=3), two_sample=False)
     folder = tmp_path / "report"
     write_report(folder, estimator, evaluation)
-    (folder / "notes.txt").write_text("mine")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
 
     def broken(*args, **kwargs):

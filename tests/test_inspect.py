@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from funnelcli.cli import app
+from funnelcli.data.columns import integer_columns
 from funnelcli.data.inspect import inspect_table
 from funnelcli.errors import UserError
 
@@ -56,7 +57,8 @@ def write(frame: pd.DataFrame, path: Path) -> Path:
     elif path.suffix == ".parquet":
         frame.to_parquet(path)
     else:
-        frame.to_hdf(path, key="table")
+        # Table format: the fixed format pickles text columns, and funnelcli refuses pickled columns
+        frame.to_hdf(path, key="table", format="table")
     return path
 
 
@@ -110,6 +112,23 @@ def test_int64_column_is_integer_valued_with_exact_integer_range(report):
 
 def test_float_column_of_whole_numbers_is_integer_valued(report):
     assert column(report, "whole")["integer_valued"]
+
+
+def test_whole_numbers_beyond_two_to_the_24_are_not_integer_valued(tmp_path):
+    # float32, in which the model computes and adds dequantization noise, cannot resolve [0, 1) beyond 2**24
+    frame = pd.DataFrame(
+        {
+            "edge": [0.0, 2.0**24, -(2.0**24), 5.0],
+            "beyond": [0.0, 2.0**24 + 2, 1.0, 5.0],
+            "huge": [1e30, 2e30, 3.5e30, 1e30],
+            "int64": np.array([0, 2**40, 1, 2], dtype=np.int64),
+        }
+    )
+    flags = {
+        entry["name"]: entry["integer_valued"] for entry in inspect_table(write(frame, tmp_path / "w.csv"))["columns"]
+    }
+    assert flags == {"edge": True, "beyond": False, "huge": False, "int64": False}
+    assert integer_columns(frame) == ["edge"]
 
 
 def test_constant_column_is_constant_and_not_integer_valued(report):
@@ -220,6 +239,23 @@ def test_unreadable_file_is_a_user_error_naming_it(tmp_path):
     path = tmp_path / "junk.parquet"
     path.write_text("not parquet")
     with pytest.raises(UserError, match="junk.parquet: could not be read as Parquet"):
+        inspect_table(path)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_table_wider_than_the_column_limit_is_refused_before_its_rows_are_read(tmp_path, monkeypatch, fmt):
+    import funnelcli.data.tables as tables
+
+    monkeypatch.setattr(tables, "MAX_COLUMNS", 3)
+    path = write(crafted_table(), tmp_path / f"wide.{fmt}")
+    with pytest.raises(UserError, match="has 8 columns, more than the 3 funnelcli reads"):
+        inspect_table(path)
+
+
+def test_csv_row_with_another_number_of_fields_is_a_user_error_naming_it(tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_text("a,b\n1.5,2.5\n3.5\n")
+    with pytest.raises(UserError, match=r"row 2 \(line 3 of the file\) has 1 field, fewer than the header's 2"):
         inspect_table(path)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pickle
 from collections import Counter
 from pathlib import Path
 
@@ -287,6 +289,129 @@ def test_gas_drops_correlated_sensors_one_at_a_time_then_standardises_the_whole_
     assert_splits(tmp_path / "out", expected)
 
 
+def pandas_must_not_unpickle(monkeypatch) -> None:
+    """Make pandas' own unpickling fail the test: the safe reader alone must read these files."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pandas unpickled the GAS file")
+
+    monkeypatch.setattr(pd, "read_pickle", refuse)
+
+
+def old_pandas_pickle(frame: pd.DataFrame) -> bytes:
+    """``frame`` pickled as pandas 0.19 wrote it under Python 2 (the MAF archive dates from 2017): protocol 2,
+    copy_reg._reconstructor, the pandas 0.14.1 BlockManager state, and the module paths of that time."""
+    import copyreg
+    import io
+    import pickle
+
+    from pandas.core.indexes.base import _new_Index
+    from pandas.core.internals.managers import BlockManager
+
+    class OldPickler(pickle.Pickler):
+        def reducer_override(self, obj):
+            if isinstance(obj, pd.DataFrame):
+                state = {"_data": obj._mgr, "_typ": "dataframe", "_metadata": [], "is_copy": None}
+                return copyreg._reconstructor, (pd.DataFrame, object, None), state
+            if isinstance(obj, BlockManager):
+                axes = list(obj.axes)
+                blocks = [{"values": b.values, "mgr_locs": b.mgr_locs.indexer} for b in obj.blocks]
+                items = [obj.items[b.mgr_locs.indexer] for b in obj.blocks]
+                state = (axes, [b.values for b in obj.blocks], items, {"0.14.1": {"axes": axes, "blocks": blocks}})
+                return copyreg._reconstructor, (BlockManager, object, None), state
+            if isinstance(obj, pd.RangeIndex):
+                return _new_Index, (pd.RangeIndex, {"start": obj.start, "stop": obj.stop, "step": 1, "name": None})
+            if isinstance(obj, pd.Index):
+                return _new_Index, (pd.Index, {"data": np.array(list(obj), dtype=object), "name": None})
+            return NotImplemented
+
+    buffer = io.BytesIO()
+    OldPickler(buffer, protocol=2).dump(frame)
+    data = buffer.getvalue()
+    for new, old in [
+        (b"cpandas\nDataFrame", b"cpandas.core.frame\nDataFrame"),
+        (b"cpandas.core.internals.managers\nBlockManager", b"cpandas.core.internals\nBlockManager"),
+        (b"cpandas.core.indexes.base\n_new_Index", b"cpandas.indexes.base\n_new_Index"),
+        (b"cpandas\nIndex", b"cpandas.indexes.base\nIndex"),
+        (b"cpandas\nRangeIndex", b"cpandas.indexes.range\nRangeIndex"),
+        (b"cnumpy._core.multiarray\n_reconstruct", b"cnumpy.core.multiarray\n_reconstruct"),
+    ]:
+        assert new in data, new
+        data = data.replace(new, old)
+    assert b"c__builtin__\nobject" in data and b"ccopy_reg\n_reconstructor" in data  # Python 2's names
+    return data
+
+
+@pytest.mark.parametrize("layout", ["protocol 2", "pandas 0.19 under Python 2"])
+def test_gas_pickles_of_other_protocols_and_pandas_versions_are_read_by_the_safe_reader(
+    layout, archive, tmp_path, monkeypatch
+):
+    original = archive / "gas" / "ethylene_CO.pickle"
+    frame = pd.read_pickle(original)
+    path = tmp_path / "raw" / "gas" / "ethylene_CO.pickle"
+    path.parent.mkdir(parents=True)
+    if layout == "protocol 2":
+        frame.to_pickle(path, protocol=2)
+    else:
+        path.write_bytes(old_pandas_pickle(frame))
+    expected, _ = expected_gas(original)
+    pandas_must_not_unpickle(monkeypatch)
+    manifest = prepare("gas", path, tmp_path / "out")
+    assert manifest["removed_columns"] == GAS_EXPECTED_REMOVED
+    assert_splits(tmp_path / "out", expected)
+
+
+def test_gas_written_by_current_pandas_is_read_without_pandas_unpickling_it(archive, tmp_path, monkeypatch):
+    pandas_must_not_unpickle(monkeypatch)
+    manifest = prepare("gas", archive / "gas" / "ethylene_CO.pickle", tmp_path / "out")
+    assert manifest["removed_columns"] == GAS_EXPECTED_REMOVED
+
+
+class MakeFolder:
+    """Unpickled, it calls os.mkdir(marker): the stand-in for a payload."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def gas_with_payload(archive: Path, folder: Path) -> tuple[Path, Path]:
+    frame = pd.read_pickle(archive / "gas" / "ethylene_CO.pickle")
+    marker, path = folder / "PWNED", folder / "raw" / "gas" / "ethylene_CO.pickle"
+    path.parent.mkdir(parents=True)
+    frame.attrs["note"] = MakeFolder(marker)
+    frame.to_pickle(path)
+    return path, marker
+
+
+def test_gas_pickle_naming_another_global_is_refused_naming_it_and_runs_nothing(archive, tmp_path):
+    path, marker = gas_with_payload(archive, tmp_path)
+    user_error(
+        lambda: prepare("gas", path, tmp_path / "out"), str(path), f"{os.mkdir.__module__}.mkdir", "--trust-pickle"
+    )
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    with open(path, "rb") as handle:  # the control: plain unpickling runs the payload
+        pickle.load(handle)
+    assert marker.exists()
+
+
+def test_trust_pickle_lets_pandas_unpickle_a_refused_gas_file_with_a_warning(archive, tmp_path, caplog):
+    path, marker = gas_with_payload(archive, tmp_path)
+    manifest = prepare("gas", path, tmp_path / "out", trust_pickle=True)
+    assert marker.exists()
+    assert manifest["removed_columns"] == GAS_EXPECTED_REMOVED
+    assert any("--trust-pickle" in record.getMessage() for record in caplog.records)
+
+
+def test_gas_pickle_holding_something_other_than_a_table_is_refused(tmp_path):
+    path = tmp_path / "raw" / "gas" / "ethylene_CO.pickle"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(pickle.dumps({"Time": [1.0, 2.0]}))
+    user_error(lambda: prepare("gas", path, tmp_path / "out"), str(path), "not a pickled table of numbers")
+
+
 def test_hepmass_keeps_signal_rows_drops_discrete_columns_and_standardises_with_train_statistics(archive, tmp_path):
     folder = archive / "hepmass"
     manifest = prepare("hepmass", folder, tmp_path / "out")
@@ -340,6 +465,7 @@ def test_manifest_records_source_checksum_seed_splits_columns_and_normalisation(
     manifest = manifest_of(tmp_path / "out")
     assert manifest == returned
     assert list(manifest) == [
+        "format",
         "dataset",
         "source",
         "seed",
@@ -460,11 +586,11 @@ def test_existing_output_is_refused_without_overwrite_and_left_alone(archive, tm
     assert [path.name for path in out.iterdir()] == ["keep.txt"]
 
 
-def test_overwrite_replaces_the_existing_output_entirely(archive, tmp_path):
+def test_overwrite_replaces_an_earlier_prepared_folder_entirely(archive, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
+    prepare("power", archive, out)
     prepare("miniboone", archive, out, overwrite=True)
+    assert manifest_of(out)["dataset"] == "miniboone"
     assert sorted(path.name for path in out.iterdir()) == [
         "manifest.json",
         "test.parquet",
@@ -534,8 +660,14 @@ def test_cli_missing_raw_file_exits_2_with_one_line_naming_it(tmp_path):
 
 
 def test_cli_existing_output_exits_2_suggesting_force(archive, tmp_path):
-    (tmp_path / "out").mkdir()
+    prepare("miniboone", archive, tmp_path / "out")
     assert_one_line_error(run("prepare", "miniboone", archive, "-o", tmp_path / "out"), "--force")
+
+
+def test_an_existing_empty_output_folder_is_used_without_force(archive, tmp_path):
+    (tmp_path / "out").mkdir()
+    assert run("prepare", "miniboone", archive, "-o", tmp_path / "out").exit_code == 0
+    assert manifest_of(tmp_path / "out")["dataset"] == "miniboone"
 
 
 def test_cli_help_says_where_the_archive_is_and_which_files_each_set_needs():

@@ -111,3 +111,24 @@ def test_latent_dim_drops_reduce_times_d_rounded_half_up_keeping_at_least_one(di
 def test_a_funnel_on_one_column_is_refused():
     with pytest.raises(UserError, match="at least 2 columns"):
         latent_dim(1, 0.5)
+
+
+def test_every_recipe_field_has_a_stated_range_that_its_check_enforces():
+    from funnelcli.models.recipe import field_names, field_ranges
+
+    ranges = field_ranges()
+    assert {name.split(".", 1)[1] for name in ranges if "." in name} == set(field_names())
+    assert (ranges["model.flow_steps"], ranges["model.tail_bound"], ranges["training.seed"]) == (
+        "1..1000",
+        "(0, 1000]",
+        "0..4294967295",
+    )
+    with pytest.raises(UserError, match=r"model\.flow_steps = 1001 .* must be an integer <= 1000"):
+        Recipe.from_dict({"model": {"flow_steps": 1001}})
+
+
+def test_a_recipe_nested_too_deeply_is_a_user_error(tmp_path):
+    path = tmp_path / "deep.toml"
+    path.write_text("x = " + "[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(UserError, match="nested too deeply"):
+        load_recipe(path)

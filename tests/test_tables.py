@@ -7,6 +7,7 @@ import logging
 import os
 import stat
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from funnelcli.data import atomic_path, read_table, split_validation, write_table
+from funnelcli.data import atomic_path, read_columns, read_table, split_validation, write_table
 from funnelcli.errors import UserError
 
 # Values chosen to expose lossy float formatting: thirds, tiny and huge magnitudes, negative zero.
@@ -278,9 +279,11 @@ def test_csv_with_bytes_that_are_not_utf8_is_refused_as_unreadable(tmp_path: Pat
     assert message.startswith(f"{path}: could not be read as CSV: ") and "utf-8" in message
 
 
-def test_csv_row_with_too_many_fields_is_refused_as_unreadable(tmp_path: Path) -> None:
+def test_csv_row_with_too_many_fields_is_refused_naming_the_row_its_line_and_both_counts(tmp_path: Path) -> None:
     path = write_csv(tmp_path, "a,b\n1,2\n3,4,5,6\n")
-    assert refused(lambda: read_table(path)).startswith(f"{path}: could not be read as CSV: ")
+    assert refused(lambda: read_table(path)).startswith(
+        f"{path}: row 2 (line 3 of the file) has 4 fields, more than the header's 2"
+    )
 
 
 def test_file_that_is_not_hdf5_is_refused_as_unreadable(tmp_path: Path) -> None:
@@ -348,6 +351,176 @@ def test_hdf5_columns_attribute_of_the_wrong_length_is_refused(tmp_path: Path) -
         handle.create_dataset("x", data=np.ones((2, 3)))
         handle["x"].attrs["columns"] = ["a", "b"]
     assert "lists 2 names" in refused(lambda: read_table(tmp_path / "t.h5"))
+
+
+# ------------------------------------------------------------------------------------ HDF5 without pickles
+
+MIXED = pd.DataFrame(
+    {
+        "f": [1.5, -2.25, 3.0],
+        "i": np.array([1, -2, 3], dtype=np.int64),
+        "i32": np.array([7, 8, 9], dtype=np.int32),
+        "u8": np.array([0, 255, 3], dtype=np.uint8),
+        "flag": [True, False, True],
+        "f32": np.array([0.5, 1.5, 2.5], dtype=np.float32),
+    }
+)
+LAYOUTS = {
+    "fixed": {"format": "fixed"},
+    "table": {"format": "table"},
+    "table with data columns": {"format": "table", "data_columns": True},
+}
+
+
+def without_pytables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make PyTables and pandas' HDF5 reader unusable (once the test file is written): funnelcli must read HDF5
+    with h5py alone."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pd.read_hdf was called")
+
+    monkeypatch.setattr(pd, "read_hdf", refuse)
+    monkeypatch.setitem(sys.modules, "tables", None)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_hdf5_blocks_of_floats_ints_and_bools_read_back_as_float64_without_pytables(
+    tmp_path: Path, layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    MIXED.to_hdf(tmp_path / "t.h5", key="df", **LAYOUTS[layout])
+    without_pytables(monkeypatch)
+    assert_same_floats(read_table(tmp_path / "t.h5"), MIXED.astype(np.float64))
+
+
+@pytest.mark.parametrize("layout", ["fixed", "table"])
+def test_hdf5_series_is_one_column_named_after_the_series_or_else_the_key(tmp_path: Path, layout: str) -> None:
+    pd.Series([1.0, 2.5], name="height").to_hdf(tmp_path / "named.h5", key="s", format=layout)
+    pd.Series([1, 2]).to_hdf(tmp_path / "anonymous.h5", key="runs/s", format=layout)
+    assert_same_floats(read_table(tmp_path / "named.h5"), pd.DataFrame({"height": [1.0, 2.5]}))
+    assert_same_floats(read_table(tmp_path / "anonymous.h5"), pd.DataFrame({"s": [1.0, 2.0]}))
+
+
+@pytest.mark.parametrize("layout", ["table", "table with data columns"])
+def test_hdf5_table_text_column_passes_through_read_columns_as_text(tmp_path: Path, layout: str) -> None:
+    frame = pd.DataFrame({"id": ["a", "bé", None], "x": [1.0, 2.0, 3.0]})
+    frame.to_hdf(tmp_path / "t.h5", key="df", **LAYOUTS[layout])
+    ids = read_columns(tmp_path / "t.h5", ["id"])["id"]
+    assert ids.iloc[:2].tolist() == ["a", "bé"] and pd.isna(ids.iloc[2])
+
+
+def test_hdf5_table_text_column_is_skipped_by_read_table_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pd.DataFrame({"id": ["a", "b"], "x": [1.0, 2.0]}).to_hdf(tmp_path / "t.h5", key="df", format="table")
+    with caplog.at_level(logging.WARNING, logger="funnelcli"):
+        assert_same_floats(read_table(tmp_path / "t.h5"), pd.DataFrame({"x": [1.0, 2.0]}))
+    assert "'id'" in caplog.text
+
+
+def test_hdf5_categorical_and_time_columns_of_a_table_keep_their_values(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {"kind": pd.Categorical(["b", "a", None]), "when": pd.date_range("2020-01-01", periods=3), "x": [1.0, 2, 3]}
+    )
+    frame.to_hdf(tmp_path / "t.h5", key="df", format="table")
+    got = read_columns(tmp_path / "t.h5", ["kind", "when"])
+    assert got["kind"].tolist()[:2] == ["b", "a"] and pd.isna(got["kind"].iloc[2])
+    assert got["when"].tolist() == frame["when"].tolist()
+
+
+def test_hdf5_fixed_format_text_column_is_refused_naming_it_and_the_way_out(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0], "label": ["a", "b"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        frame.to_hdf(tmp_path / "t.h5", key="df", format="fixed")
+    message = refused(lambda: read_columns(tmp_path / "t.h5", ["x"]))
+    assert message.startswith(f"{tmp_path / 't.h5'}: key 'df' stores column(s) 'label' as pickled Python objects")
+    assert "format='table'" in message
+
+
+def test_hdf5_pickled_attribute_naming_a_global_is_refused_as_hostile(tmp_path: Path) -> None:
+    AWKWARD.to_hdf(tmp_path / "t.h5", key="df", format="table")
+    with h5py.File(tmp_path / "t.h5", "a") as handle:
+        handle["df"].attrs["non_index_axes"] = np.bytes_(b"cos\nsystem\n(Vtrue\ntR.")
+    message = refused(lambda: read_table(tmp_path / "t.h5"))
+    assert "'non_index_axes'" in message and "os.system" in message and "ran nothing" in message
+
+
+def test_hdf5_table_with_multi_level_row_index_reads_its_columns_only(tmp_path: Path) -> None:
+    index = pd.MultiIndex.from_tuples([("a", 1), ("b", 2)], names=["k", "j"])
+    pd.DataFrame({"x": [1.0, 2.0]}, index=index).to_hdf(tmp_path / "t.h5", key="df", format="table")
+    assert_same_floats(read_table(tmp_path / "t.h5"), pd.DataFrame({"x": [1.0, 2.0]}))
+
+
+# ------------------------------------------------------------------------------------- shape of CSV rows
+
+
+def ten_rows(bad_row: int, bad_line: str) -> str:
+    lines = ["a,b"] + [f"{i}.5,{i}" for i in range(1, 11)]
+    lines[bad_row] = bad_line
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "fragment"),
+    [
+        ("7.5,7,1", "row 7 (line 8 of the file) has 3 fields, more than"),
+        ("7.5", "row 7 (line 8 of the file) has 1 field, fewer than"),
+    ],
+)
+@pytest.mark.parametrize("chunksize", [None, 3])
+def test_misshapen_row_is_refused_whole_or_in_chunks(tmp_path: Path, bad_line: str, fragment: str, chunksize) -> None:
+    from funnelcli.data.tables import iter_delimited
+
+    path = write_csv(tmp_path, ten_rows(7, bad_line))
+    message = refused(lambda: list(iter_delimited(path, str(path), "CSV", ["a"], chunksize=chunksize)))
+    assert fragment in message and "the header's 2" in message
+
+
+def test_empty_last_field_of_a_full_row_is_a_missing_value_not_a_short_row(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "a,b\n1,2\n3,\n")
+    assert "column 'b' has 1 NaN value (first at row 2)" in refused(lambda: read_table(path))
+    assert read_columns(path, ["a"])["a"].tolist() == [1, 3]
+
+
+def test_tsv_with_decimal_commas_is_refused_with_a_hint(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "a\tb\n1,5\t2,25\n3,5\t4,75\n", name="t.tsv")
+    assert "decimal comma" in refused(lambda: read_table(path))
+
+
+# ------------------------------------------------------------------------------------ only regular files
+
+
+@pytest.mark.parametrize("reader", ["read_table", "read_columns", "iter_table", "iter_columns", "inspect_table"])
+def test_every_reader_refuses_a_link_to_a_device_before_opening_it(tmp_path: Path, reader: str) -> None:
+    from funnelcli.data.inspect import inspect_table
+    from funnelcli.data.stream import iter_columns, iter_table
+
+    link = tmp_path / "t.csv"
+    link.symlink_to("/dev/null")
+    call = {
+        "read_table": lambda: read_table(link),
+        "read_columns": lambda: read_columns(link, ["a"]),
+        "iter_table": lambda: list(iter_table(link, columns=["a"])),
+        "iter_columns": lambda: list(iter_columns(link, ["a"])),
+        "inspect_table": lambda: inspect_table(link),
+    }[reader]
+    assert refused(call) == (
+        f"{link} is a character device, not a regular file; funnelcli reads only regular files: save the data to "
+        "a file first"
+    )
+
+
+def test_table_wider_than_the_column_limit_is_refused_from_its_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import funnelcli.data.tables as tables
+
+    monkeypatch.setattr(tables, "MAX_COLUMNS", 2)
+    write_table(AWKWARD, tmp_path / "t.parquet")
+    write_csv(tmp_path, "a,b,c\n1,2,3\n")
+    AWKWARD.to_hdf(tmp_path / "t.h5", key="df", format="table")
+    for path in (tmp_path / "data.csv", tmp_path / "t.parquet", tmp_path / "t.h5"):
+        assert "has 3 columns, more than the 2 funnelcli reads" in refused(lambda path=path: read_table(path))
 
 
 # ---------------------------------------------------------------------------------------------- splitting

@@ -5,11 +5,14 @@ Heavy modules (torch, pandas) are imported inside the commands, so ``funnel --he
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,11 +55,14 @@ def handle_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with _sigterm_unwinds():
+                return command(*args, **kwargs)
         except typer.Exit:
             raise
         except UserError as error:
             raise fail(str(error), error.exit_code) from None
+        except _Terminated:
+            raise fail("terminated (SIGTERM); no output was written", 143) from None
         except KeyboardInterrupt:
             raise fail("interrupted; no output was written", 130) from None
         except BrokenPipeError:
@@ -79,6 +85,30 @@ def handle_errors(command):
             ) from None
 
     return wrapper
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the command is, so that every half-written output is removed as for Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """While a command runs, SIGTERM unwinds it like Ctrl-C instead of killing the process mid-write.
+
+    (Training installs its own handler while it fits, which stops after a whole step and writes checkpoints.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+
+    def unwind(number, frame):
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def setup_logging(quiet: bool) -> None:
@@ -128,8 +158,11 @@ def check_no_extra_columns(
         )
 
 
-def out_format_check(path: Path, *, force: bool) -> None:
-    """Refuse a bad output path before any work is done."""
+def out_format_check(path: Path, *, force: bool, inputs: tuple[Path | None, ...] = ()) -> None:
+    """Refuse a bad output path before any work is done: an unknown extension, an existing file without
+    ``--force``, a parent that is a file or a dangling link, or a path that is or lies inside an input."""
+    from funnelcli import outputs
     from funnelcli.data import check_output_path
 
     check_output_path(path, overwrite=force)
+    outputs.check_output_file(path, inputs=[given for given in inputs if given is not None])

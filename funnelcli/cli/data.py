@@ -38,11 +38,28 @@ OutOpt = Annotated[
         "--out", "-o", help="Folder to write train/validation/test.parquet and manifest.json.", show_default=False
     ),
 ]
+TrustPickleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-pickle",
+        help=(
+            "gas only: if the safe reader refuses gas/ethylene_CO.pickle, let pandas unpickle it anyway, with a "
+            "warning. Unpickling can run any code in the file: only for the archive's own file."
+        ),
+    ),
+]
 
 
 @app.command("prepare", epilog=EXAMPLES)
 @handle_errors
-def prepare(name: NameArg, raw: RawArg, out: OutOpt, force: ForceOpt = False, json_output: JsonOpt = False) -> None:
+def prepare(
+    name: NameArg,
+    raw: RawArg,
+    out: OutOpt,
+    force: ForceOpt = False,
+    trust_pickle: TrustPickleOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
     """Prepare NAME as the MAF paper did, so test log-likelihoods compare with published ones.
 
     Same noise, column removals, splits and standardisation as Papamakarios et al. (2017).
@@ -53,15 +70,20 @@ def prepare(name: NameArg, raw: RawArg, out: OutOpt, force: ForceOpt = False, js
     RAW is a data set's file, its folder, or the archive's root; each data set needs:
 
       power      power/data.npy
-      gas        gas/ethylene_CO.pickle (unpickled: use only the archive's own file)
+      gas        gas/ethylene_CO.pickle (a pandas pickle, see below)
       hepmass    hepmass/1000_train.csv and hepmass/1000_test.csv
       miniboone  miniboone/data.npy
       bsds300    BSDS300/BSDS300.hdf5
+
+    GAS comes only as a pandas pickle, and unpickling a file can run code.
+    It is read by a restricted reader that builds numpy arrays and a table
+    and refuses anything else the file names. If it refuses the archive's
+    own file, --trust-pickle lets pandas unpickle it, with a warning.
     """
     setup_logging(json_output)
     from funnelcli.data.maf import prepare as prepare_dataset
 
-    manifest = prepare_dataset(name, raw, out, overwrite=force)
+    manifest = prepare_dataset(name, raw, out, overwrite=force, trust_pickle=trust_pickle)
     if json_output:
         print_json(manifest)
         return

@@ -129,7 +129,7 @@ def evaluate(
     from funnelcli.evaluation.report import check_report_folder, metric_rows
 
     if report_dir is not None:
-        check_report_folder(report_dir, overwrite=force)
+        check_report_folder(report_dir, overwrite=force, inputs=(model, data, *([ood] if ood else [])))
     estimator, evaluation = _run(model, data, ood, key, device, seed, progress=not json_output)
     document = evaluation.to_json()
     if report_dir is not None:
@@ -168,7 +168,7 @@ def report(
     setup_logging(False)
     from funnelcli.evaluation.report import check_report_folder
 
-    check_report_folder(output, overwrite=force)
+    check_report_folder(output, overwrite=force, inputs=(model, data, *([ood] if ood else [])))
     estimator, evaluation = _run(model, data, ood, key, device, seed, progress=True)
     typer.echo(str(_report(output, estimator, evaluation, data, ood, force, seed)))
 

@@ -18,9 +18,9 @@ def info(model: ModelArg, json_output: JsonOpt = False) -> None:
     """Show a model's recipe, dimensions, parameter count and training summary."""
     import typer
 
-    from funnelcli.artifact import read_metadata
+    from funnelcli.artifact import verify_folder
 
-    metadata = read_metadata(model)
+    metadata = verify_folder(model)  # model.json checked, and checked against the weights' record of it
     if json_output:
         print_json({key: value for key, value in metadata.items() if key != "scaler"})
         return

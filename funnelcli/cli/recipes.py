@@ -35,26 +35,35 @@ def list_recipes(ctx: typer.Context) -> None:
 def show(
     name: Annotated[str, typer.Argument(help="Recipe name or .toml path.")],
     dim: Annotated[
-        int | None, typer.Option("--dim", help="Count parameters for this many columns (default: the recipe's).")
+        int | None,
+        typer.Option("--dim", help="Count parameters for this many columns, 1 to 100,000 (default: the recipe's)."),
     ] = None,
 ) -> None:
-    """Print a recipe's TOML text (after checking that it is valid) and its parameter count for an input size."""
-    from funnelcli.models.recipe import load_recipe, recipe_path
+    """Print a recipe's TOML text (after checking that it is valid) and its parameter count for an input size.
 
+    The count is worked out from the recipe, without building the model, so it costs nothing at any size.
+    """
+    from funnelcli.errors import UserError
+    from funnelcli.models.recipe import MAX_COLUMNS, load_recipe, recipe_path
+
+    if dim is not None and not 1 <= dim <= MAX_COLUMNS:
+        raise UserError(f"--dim must be a number of columns in 1..{MAX_COLUMNS:,}, got {dim}")
     recipe = load_recipe(name)
-    typer.echo(recipe_path(name).read_text(encoding="utf-8").rstrip())
-    dim = dim or recipe.input_dim
+    dim = recipe.input_dim if dim is None else dim
     if dim is None:
+        typer.echo(recipe_path(name).read_text(encoding="utf-8").rstrip())
         typer.echo("# pass --dim D to count the parameters for D columns")
         return
-    if dim < 1:
-        from funnelcli.errors import UserError
+    from funnelcli.models.families import DEFAULT_MAX_PARAMETERS, estimate_size
 
-        raise UserError(f"--dim must be at least 1, got {dim}")
-    import numpy as np
-
-    from funnelcli.models import build_model
-
-    model = build_model(recipe, np.zeros(dim), np.ones(dim))
-    parameters = sum(p.numel() for p in model.parameters())
-    typer.echo(f"# {parameters:,} parameters for {dim} columns, latent size {model.latent_dim}")
+    estimate = estimate_size(recipe, dim)  # before any output: a funnel on one column is refused here
+    typer.echo(recipe_path(name).read_text(encoding="utf-8").rstrip())
+    note = (
+        f"; above the default limit of {DEFAULT_MAX_PARAMETERS:,}, so training needs --max-parameters"
+        if estimate.parameters > DEFAULT_MAX_PARAMETERS
+        else ""
+    )
+    typer.echo(
+        f"# {estimate.parameters:,} parameters for {dim} columns, latent size {estimate.latent_dim} "
+        f"(about {estimate.training_memory} of weights, gradients and Adam moments to train){note}"
+    )

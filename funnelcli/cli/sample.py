@@ -28,11 +28,12 @@ Examples:
 @handle_errors
 def sample(
     model: ModelArg,
-    n: Annotated[int, typer.Option("-n", "--n", help="Number of rows to draw.")],
+    n: Annotated[int, typer.Option("-n", "--n", help="Number of rows to draw (1 to 10,000,000).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output table (.parquet/.csv).")],
-    seed: Annotated[int | None, typer.Option(help="Seed for reproducible samples.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible samples (0 to 2**32 - 1).")] = None,
     temperature: Annotated[
-        float, typer.Option(help="Scales the base distribution's standard deviation (1: the model itself).")
+        float,
+        typer.Option(help="Scales the base distribution's standard deviation (1: the model itself; 0 < T <= 10)."),
     ] = 1.0,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
@@ -42,9 +43,10 @@ def sample(
     import pandas as pd
 
     from funnelcli.data import write_table
-    from funnelcli.estimator import FunnelDensity
+    from funnelcli.estimator import FunnelDensity, check_sampling
 
-    out_format_check(output, force=force)
+    check_sampling(n, temperature, seed)  # before the model is read
+    out_format_check(output, force=force, inputs=(model,))
     estimator = FunnelDensity.load(model, device=device)
     rows = estimator.sample(n, random_state=seed, temperature=temperature)
     write_table(pd.DataFrame(rows, columns=estimator.columns_), output, overwrite=force)

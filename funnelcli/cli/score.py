@@ -48,6 +48,9 @@ def score(
     force: ForceOpt = False,
     json_output: JsonOpt = False,
     strict: StrictOpt = False,
+    score_column: Annotated[
+        str, typer.Option("--score-column", help="Name of the scores' column in the -o table.")
+    ] = "log_prob",
 ) -> None:
     """Score DATA: log p(x) per row in nats, in the data's units (standardisation included).
 
@@ -60,12 +63,14 @@ def score(
     from funnelcli.estimator import FunnelDensity
 
     if output is not None:
-        out_format_check(output, force=force)
+        out_format_check(output, force=force, inputs=(model, data))
     estimator = FunnelDensity.load(model, device=device)
     data = split_file(data, "test")
     if strict:
         check_no_extra_columns(data, estimator, key=key)
-    summary = score_file(estimator, data, output=output, key=key, overwrite=force, iw_samples=iw_samples)
+    summary = score_file(
+        estimator, data, output=output, key=key, overwrite=force, iw_samples=iw_samples, column=score_column
+    )
     bound = estimator.is_bound_
     what = ("ELBO" if iw_samples is None else f"importance-weighted bound (K={iw_samples})") if bound else ""
     dequantized = estimator.dequantized_columns_

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import shlex
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -96,6 +95,13 @@ def train(
             "--compile", help="Compile the training step with torch.compile: slower start, faster steps on long runs."
         ),
     ] = False,
+    max_parameters: Annotated[
+        int | None,
+        typer.Option(
+            "--max-parameters",
+            help="Refuse, before building it, a model with more parameters than this (default 100,000,000).",
+        ),
+    ] = None,
 ) -> None:
     """Fit a density model to DATA and write a model folder.
 
@@ -131,13 +137,16 @@ def train(
         val_fraction=val_fraction,
         dequantize=dequantize,
         drop_constant=drop_constant,
+        max_parameters=max_parameters,
     )
     resolved = estimator.resolved_recipe()  # a bad recipe or flag fails here, before any data is read
     if checkpoint_every < 0:
         raise UserError(f"--checkpoint-every must be 0 (only on Ctrl-C) or a number of steps, got {checkpoint_every}")
     if max_nonfinite < 1:
         raise UserError(f"--max-nonfinite must be at least 1, got {max_nonfinite}")
-    artifact.check_writable(out, overwrite=force, resume=resume)
+    inputs = (data, *([validation] if validation is not None else []), *([recipe] if Path(recipe).exists() else []))
+    artifact.check_writable(out, overwrite=force, resume=resume, inputs=inputs)
+    before = _checkpoint_files(out)  # a run that diverges takes away only the checkpoints it wrote itself
     table = read_table(split_file(data, "train"), key=key, columns=split_names(columns))
     if validation is None and is_prepared(data):
         validation = split_file(data, "validation")
@@ -164,7 +173,8 @@ def train(
     except TrainingDiverged as diverged:
         if not main:
             raise typer.Exit(1) from None
-        raise fail(f"training diverged: {diverged}; {_keep_best(estimator, diverged, out, force)}", 1) from None
+        kept = _keep_best(estimator, diverged, out, force, before)
+        raise fail(f"training diverged: {diverged}; {kept}", 1) from None
     if not main:
         return
     # The folder may hold this run's checkpoints, which its model replaces.
@@ -218,8 +228,21 @@ def _resume_command(given: dict, out: Path, ranks: Ranks) -> str:
     return shlex.join([*words, "--out", str(out), "--resume"])
 
 
-def _keep_best(estimator, diverged, out: Path, force: bool) -> str:
-    """Save the best model of a diverged run (nothing is lost); say what was kept."""
+def _checkpoint_files(out: Path) -> dict[Path, tuple[int, int]]:
+    """``out``, its checkpoint folder and the files in it as they are now, each with its inode and mtime."""
+    from funnelcli import artifact
+
+    folder = out / artifact.CHECKPOINTS
+    paths = [out, folder, *(folder.iterdir() if folder.is_dir() else ())]
+    return {path: (path.stat().st_ino, path.stat().st_mtime_ns) for path in paths if path.exists()}
+
+
+def _keep_best(estimator, diverged, out: Path, force: bool, before: dict[Path, tuple[int, int]]) -> str:
+    """Save the best model of a diverged run (nothing is lost); say what was kept.
+
+    With no model to keep, the checkpoints this run wrote are removed (a diverged run resumes into the same
+    divergence), and so are the folders it made; whatever was there before it started stays.
+    """
     from funnelcli import artifact
 
     summary = diverged.summary
@@ -229,11 +252,13 @@ def _keep_best(estimator, diverged, out: Path, force: bool) -> str:
             f"the best model so far (step {summary.best_step}, validation log-likelihood "
             f"{summary.best_val_log_prob:.4f} nats/row) was saved to {out}; pass --force to train it again"
         )
-    # A diverged run resumes into the same divergence: its checkpoints are of no use.
-    if artifact.holds_only_checkpoints(out):
-        shutil.rmtree(out, ignore_errors=True)
-    else:
-        shutil.rmtree(out / artifact.CHECKPOINTS, ignore_errors=True)
+    folder = out / artifact.CHECKPOINTS
+    for path, identity in _checkpoint_files(out).items():
+        if path.parent == folder and path.name in (artifact.LATEST, artifact.BEST) and before.get(path) != identity:
+            path.unlink(missing_ok=True)
+    for made in (folder, out):
+        if made not in before and made.is_dir() and not any(made.iterdir()):
+            made.rmdir()
     return "no validation pass had finished, so there was no model to keep and nothing was written"
 
 

@@ -9,6 +9,7 @@ problem ``funnel train`` would meet as one line that names the columns and says 
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,8 +21,17 @@ import pandas as pd
 
 from funnelcli.data.columns import constant_columns, integer_columns
 
-# Private on purpose: the same file and extension checks, and the HDF5 reader, as read_table's own
-from funnelcli.data.tables import _READ_FORMATS, PathArg, _check_is_file, _format_for, _read_hdf5
+# Private on purpose: the same file, extension, shape and width checks, and the HDF5 reader, as read_table's own
+from funnelcli.data.tables import (
+    _READ_FORMATS,
+    PathArg,
+    _check_is_file,
+    _check_width,
+    _format_for,
+    _read_hdf5,
+    delimited_frames,
+    delimited_start,
+)
 from funnelcli.errors import UserError
 
 __all__ = ["HUGE", "inspect_table"]
@@ -62,8 +72,11 @@ def inspect_table(path: PathArg, *, key: str | None = None) -> dict[str, Any]:
     none). A column is numeric when ``read_table`` would read it as numbers. ``warnings`` holds one line
     per problem a density model will meet. The result is strict JSON (no NaN, no numpy scalars).
 
-    Raises UserError, naming the file, for a missing or unreadable file or an unknown extension.
-    ``key`` chooses the table in an HDF5 file holding several; other formats ignore it.
+    Raises UserError, naming the file, for a missing, unreadable or non-regular file, an unknown extension, a
+    CSV or TSV row with another number of fields than the header, and a table of more than
+    :data:`~funnelcli.data.tables.MAX_COLUMNS` columns (refused from its header, before any row is read).
+    ``key`` chooses the table in an HDF5 file holding several; other formats ignore it. Numbers too large for
+    a statistic make it null, without a warning on stderr.
     """
     shown = os.fspath(path)
     source = Path(path)
@@ -71,7 +84,10 @@ def inspect_table(path: PathArg, *, key: str | None = None) -> dict[str, Any]:
     fmt = _format_for(source, shown, _READ_FORMATS, "supported extensions")
     raw = _read_raw(source, shown, fmt, key)
     names = [str(name) for name in raw.columns]
-    columns = _describe_columns(raw, names)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        # Sums, casts and comparisons of extreme values (1e308, huge integers) warn; the report says it instead
+        warnings.simplefilter("ignore", RuntimeWarning)
+        columns = _describe_columns(raw, names)
     return {
         "file": shown,
         "rows": len(raw),
@@ -93,26 +109,18 @@ def _read_raw(source: Path, shown: str, fmt: str, key: str | None) -> pd.DataFra
 
 
 def _read_delimited(source: Path, shown: str, fmt: str) -> pd.DataFrame:
-    """Read a CSV or TSV file (gzip-compressed when it ends in .gz); a file without even a header is empty."""
-    options: dict[str, Any] = {
-        "sep": "\t" if fmt == "TSV" else ",",
-        "encoding": "utf-8",
-        "compression": "gzip" if source.name.lower().endswith(".gz") else None,
-        # A trailing separator must not silently turn the first column into the index
-        "index_col": False,
-    }
-    try:
-        # The header row as written: pandas renames repeated names ('a', 'a.1'), which would hide them
-        header = pd.read_csv(source, header=None, nrows=1, dtype=str, keep_default_na=False, **options)
-        # low_memory=False parses each column in one piece, so a column has one type, not one per chunk
-        frame = pd.read_csv(source, low_memory=False, **options)
-    except pd.errors.EmptyDataError:
+    """Read a CSV or TSV file (gzip-compressed when it ends in .gz); a file without even a header is empty.
+
+    The header is read first, as written (pandas renames repeated names 'a', 'a.1', which would hide them), and
+    a table too wide or with a row of another number of fields than the header is refused, as read_table does.
+    """
+    start = delimited_start(source, shown, fmt, allow_empty=True)
+    if not start.names:
         return pd.DataFrame()
-    except (OSError, EOFError, ValueError) as exc:
-        raise _unreadable(shown, fmt, exc) from None
-    names = [name if name else f"Unnamed: {i}" for i, name in enumerate(header.iloc[0].tolist())]
-    if len(names) == frame.shape[1]:
-        frame.columns = names
+    # low_memory=False parses each column in one piece, so a column has one type, not one per chunk
+    frame = next(delimited_frames(source, shown, fmt, start, low_memory=False))
+    if len(start.names) == frame.shape[1]:
+        frame.columns = start.names
     return frame
 
 
@@ -128,6 +136,7 @@ def _read_parquet(source: Path, shown: str) -> pd.DataFrame:
             stored = (schema.pandas_metadata or {}).get("index_columns", [])
             index_columns = {name for name in stored if isinstance(name, str)}
             to_read = [name for name in schema.names if name not in index_columns]
+            _check_width(shown, len(to_read))
             table = parquet.read(columns=to_read, use_pandas_metadata=False)
         return table.to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -136,6 +145,8 @@ def _read_parquet(source: Path, shown: str) -> pd.DataFrame:
 
 def _unreadable(shown: str, fmt: str, exc: BaseException) -> UserError:
     """Return the one-line error for a file the library could not parse, with the library's short reason."""
+    if isinstance(exc, UserError):  # our own finding inside the reader's try block: keep its message
+        return exc
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     reason = lines[0] if lines else type(exc).__name__
     if len(reason) > _REASON_LIMIT:

@@ -14,12 +14,14 @@ validation = the last int(0.1 N_rest); train = the remainder. Nothing is shuffle
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,13 @@ import pandas as pd
 
 from funnelcli import __version__
 from funnelcli.checksum import sha256
+from funnelcli.data import prepared
+from funnelcli.data.hdf5 import OutsideTheFile, local
+from funnelcli.data.safe_pickle import ForbiddenGlobal, NotATable, load_dataframe
+from funnelcli.data.tables import not_a_regular_file
 from funnelcli.errors import UserError
+
+log = logging.getLogger("funnelcli")
 
 __all__ = ["ARCHIVE", "DATASETS", "SPLITS", "Dataset", "prepare", "resolve_raw", "split_sizes"]
 
@@ -104,7 +112,14 @@ class _Recipe:
 # ------------------------------------------------------------------------------------------------- prepare
 
 
-def prepare(name: str, raw: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool = False) -> dict:
+def prepare(
+    name: str,
+    raw: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    trust_pickle: bool = False,
+) -> dict:
     """Preprocess one MAF data set from its raw file(s) in ``raw`` into the folder ``out``; return the manifest.
 
     ``out`` receives ``train.parquet``, ``validation.parquet`` and ``test.parquet`` (float64 columns x0 ..
@@ -112,16 +127,23 @@ def prepare(name: str, raw: str | os.PathLike[str], out: str | os.PathLike[str],
     place, so it appears complete or not at all; an existing ``out`` is replaced only with ``overwrite``, and
     is left as it was when preparing fails. The same input always gives byte-identical files.
 
+    GAS's raw file is a pandas pickle; it is read without running any code it names (see
+    :func:`_read_gas_pickle`). ``trust_pickle`` lets pandas unpickle it instead when that safe reader refuses
+    it, with a warning: only for the archive's own file, since unpickling a file can run any code.
+
     Raises UserError for an unknown name, an existing ``out`` without ``overwrite``, missing raw files (naming
-    the ones expected) and raw files that cannot be read or are not shaped like the archive's.
+    the ones expected), raw files that are not regular files (a FIFO, a device, a file under /proc), cannot be
+    read or are not shaped like the archive's, and a GAS pickle that names a global a table does not need.
     """
     dataset = _dataset(name)
     target = Path(out)
-    _check_out(target, overwrite=overwrite)
     files = resolve_raw(name, raw)
+    # The raw files and the folders that hold them (data/power, not the archive's root): never written to
+    _check_out(target, overwrite=overwrite, inputs=(*files, *{file.parent for file in files}))
     with _staged_folder(target, overwrite=overwrite) as staging:
         writer = _SplitWriter(staging, files[0])
-        recipe = _PREPROCESS[dataset.name](files, writer)
+        preprocess = partial(_gas, trust_pickle=trust_pickle) if dataset.name == "gas" else _PREPROCESS[dataset.name]
+        recipe = preprocess(files, writer)
         manifest = _manifest(dataset, files, recipe, writer.shapes)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return manifest
@@ -135,17 +157,19 @@ def _dataset(name: str) -> Dataset:
     return dataset
 
 
-def _check_out(out: Path, *, overwrite: bool) -> None:
-    """Refuse, before any work, an output that exists (without ``overwrite``) or is a file."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file; give -o/--out a folder name")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; pass --force to replace it or choose another -o/--out")
+def _check_out(out: Path, *, overwrite: bool, inputs: tuple[str | os.PathLike[str], ...] = ()) -> None:
+    """Refuse, before any work, an output that may not be written: a file, an earlier prepared folder without
+    ``overwrite``, a folder holding anything else (even with ``overwrite``), or one that is, holds or lies
+    inside the raw input."""
+    from funnelcli import outputs
+
+    outputs.check_output_folder(out, outputs.PREPARED, overwrite=overwrite, inputs=inputs, flag="-o/--out")
 
 
 def _manifest(dataset: Dataset, files: list[Path], recipe: _Recipe, shapes: dict[str, tuple[int, int]]) -> dict:
     """The manifest: where the data came from (with checksums), what was done, and what came out."""
     return {
+        "format": prepared.FORMAT,
         "dataset": dataset.name,
         "source": [
             {"path": os.path.abspath(path), "sha256": sha256(path), "bytes": path.stat().st_size} for path in files
@@ -172,6 +196,10 @@ def resolve_raw(name: str, raw: str | os.PathLike[str]) -> list[Path]:
     """
     dataset = _dataset(name)
     path = Path(raw)
+    if path.exists() and not path.is_dir():
+        problem = not_a_regular_file(path)
+        if problem is not None:
+            raise UserError(f"{path}{problem}")
     if path.is_file():
         return _files_beside(dataset, path)
     if path.is_dir():
@@ -193,7 +221,7 @@ def _files_beside(dataset: Dataset, path: Path) -> list[Path]:
 def _files_under(dataset: Dataset, folder: Path) -> list[Path]:
     """The raw files in the data set's folder, the archive's root, or the folder the archive was extracted to."""
     for base in (folder, folder / dataset.folder, folder / "data" / dataset.folder):
-        if any((base / name).is_file() for name in dataset.basenames):
+        if any((base / name).exists() for name in dataset.basenames):
             return _complete(dataset, base)
     expected = " or ".join(
         f"{folder / name} ({where})"
@@ -205,13 +233,17 @@ def _files_under(dataset: Dataset, folder: Path) -> list[Path]:
 def _complete(dataset: Dataset, base: Path) -> list[Path]:
     """All of the data set's files in ``base``, or a UserError naming the ones missing there."""
     files = [base / name for name in dataset.basenames]
-    missing = [str(path) for path in files if not path.is_file()]
+    missing = [str(path) for path in files if not path.exists()]
     if missing:
         verb = "is" if len(missing) == 1 else "are"
         raise UserError(
             f"{' and '.join(missing)} {verb} missing; {dataset.name} needs both {' and '.join(dataset.basenames)} "
             f"in one folder, as {dataset.folder}/ of {ARCHIVE}"
         )
+    for path in files:
+        problem = not_a_regular_file(path)  # a FIFO would block the reader forever
+        if problem is not None:
+            raise UserError(f"{path}{problem}")
     return files
 
 
@@ -249,7 +281,7 @@ def _power(files: list[Path], write: _Writer) -> _Recipe:
     return _Recipe(_POWER_REMOVED, _POWER_KEPT, normalisation, seed=_POWER_SEED)
 
 
-def _gas(files: list[Path], write: _Writer) -> _Recipe:
+def _gas(files: list[Path], write: _Writer, *, trust_pickle: bool = False) -> _Recipe:
     """GAS (D = 8): a gas sensor array in ethylene and CO mixtures, (N, 19) -> (N, 8).
 
     Drop columns Meth, Eth, Time. Repeat: C = pandas' correlation matrix, B_i = #{j : C_ij > 0.98} (the
@@ -257,7 +289,7 @@ def _gas(files: list[Path], write: _Writer) -> _Recipe:
     with pandas' mean and sample std (ddof 1) of the whole cleaned table, before splitting; no shuffle; split.
     """
     path = files[0]
-    frame = _read_gas_pickle(path)
+    frame = _read_gas_pickle(path, trust_pickle=trust_pickle)
     _require_columns(frame, path, _GAS_DROPPED)
     frame = frame.drop(columns=_GAS_DROPPED)
     _require_numeric(frame, path)
@@ -351,7 +383,12 @@ def _bsds300(files: list[Path], write: _Writer) -> _Recipe:
     except OSError as error:
         raise _unreadable(path, "HDF5", error) from None
     with handle:
-        missing = [split for split in SPLITS if not isinstance(handle.get(split), h5py.Dataset)]
+        try:
+            # Resolved link by link: an external link or external storage could name a FIFO that blocks forever
+            datasets = {split: local(handle, split) for split in SPLITS}
+        except OutsideTheFile as outside:
+            raise UserError(f"{path}: {outside}; pass the archive's BSDS300/BSDS300.hdf5") from None
+        missing = [split for split in SPLITS if not isinstance(datasets[split], h5py.Dataset)]
         if missing:
             raise UserError(
                 f"{path} has no dataset(s) {', '.join(missing)}; the archive's BSDS300/BSDS300.hdf5 holds "
@@ -359,7 +396,7 @@ def _bsds300(files: list[Path], write: _Writer) -> _Recipe:
             )
         # One split in memory at a time: train alone is 1,000,000 x 63 values
         for split in SPLITS:
-            write(split, _bsds300_split(path, handle[split], split, dims))
+            write(split, _bsds300_split(path, datasets[split], split, dims))
     return _Recipe([], list(range(dims)), None)
 
 
@@ -450,13 +487,27 @@ def _load_npy(path: Path, archive_name: str, width: int) -> np.ndarray:
     return array
 
 
-def _read_gas_pickle(path: Path) -> pd.DataFrame:
-    """The GAS table. The archive ships it only as a pandas pickle, and unpickling a file can run any code it
-    names: pass only the archive's own ``gas/ethylene_CO.pickle`` (its SHA-256 is recorded in the manifest)."""
-    # The one place funnelcli unpickles anything: there is no other format of this file to read instead
+def _read_gas_pickle(path: Path, *, trust_pickle: bool = False) -> pd.DataFrame:
+    """The GAS table, which the archive ships only as a pandas pickle.
+
+    Unpickling a file with pickle's own loader can run any code the file names, so it is read with a
+    restricted unpickler (:func:`funnelcli.data.safe_pickle.load_dataframe`): it knows the globals a pickled
+    frame of numbers needs, under the module paths of every pandas since 0.14 and of Python 2, and refuses
+    any other. With ``trust_pickle``, a file it refuses is unpickled by pandas instead, with a warning.
+    """
     try:
-        frame = pd.read_pickle(path)
-    except Exception as error:  # unpickling fails in many ways: UnpicklingError, ImportError, EOFError...
+        with open(path, "rb") as handle:
+            frame = load_dataframe(handle)
+    except (ForbiddenGlobal, NotATable) as refusal:
+        if not trust_pickle:
+            raise UserError(_pickle_refusal(path, refusal)) from None
+        log.warning(
+            "%s: %s; unpickling it with pandas anyway (--trust-pickle), which runs whatever code it names",
+            path,
+            refusal,
+        )
+        frame = _unpickle_trusted(path)
+    except Exception as error:  # not a pickle at all: UnpicklingError, EOFError, ValueError, UnicodeDecodeError...
         raise _unreadable(path, "a pandas pickle", error) from None
     if not isinstance(frame, pd.DataFrame):
         raise UserError(
@@ -465,6 +516,30 @@ def _read_gas_pickle(path: Path) -> pd.DataFrame:
     if not frame.columns.is_unique:
         raise UserError(f"{path} has duplicate column names; pass the archive's gas/ethylene_CO.pickle")
     return frame
+
+
+def _pickle_refusal(path: Path, refusal: Exception) -> str:
+    """Why a GAS pickle was not unpickled, and the way out if the user knows the file is the archive's own."""
+    if isinstance(refusal, ForbiddenGlobal):
+        what = (
+            f"names the Python global {refusal.name}, which a pickled table of numbers does not need; funnelcli "
+            "did not unpickle it, since unpickling can run any code the file names"
+        )
+    else:
+        what = f"is not a pickled table of numbers ({refusal})"
+    return (
+        f"{path} {what}; pass the archive's gas/ethylene_CO.pickle, or, only if this is that file, "
+        "--trust-pickle to let pandas unpickle it"
+    )
+
+
+def _unpickle_trusted(path: Path) -> Any:
+    """The one place funnelcli lets pandas unpickle a file: GAS, with --trust-pickle, after the safe reader
+    refused it."""
+    try:
+        return pd.read_pickle(path)
+    except Exception as error:  # unpickling fails in many ways: UnpicklingError, ImportError, EOFError...
+        raise _unreadable(path, "a pandas pickle", error) from None
 
 
 def _read_hepmass_csv(path: Path) -> pd.DataFrame:

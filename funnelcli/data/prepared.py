@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from funnelcli.errors import UserError
 
 SPLITS = ("train", "validation", "test")
+MANIFEST = "manifest.json"
+#: The manifest's ``format``; manifests written before it existed are recognised by their ``preprocessing`` record.
+FORMAT = "funnelcli-prepared"
+
+
+def is_manifest(path: str | Path) -> bool:
+    """Whether ``path`` is the manifest of a folder that ``funnel data prepare`` wrote."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    if not isinstance(document, dict):
+        return False
+    return document.get("format") == FORMAT or ("preprocessing" in document and "splits" in document)
 
 
 def is_prepared(path: str | Path) -> bool:
     """Whether ``path`` is a folder written by ``funnel data prepare``."""
-    return Path(path).is_dir() and (Path(path) / "manifest.json").is_file()
+    return Path(path).is_dir() and (Path(path) / MANIFEST).is_file()
 
 
 def split_file(path: str | Path, split: str) -> Path:

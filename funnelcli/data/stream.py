@@ -20,6 +20,7 @@ from funnelcli.data.tables import (
     _check_is_file,
     _check_selection,
     _check_unique,
+    _check_width,
     _error,
     _format_for,
     _numeric_frame,
@@ -65,6 +66,7 @@ def iter_columns(
     """The named columns as they are (any type), in the same chunks as :func:`iter_table`."""
     shown = os.fspath(path)
     source = Path(path)
+    _check_is_file(source, shown)
     fmt = _format_for(source, shown, _READ_FORMATS, "supported extensions")
     wanted = [str(c) for c in columns]
     if fmt == "HDF5":
@@ -88,6 +90,7 @@ def _raw_chunks(source: Path, shown: str, fmt: str, wanted: list[str], batch_row
             raise _unreadable(shown, fmt, exc) from None
         with parquet:
             names = parquet.schema_arrow.names
+            _check_width(shown, len(names))
             _check_unique(shown, names)
             _check_selection(shown, names, wanted)
             try:

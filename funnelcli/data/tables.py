@@ -1,21 +1,27 @@
 """Reading and writing numeric tables: CSV/TSV, Parquet and HDF5 in; CSV/TSV and Parquet out.
 
 Every table read comes back as a DataFrame of float64 columns with a fresh RangeIndex. Every mistake in the
-file (missing, unreadable, duplicate or non-numeric columns, NaN or infinite values) comes back as a
+file (missing, unreadable, duplicate or non-numeric columns, NaN or infinite values, a CSV row with another
+number of fields than the header, more than :data:`MAX_COLUMNS` columns) comes back as a
 :class:`~funnelcli.errors.UserError` whose one line names the file, column or row and says what to do.
+
+Reading never runs code from the file (HDF5 is read with h5py alone, see :mod:`funnelcli.data.hdf5`) and
+only regular files are opened: a FIFO, a device or a file under /proc is refused before it is opened.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 import logging
 import os
+import re
 import stat
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from funnelcli.data.hdf5 import OutsideTheFile, local, read_pandas_group
 from funnelcli.errors import UserError
 
 __all__ = [
+    "MAX_COLUMNS",
     "READ_EXTENSIONS",
     "WRITE_EXTENSIONS",
     "atomic_path",
@@ -67,6 +75,10 @@ _LIST_LIMIT = 20  # names shown before a list is cut short with "... (N more)"
 _REPORT_LIMIT = 10  # columns described in one NaN/inf or non-numeric message
 _REASON_LIMIT = 200  # characters kept of a library's error message
 _HDF5_INSTALL = "pip install 'funnelcli[hdf5]'"
+#: The most columns a table may have. Wider files are refused from their header alone, before any row is read:
+#: a density model of more columns is out of reach anyway, and describing 10^6 columns takes minutes and GBs.
+MAX_COLUMNS = 100_000
+_SYSTEM_FOLDERS = (Path("/proc"), Path("/sys"))  # kernel interfaces: their "files" are not data
 
 
 # --------------------------------------------------------------------------------------------------- reading
@@ -113,6 +125,7 @@ def read_columns(path: PathArg, columns: Sequence[str], *, key: str | None = Non
         import pyarrow.parquet as pq
 
         with pq.ParquetFile(source) as parquet:
+            _check_width(shown, len(parquet.schema_arrow.names))
             _check_selection(shown, parquet.schema_arrow.names, wanted)
         raw = pq.read_table(source, columns=wanted).to_pandas()
     else:
@@ -122,11 +135,52 @@ def read_columns(path: PathArg, columns: Sequence[str], *, key: str | None = Non
 
 
 def _check_is_file(source: Path, shown: str) -> None:
-    """Refuse a path that does not exist or is a directory."""
+    """Refuse a path that does not exist, is a directory, or is not a regular file, before anything opens it.
+
+    A FIFO, socket or device (and a link to one) would block a reader forever or stream without end, and a
+    file under /proc or /sys is the kernel's, not a table: each is refused. Links are followed first.
+    """
     if source.is_dir():
         raise _error(f"{shown} is a directory; expected a table file ({', '.join(READ_EXTENSIONS)})")
-    if not source.exists():
-        raise _error(f"{shown}: no such file")
+    problem = not_a_regular_file(source)
+    if problem is not None:
+        raise _error(f"{shown}{problem}")
+
+
+def not_a_regular_file(path: PathArg) -> str | None:
+    """Why ``path`` may not be read as a data file (": no such file", " is a FIFO, ..."), or None if it may.
+
+    Checked with ``os.stat`` after following links, so nothing is opened: opening a FIFO would block.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return ": no such file"
+    except OSError as exc:
+        return f": cannot be read: {_reason(exc)}"
+    mode = info.st_mode
+    if stat.S_ISDIR(mode):
+        return " is a directory; expected a file"
+    if not stat.S_ISREG(mode):
+        kind = next(
+            (
+                name
+                for test, name in (
+                    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                    (stat.S_ISSOCK, "a socket"),
+                    (stat.S_ISCHR, "a character device"),
+                    (stat.S_ISBLK, "a block device"),
+                )
+                if test(mode)
+            ),
+            "not a regular file",
+        )
+        return f" is {kind}, not a regular file; funnelcli reads only regular files: save the data to a file first"
+    resolved = Path(os.path.realpath(path))
+    for system in _SYSTEM_FOLDERS:
+        if resolved == system or system in resolved.parents:
+            return f" is a file of the kernel's {system} file system, not a table; copy the data to a regular file"
+    return None
 
 
 def _format_for(source: Path, shown: str, formats: dict[str, str], what: str) -> str:
@@ -158,53 +212,201 @@ def _read_delimited(source: Path, shown: str, fmt: str, columns: list[str] | Non
 def iter_delimited(
     source: Path, shown: str, fmt: str, columns: list[str] | None, chunksize: int | None = None
 ) -> Iterator[pd.DataFrame]:
-    """The rows of a CSV or TSV file, whole or in chunks of ``chunksize`` rows, after checking the header."""
-    sep = "\t" if fmt == "TSV" else ","
-    compressed = source.name.lower().endswith(".gz")
-    header = _delimited_header(source, shown, fmt, sep, compressed)
-    _check_unique(shown, header)
+    """The rows of a CSV or TSV file, whole or in chunks of ``chunksize`` rows, after checking the header.
+
+    Every row must have the header's number of fields (see :func:`delimited_frames`); ``columns`` selects
+    columns after parsing, so that a row with extra fields is noticed wherever they are.
+    """
+    start = delimited_start(source, shown, fmt)
+    _check_unique(shown, start.names)
     if columns is not None:
-        _check_selection(shown, header, columns)
+        _check_selection(shown, start.names, columns)
+    for raw in delimited_frames(source, shown, fmt, start, chunksize=chunksize):
+        yield raw if columns is None else raw[columns]
+
+
+@dataclass(frozen=True)
+class DelimitedStart:
+    """What the csv module reads at the top of a CSV or TSV file: the header's names, as written (repeats kept;
+    empty ones named as pandas names them), and the field separator."""
+
+    names: list[str]
+    sep: str
+
+
+def delimited_start(source: Path, shown: str, fmt: str, *, allow_empty: bool = False) -> DelimitedStart:
+    """Read the header and the first data row with the csv module, before pandas reads anything.
+
+    Refuses, quickly, a file with no header, one wider than MAX_COLUMNS, and one whose first data row has
+    another number of fields than the header (which pandas would silently cut or pad). Read with the csv
+    module because pandas renames duplicate names ('a', 'a.1') before we could see them. A file without even a
+    header has no names (``allow_empty``) or is refused.
+    """
+    sep = "\t" if fmt == "TSV" else ","
+    try:
+        with _open_text(source) as handle:
+            reader = csv.reader(handle, delimiter=sep)
+            header = next((row for row in reader if not _blank(row)), None)
+            if header is None:
+                if allow_empty:
+                    return DelimitedStart([], sep)
+                raise _error(f"{shown} has no rows")
+            _check_width(shown, len(header))
+            first = next((row for row in reader if not _blank(row)), None)
+            if first is not None and len(first) != len(header):
+                raise _misshapen(shown, sep, header, 1, reader.line_num, first)
+    except (OSError, EOFError, ValueError, csv.Error) as exc:
+        raise _unreadable(shown, fmt, exc) from None
+    return DelimitedStart([name if name else f"Unnamed: {i}" for i, name in enumerate(header)], sep)
+
+
+def delimited_frames(
+    source: Path, shown: str, fmt: str, start: DelimitedStart, *, chunksize: int | None = None, low_memory: bool = True
+) -> Iterator[pd.DataFrame]:
+    """Every column of a CSV or TSV file, whole or in chunks, each row checked to have the header's fields.
+
+    The checks cost next to nothing on a well-formed file. pandas' C parser itself stops at a row with too many
+    fields (after the first; :func:`delimited_start` checks that one), and fills the missing fields of a row
+    with too few with NaN, so a short row always leaves a NaN in the last column. Only when that column has
+    one, or the parser stopped, is the file read again with the csv module to name the first row whose number
+    of fields is wrong. Raises UserError naming the file, that row (counted as in other messages, and its line
+    of the file) and both numbers of fields.
+    """
+    scanner = _ShapeScanner(source, shown, fmt, start)
+    offset = 0
     try:
         with warnings.catch_warnings():
             # Chunks of one column parsed as different types are expected; the numeric check reports them
             warnings.simplefilter("ignore", pd.errors.DtypeWarning)
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
             result = pd.read_csv(
                 source,
-                sep=sep,
+                sep=start.sep,
                 encoding="utf-8",
-                compression="gzip" if compressed else None,
+                compression="gzip" if _gzipped(source) else None,
                 # Rows with a trailing separator must not silently turn the first column into an index
                 index_col=False,
-                usecols=columns,
                 chunksize=chunksize,
+                low_memory=low_memory,
             )
-            if chunksize is None:
-                yield result
-            else:
-                with result:
-                    yield from result
+            chunks = [result] if chunksize is None else result
+            try:
+                for raw in chunks:
+                    if raw.shape[1] and len(raw):
+                        missing = raw.iloc[:, -1].isna().to_numpy()
+                        if missing.any():
+                            scanner.check(until_row=offset + int(np.flatnonzero(missing)[-1]) + 1)
+                    offset += len(raw)
+                    yield raw
+            finally:
+                if chunksize is not None:
+                    result.close()
     except pd.errors.EmptyDataError:
         raise _error(f"{shown} has no rows") from None
+    except pd.errors.ParserError as exc:
+        # "Expected 2 fields in line 7, saw 3": find the row with the csv module, which counts lines exactly
+        scanner.check(until_row=None)
+        raise _unreadable(shown, fmt, exc) from None
     except (OSError, EOFError, ValueError, csv.Error) as exc:
         raise _unreadable(shown, fmt, exc) from None
+    finally:
+        scanner.close()
 
 
-def _delimited_header(source: Path, shown: str, fmt: str, sep: str, compressed: bool) -> list[str]:
-    """Return the column names of the first non-blank line, named as pandas names them.
+class _ShapeScanner:
+    """Reads a delimited file again, row by row, to find the first row whose number of fields differs from the
+    header's. Used only when pandas' reading hints at one; each call continues where the previous one stopped,
+    so a file is read at most once more in all. Lines without a quote are split with ``str.count`` (about
+    0.5 s per million rows); from the first quote on, the csv module splits them (a quoted field may hold
+    separators and line breaks), as it splits the header."""
 
-    Read with the csv module because pandas renames duplicate names ('a', 'a.1') before we could see them.
-    """
-    try:
-        # utf-8-sig drops a byte-order mark, as pandas does, so the first name matches pandas' name
-        opener = gzip.open if compressed else open
-        with opener(source, "rt", encoding="utf-8-sig", newline="") as handle:
-            row = next((row for row in csv.reader(handle, delimiter=sep) if row), None)
-    except (OSError, EOFError, ValueError, csv.Error) as exc:
-        raise _unreadable(shown, fmt, exc) from None
-    if row is None:
-        raise _error(f"{shown} has no rows")
-    return [name if name else f"Unnamed: {i}" for i, name in enumerate(row)]
+    def __init__(self, source: Path, shown: str, fmt: str, start: DelimitedStart):
+        self.source, self.shown, self.fmt, self.start = source, shown, fmt, start
+        self.handle: Any = None
+        self.records: Iterator[tuple[int, int, Callable[[], list[str]]]] | None = None
+        self.row = 0
+
+    def check(self, until_row: int | None) -> None:
+        """Raise UserError for the first misshapen row up to data row ``until_row`` (None: the end)."""
+        width = len(self.start.names)
+        try:
+            if self.records is None:
+                self.handle = _open_text(self.source)
+                self.records = self._records()
+                next(self.records, None)  # the header
+            while until_row is None or self.row < until_row:
+                record = next(self.records, None)
+                if record is None:
+                    return
+                count, line, fields = record
+                self.row += 1
+                if count != width:
+                    raise _misshapen(self.shown, self.start.sep, self.start.names, self.row, line, fields())
+        except (OSError, EOFError, ValueError, csv.Error) as exc:
+            raise _unreadable(self.shown, self.fmt, exc) from None
+
+    def _records(self) -> Iterator[tuple[int, int, Callable[[], list[str]]]]:
+        """(number of fields, line of the file where the row ends, its fields) of each row pandas reads."""
+        sep = self.start.sep
+        lines = iter(self.handle)
+        number = 0
+        for text in lines:
+            number += 1
+            if '"' in text:
+                reader = csv.reader(itertools.chain([text], lines), delimiter=sep)
+                before = number - 1
+                for fields in reader:
+                    if not _blank(fields):
+                        yield len(fields), before + reader.line_num, lambda fields=fields: fields
+                return
+            content = text.rstrip("\r\n")
+            count = content.count(sep) + 1
+            if count == 1 and not content.strip():
+                continue  # a blank line, which pandas skips
+            yield count, number, lambda content=content: content.split(sep)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def _open_text(source: Path) -> Any:
+    """The file as text for the csv module: gunzipped when it ends in .gz, a byte-order mark dropped (as pandas
+    drops it, so that the first name matches pandas' name)."""
+    opener = gzip.open if _gzipped(source) else open
+    return opener(source, "rt", encoding="utf-8-sig", newline="")
+
+
+def _gzipped(source: Path) -> bool:
+    return source.name.lower().endswith(".gz")
+
+
+def _blank(row: list[str]) -> bool:
+    """A line pandas skips: empty, or only blanks."""
+    return not row or (len(row) == 1 and not row[0].strip())
+
+
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d*,\d+\s*$")
+
+
+def _misshapen(shown: str, sep: str, header: Sequence[str], row: int, line: int, fields: list[str]) -> UserError:
+    """The error for a data row whose number of fields is not the header's, with the likeliest cause."""
+    width = len(header)
+    what = "more" if len(fields) > width else "fewer"
+    text = sep.join(fields)
+    if sep == "," and any(";" in name for name in header) and re.search(r"\d,\d", text):
+        hint = (
+            "; the file seems to separate fields with ';' and write decimals with ',' (as in '1,5'): "
+            "save it with '.' decimals and ',' separators"
+        )
+    elif len(fields) > width and not any(field.strip() for field in fields[width:]):
+        hint = "; its extra fields are empty: remove the trailing separator(s)"
+    else:
+        hint = "; every row needs one field per column of the header: fix or remove that row"
+    return _error(
+        f"{shown}: row {row} (line {line} of the file) has {_count(len(fields), 'field')}, {what} than the "
+        f"header's {width}{hint}"
+    )
 
 
 def _read_parquet(source: Path, shown: str, columns: list[str] | None) -> tuple[pd.DataFrame, list[str]]:
@@ -221,6 +423,7 @@ def _read_parquet(source: Path, shown: str, columns: list[str] | None) -> tuple[
             schema = parquet.schema_arrow
             index_columns = _parquet_index_columns(schema)
             fields = [field for field in schema if field.name not in index_columns]
+            _check_width(shown, len(fields))
             _check_unique(shown, [field.name for field in fields])
             if parquet.metadata.num_rows == 0:
                 raise _error(f"{shown} has no rows")
@@ -254,44 +457,61 @@ def _refuse_nested(shown: str, columns: list[str], nested: dict[str, Any]) -> No
 
 
 def _read_hdf5(source: Path, shown: str, key: str | None) -> pd.DataFrame:
-    """Read one pandas object or plain h5py dataset from an HDF5 file, choosing it by ``key``."""
-    h5py = _import_hdf5(shown, "h5py")
+    """Read one pandas object or plain h5py dataset from an HDF5 file, choosing it by ``key``.
+
+    Read with h5py only, never with PyTables or ``pd.read_hdf``, which unpickle (see :mod:`funnelcli.data.hdf5`).
+    """
+    h5py = _import_hdf5(shown)
     try:
         with h5py.File(source, "r") as handle:
             name, kind = _choose_hdf5_table(shown, _hdf5_tables(h5py, handle), key)
+            if kind.startswith("outside:"):
+                raise _error(
+                    f"{shown}: key {name!r} is not in the file ({kind.removeprefix('outside:')}); funnelcli reads "
+                    "only what the file itself holds: copy the data into it"
+                )
+            node = local(handle, name)
             if kind == "dataset":
-                return _dataset_frame(shown, handle[name], name)
-    except OSError as exc:
+                return _dataset_frame(shown, node, name)
+            return read_pandas_group(shown, node, name, lambda width: _check_width(shown, width))
+    except (OSError, RuntimeError, RecursionError, TypeError, KeyError, ValueError) as exc:
         raise _unreadable(shown, "HDF5", exc) from None
-    # The h5py handle is closed by now: PyTables opens the file itself, possibly with its own libhdf5
-    return _read_pandas_hdf5(source, shown, name)
 
 
-def _import_hdf5(shown: str, module: str) -> ModuleType:
-    """Import h5py or tables, or tell the user how to install the HDF5 extra."""
+def _import_hdf5(shown: str) -> ModuleType:
+    """Import h5py, or tell the user how to install the HDF5 extra."""
     try:
-        return __import__(module)
+        import h5py
     except ImportError:
-        raise _error(f"{shown}: reading HDF5 files needs h5py and PyTables; {_HDF5_INSTALL}") from None
+        raise _error(f"{shown}: reading HDF5 files needs h5py; {_HDF5_INSTALL}") from None
+    return h5py
 
 
-def _hdf5_tables(h5py: ModuleType, group: Any) -> dict[str, str]:
+def _hdf5_tables(h5py: ModuleType, group: Any, seen: set[int] | None = None) -> dict[str, str]:
     """Map every table under ``group`` to its kind, "pandas" or "dataset", keyed by path without a '/'.
 
     A group carrying pandas' ``pandas_type`` attribute is one pandas object; its PyTables internals
     (``table``, ``axis0``, ``block0_values``...) are not tables of their own, so it is not descended into.
+    A link or dataset that would make HDF5 open another file is listed as "outside:<why>" and never opened;
+    a group reached twice (links can form loops) is not descended into again.
     """
+    seen = set() if seen is None else seen
+    seen.add(hash(group.id))
     found: dict[str, str] = {}
     for child_name in group:
-        child = group.get(child_name)  # None for a dangling soft link
         path = f"{group.name.rstrip('/')}/{child_name}".lstrip("/")
+        try:
+            child = local(group, child_name)  # None for a dangling soft link
+        except OutsideTheFile as outside:
+            found[path] = f"outside:{outside}"
+            continue
         if isinstance(child, h5py.Dataset):
             found[path] = "dataset"
-        elif isinstance(child, h5py.Group):
+        elif isinstance(child, h5py.Group) and hash(child.id) not in seen:
             if "pandas_type" in child.attrs:
                 found[path] = "pandas"
             else:
-                found.update(_hdf5_tables(h5py, child))
+                found.update(_hdf5_tables(h5py, child, seen))
     return found
 
 
@@ -313,6 +533,7 @@ def _dataset_frame(shown: str, dataset: Any, name: str) -> pd.DataFrame:
     """Turn a plain h5py dataset into a frame: 2-D is a table, 1-D a column, compound a column per field."""
     if dataset.dtype.names:
         # Compound datasets (e.g. tables written with PyTables itself) have one named field per column
+        _check_width(shown, len(dataset.dtype.names))
         try:
             return pd.DataFrame(dataset[()])
         except ValueError as exc:
@@ -321,6 +542,8 @@ def _dataset_frame(shown: str, dataset: Any, name: str) -> pd.DataFrame:
         raise _error(f"{shown}: dataset {name!r} holds {dataset.dtype} values, not numbers; choose another with --key")
     if dataset.ndim not in (1, 2):
         raise _error(f"{shown}: dataset {name!r} has {dataset.ndim} dimensions; expected a 2-D table or a 1-D column")
+    if dataset.ndim == 2:
+        _check_width(shown, dataset.shape[1])
     # Cast once here so the float64 frame below is the only copy (no copy at all for float64 data)
     values = dataset[()].astype(np.float64, copy=False)
     if dataset.ndim == 1:
@@ -343,20 +566,6 @@ def _dataset_column_names(shown: str, dataset: Any, name: str) -> list[str]:
             "names; fix the attribute or remove it"
         )
     return names
-
-
-def _read_pandas_hdf5(source: Path, shown: str, name: str) -> pd.DataFrame:
-    """Read a pandas object written by ``DataFrame.to_hdf`` (table or fixed format)."""
-    tables = _import_hdf5(shown, "tables")
-    try:
-        obj = pd.read_hdf(source, key="/" + name, mode="r")
-    except (OSError, ValueError, KeyError, TypeError, tables.exceptions.HDF5ExtError) as exc:
-        raise _unreadable(shown, "HDF5", exc) from None
-    if isinstance(obj, pd.Series):
-        return obj.to_frame(name=obj.name if obj.name is not None else name.rsplit("/", 1)[-1])
-    if not isinstance(obj, pd.DataFrame):
-        raise _error(f"{shown}: key {name!r} holds a {type(obj).__name__}, not a table; choose another with --key")
-    return obj
 
 
 # --------------------------------------------------------------------------------- checking and converting
@@ -392,7 +601,10 @@ def _numeric_frame(
     problems: list[str] = []
     skipped = list(skipped)
     for name in columns if explicit else names:
-        verdict = _inspect_column(raw[name], name, explicit, row_offset)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            # Converting text or extreme values may warn (overflow, invalid casts); the checks below report them
+            warnings.simplefilter("ignore", RuntimeWarning)
+            verdict = _inspect_column(raw[name], name, explicit, row_offset)
         if verdict.values is not None:
             kept.append(name)
             values.append(verdict.values)
@@ -405,13 +617,23 @@ def _numeric_frame(
     if problems:
         raise _error(f"{shown}: {_joined(problems)}; fix these values or exclude the column(s) with --columns")
     if not kept:
-        raise _error(f"{shown} has no numeric columns{_delimiter_hint(names)}")
+        raise _error(f"{shown} has no numeric columns{_delimiter_hint(names, raw)}")
     _check_finite(shown, kept, values, row_offset)
     return _assemble(raw, kept, values)
 
 
-def _delimiter_hint(names: Sequence[str]) -> str:
-    """A way out for a table that read as one text column: most often the file uses another delimiter."""
+def _delimiter_hint(names: Sequence[str], raw: pd.DataFrame | None = None) -> str:
+    """A way out for a table without numbers: most often the file uses another delimiter or decimal mark."""
+    if raw is not None and len(raw):
+        for position in range(min(raw.shape[1], _REPORT_LIMIT)):
+            column = raw.iloc[:, position]
+            if column.dtype == object or isinstance(column.dtype, pd.StringDtype):
+                first = _first_present(column.to_numpy(dtype=object))
+                if first is not None and _DECIMAL_COMMA.match(str(column.iloc[first])):
+                    return (
+                        f"; column {names[position]!r} holds numbers written with a decimal comma (first "
+                        f"{_shown_value(column.iloc[first])}): save the file with '.' as the decimal mark"
+                    )
     if len(names) == 1:
         for delimiter, label in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")):
             if delimiter in names[0]:
@@ -499,6 +721,15 @@ def _assemble(raw: pd.DataFrame, names: list[str], values: list[np.ndarray]) -> 
     for j, column in enumerate(values):
         block[:, j] = column
     return pd.DataFrame(block, columns=names, copy=False)
+
+
+def _check_width(shown: str, n_columns: int) -> None:
+    """Refuse a table of more than MAX_COLUMNS columns (before its rows are read)."""
+    if n_columns > MAX_COLUMNS:
+        raise _error(
+            f"{shown} has {n_columns:,} columns, more than the {MAX_COLUMNS:,} funnelcli reads; "
+            "keep the columns you need in a narrower file"
+        )
 
 
 def _check_unique(shown: str, names: Sequence[str]) -> None:

@@ -42,6 +42,8 @@ MAX_COMPARED_ROWS = 5000
 PROJECTIONS = 200
 
 INDEX = "index.html"
+#: The page's ``generator``, by which a folder is recognised as a report that funnelcli wrote (and may replace).
+GENERATOR = "funnelcli-report"
 FIGURES = {
     "training": "training.png",
     "columns": "columns.png",
@@ -253,18 +255,29 @@ def evaluate(
 # ------------------------------------------------------------------------------------------------- the report
 
 
-def check_report_folder(folder: str | Path, *, overwrite: bool = False) -> Path:
-    """Refuse a report folder that exists (without ``overwrite``) or is a file, or a missing matplotlib, before
-    any work is done."""
+def check_report_folder(
+    folder: str | Path, *, overwrite: bool = False, inputs: Sequence[str | Path] = ()
+) -> Path:
+    """Refuse, before any work is done, a missing matplotlib or a report folder that may not be written: one
+    holding anything but an earlier report (whatever ``overwrite`` says), an earlier report without
+    ``overwrite``, a file, or a path that is, holds or lies inside one of ``inputs``."""
+    from funnelcli import outputs
     from funnelcli.evaluation.plots import require_matplotlib
 
     require_matplotlib()
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{folder} is a file, not a folder; choose another report folder")
-    if folder.exists() and not overwrite:
-        raise UserError(f"{folder} already exists; pass --force to replace the report in it or choose another folder")
+    outputs.check_output_folder(folder, outputs.REPORT, overwrite=overwrite, inputs=inputs, flag="report folder")
     return folder
+
+
+def is_report_page(path: str | Path) -> bool:
+    """Whether ``path`` is the ``index.html`` of a report that funnelcli wrote."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            head = handle.read(1 << 20)
+    except OSError:
+        return False
+    return f'content="{GENERATOR}"' in head or "Made by funnelcli" in head
 
 
 def write_report(
@@ -282,10 +295,9 @@ def write_report(
 
     The whole report is first made in a hidden staging folder beside ``folder``; only when every figure and the
     page exist are they renamed into place, ``index.html`` last. A report that fails part-way (a plot that
-    raises, a full disk, Ctrl-C) leaves ``folder`` as it was. An existing folder is refused unless
-    ``overwrite``; then the report's own files in it are replaced (and those this report does not make, such as
-    the OOD figures of an earlier run, removed), and any other file in it is left alone. ``estimator`` draws the
-    samples at each temperature.
+    raises, a full disk, Ctrl-C) leaves ``folder`` as it was. An earlier report in ``folder`` is replaced only
+    with ``overwrite`` (the figures this report does not make, such as the OOD figures of an earlier run, are
+    removed); a folder holding anything else is refused. ``estimator`` draws the samples at each temperature.
     """
     from funnelcli.evaluation import plots
 
@@ -424,6 +436,7 @@ def _html(evaluation: Evaluation, *, title: str | None, test_name: str, ood_name
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="generator" content="{GENERATOR}">
 <title>{e(heading)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1240px; padding: 0 1em; color: #222; }}

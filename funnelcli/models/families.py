@@ -28,6 +28,7 @@ import torch
 from nflows.transforms.base import Transform
 from torch import nn
 
+from funnelcli.errors import UserError
 from funnelcli.models.flow import FunnelFlow
 from funnelcli.models.recipe import Recipe, latent_dim
 from funnelcli.models.vae import VAE
@@ -170,6 +171,195 @@ FAMILIES: dict[str, Family] = {
     "f-mlp": Family("f-mlp", build_f_mlp, "the paper's MLP funnel model: y = s(Wx + b) layers (F-MLP)"),
     "vae": Family("vae", build_vae, "variational autoencoder baseline; scores are lower bounds"),
 }
+
+
+# -- the size of a model, counted from its recipe before anything is built -----------------------------------------
+
+#: The most parameters a model may have unless the caller raises the limit (``FunnelDensity(max_parameters=N)``,
+#: ``funnel train --max-parameters N``): 100 million, about 1.6 GB of weights, gradients and Adam moments.
+DEFAULT_MAX_PARAMETERS = 100_000_000
+#: The largest limit that may be asked for (10^12 parameters, 16 TB to train: no machine has that).
+MAX_PARAMETERS_LIMIT = 10**12
+#: Bytes per parameter while training in float32: the weight, its gradient and Adam's two moments.
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+@dataclass(frozen=True)
+class SizeEstimate:
+    """What a recipe builds for ``input_dim`` columns, counted without building it."""
+
+    parameters: int
+    latent_dim: int
+
+    @property
+    def training_bytes(self) -> int:
+        """Memory for the weights, their gradients and Adam's moments in float32 (activations not included)."""
+        return TRAINING_BYTES_PER_PARAMETER * self.parameters
+
+    @property
+    def training_memory(self) -> str:
+        """:attr:`training_bytes` for people: ``"1.6 GB"``, ``"29.1 MB"``, ``"12 kB"``."""
+        size = self.training_bytes
+        if size >= 1e9:
+            return f"{size / 1e9:,.1f} GB"
+        return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+
+
+def _linear(n_in: int, n_out: int) -> int:
+    return n_in * n_out + n_out
+
+
+def _residual_net(n_in: int, n_out: int, hidden: int, blocks: int, context: int | None = None) -> int:
+    """nflows' ResidualNet: an input layer (inputs and context together), blocks of two layers (plus a context
+    layer each), an output layer."""
+    per_block = 2 * _linear(hidden, hidden) + (_linear(context, hidden) if context is not None else 0)
+    return _linear(n_in + (context or 0), hidden) + blocks * per_block + _linear(hidden, n_out)
+
+
+def _made(features: int, hidden: int, context: int | None, blocks: int, multiplier: int) -> int:
+    """nflows' MADE with residual blocks: masked layers hold full weight matrices (the masks are buffers)."""
+    context_layer = _linear(context, hidden) if context is not None else 0
+    per_block = 2 * _linear(hidden, hidden) + context_layer
+    return _linear(features, hidden) + context_layer + blocks * per_block + _linear(hidden, features * multiplier)
+
+
+def _lu(features: int) -> int:
+    # The strictly lower and strictly upper entries, the diagonal and the bias.
+    return features * features + features
+
+
+def _spline_params(bins: int) -> int:
+    return 3 * bins - 1
+
+
+def _count_elementwise_spline(features: int, context: int | None, settings: SplineSettings, shared=False) -> int:
+    n_params = (1 if shared else features) * _spline_params(settings.bins)
+    if context:
+        return _residual_net(context, n_params, settings.hidden_features, settings.residual_blocks)
+    return n_params
+
+
+def _halves(features: int, step: int) -> tuple[int, int]:
+    """(identity, transformed) coordinates of a coupling with nflows' alternating mask at ``step``."""
+    transformed = len(range(0 if step % 2 == 0 else 1, features, 2))
+    return features - transformed, transformed
+
+
+def _count_rq_layer(kind: str, features: int, step: int, settings: SplineSettings, context: int | None = None) -> int:
+    per = _spline_params(settings.bins)
+    if kind == "autoregressive":
+        return _made(features, settings.hidden_features, context, settings.residual_blocks, per)
+    if features == 1:
+        return _count_elementwise_spline(1, context, settings)
+    identity, transformed = _halves(features, step)
+    return _residual_net(identity, transformed * per, settings.hidden_features, settings.residual_blocks, context)
+
+
+def _count_ansatz(recipe: Recipe, drop: int, keep: int, kind: str = "coupling") -> int:
+    m = recipe.model
+    if m.ansatz == "gaussian":
+        sizes = [keep] + [m.ansatz_hidden_features] * m.ansatz_layers
+        return sum(_linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)) + _linear(sizes[-1], 2 * drop)
+    settings = _spline_settings(recipe, m.ansatz_hidden_features)
+    return sum(_count_rq_layer(kind, drop, step, settings, keep) for step in range(m.ansatz_flow_steps))
+
+
+def _count_nsf(recipe: Recipe, input_dim: int) -> SizeEstimate:
+    m = recipe.model
+    settings = _spline_settings(recipe)
+    dim, total = input_dim, 0
+    for step in range(m.flow_steps):
+        if recipe.has_funnel and step == m.funnel_level and m.funnel_kind != "spline":
+            keep = conv_latent_dim(dim, m.funnel_kind)
+            total += 3 + _count_ansatz(recipe, dim - keep, keep, m.transform)  # the kernel: w1, w2 and b
+            dim = keep
+            continue
+        total += _lu(dim)
+        if recipe.has_funnel and step == m.funnel_level:
+            keep = _target(recipe, input_dim)
+            if m.transform == "autoregressive":
+                total += _count_rq_layer("autoregressive", keep, step, settings, dim - keep)
+            else:
+                total += _count_elementwise_spline(keep, dim - keep, settings)
+            total += _count_ansatz(recipe, dim - keep, keep, m.transform)
+            dim = keep
+        else:
+            total += _count_rq_layer(m.transform, dim, step, settings)
+    return SizeEstimate(total + _lu(dim), dim)
+
+
+def _count_glow(recipe: Recipe, input_dim: int) -> SizeEstimate:
+    m = recipe.model
+    dim, total = input_dim, 0
+    for step in range(m.flow_steps):
+        total += 2 * dim + _lu(dim)  # ActNorm's log-scale and shift, and the LU map
+        if recipe.has_funnel and step == m.funnel_level:
+            keep = _target(recipe, input_dim)
+            total += _residual_net(dim - keep, 2 * keep, m.hidden_features, m.residual_blocks)
+            total += _count_ansatz(recipe, dim - keep, keep)
+            dim = keep
+        elif dim == 1:
+            total += 2  # a free elementwise scale and shift
+        else:
+            identity, transformed = _halves(dim, step)
+            total += _residual_net(identity, 2 * transformed, m.hidden_features, m.residual_blocks)
+    return SizeEstimate(total + 2 * dim, dim)
+
+
+def _count_f_mlp(recipe: Recipe, input_dim: int) -> SizeEstimate:
+    m = recipe.model
+    per = _spline_params(m.bins)  # one spline shared by the layer's features
+    dim, total = input_dim, 0
+    for size in mlp_sizes(input_dim, _target(recipe, input_dim), m.mlp_layout):
+        if size == dim:
+            total += _lu(dim) + per
+        else:
+            drop = dim - size
+            total += _lu(size) + size * drop + per + _count_ansatz(recipe, drop, size)
+            dim = size
+    return SizeEstimate(total, dim)
+
+
+def _count_vae(recipe: Recipe, input_dim: int) -> SizeEstimate:
+    m = recipe.model
+    latent = _target(recipe, input_dim)
+
+    def mlp(n_in: int, n_out: int) -> int:
+        hidden = m.hidden_features
+        return _linear(n_in, hidden) + (m.vae_layers - 1) * _linear(hidden, hidden) + _linear(hidden, n_out)
+
+    return SizeEstimate(mlp(input_dim, 2 * latent) + mlp(latent, 2 * input_dim), latent)
+
+
+_COUNTS = {"nsf": _count_nsf, "f-nsf": _count_nsf, "glow": _count_glow, "f-glow": _count_glow}
+_COUNTS.update({"f-mlp": _count_f_mlp, "vae": _count_vae})
+
+
+def estimate_size(recipe: Recipe, input_dim: int) -> SizeEstimate:
+    """The parameter count and latent size of the recipe's model for ``input_dim`` columns, without building it.
+
+    Exact (a test checks it against the built models of every family): arithmetic only, so a recipe sized for
+    billions of parameters costs nothing to count. A funnel (or the VAE) on fewer than 2 columns is a
+    :class:`UserError`.
+    """
+    if recipe.has_funnel or recipe.family == "vae":
+        latent_dim(input_dim, recipe.model.reduce)  # refuses a funnel on one column
+    return _COUNTS[recipe.family](recipe, input_dim)
+
+
+def check_size(recipe: Recipe, input_dim: int, max_parameters: int | None = None) -> SizeEstimate:
+    """The recipe's :class:`SizeEstimate` for ``input_dim`` columns; a :class:`UserError` when its parameters
+    exceed ``max_parameters`` (default :data:`DEFAULT_MAX_PARAMETERS`)."""
+    limit = DEFAULT_MAX_PARAMETERS if max_parameters is None else max_parameters
+    estimate = estimate_size(recipe, input_dim)
+    if estimate.parameters > limit:
+        raise UserError(
+            f"recipe {recipe.name!r} gives a model of {estimate.parameters:,} parameters for {input_dim} columns "
+            f"(about {estimate.training_memory} to train), above the limit of {limit:,}; choose a "
+            f"smaller recipe (fewer flow_steps or hidden_features), or raise the limit with --max-parameters "
+            f"{estimate.parameters} (FunnelDensity(max_parameters=...))"
+        )
+    return estimate
 
 
 def build_model(recipe: Recipe, mean: np.ndarray, std: np.ndarray, *, seed: int | None = None) -> nn.Module:

@@ -42,47 +42,77 @@ FUNNEL_FIELDS = _FUNNEL
 MLP_LAYERS = ("preserve", "halfway", "latent")
 
 
-def _int(low: int | None = None, high: int | None = None):
+#: The most columns a model may have (a recipe's ``input_dim``, ``funnel recipes show --dim``, a table to fit).
+MAX_COLUMNS = 100_000
+#: The largest seed: seeds are unsigned 32-bit integers, which every random number generator used accepts.
+MAX_SEED = 2**32 - 1
+
+
+def _int(low: int, high: int):
+    """A check for an integer in [low, high]; ``check.range`` states the range."""
+
     def check(value):
         if isinstance(value, bool) or not isinstance(value, int):
             return "an integer"
-        if low is not None and value < low:
+        if value < low:
             return f"an integer >= {low}"
-        if high is not None and value > high:
+        if value > high:
             return f"an integer <= {high}"
         return None
 
+    check.range = f"{low}..{high}"
     return check
 
 
-def _float(low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = True):
+def _float(low: float, high: float, *, low_open: bool = False, high_open: bool = True):
+    """A check for a finite number between ``low`` and ``high`` (open or closed ends); ``check.range`` states it."""
+    left = "(" if low_open else "["
+    right = ")" if high_open else "]"
+    shown = f"{left}{low:g}, {high:g}{right}"
+
     def check(value):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             return "a number"
+        # An integer is compared as it is: float() of a huge one would overflow.
+        if isinstance(value, float) and not math.isfinite(value):
+            return "a finite number"
         too_low = value <= low if low_open else value < low
-        too_high = high is not None and (value >= high if high_open else value > high)
+        too_high = value >= high if high_open else value > high
         if too_low or too_high:
-            left = "(" if low_open else "["
-            right = ")" if high_open or high is None else "]"
-            return f"a number in {left}{low}, {'inf' if high is None else high}{right}"
+            return f"a number in {shown}"
         return None
 
+    check.range = shown
     return check
 
 
 def _choice(*options: str):
     def check(value):
-        return None if value in options else "one of " + ", ".join(repr(o) for o in options)
+        return None if isinstance(value, str) and value in options else "one of " + ", ".join(repr(o) for o in options)
 
+    check.range = " | ".join(options)
     return check
 
 
+#: The most layers an F-MLP layout may list.
+MAX_MLP_LAYERS = 1000
+
+
 def _layout(value):
-    if not isinstance(value, list | tuple) or not value or any(v not in MLP_LAYERS for v in value):
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or any(not isinstance(v, str) or v not in MLP_LAYERS for v in value)
+    ):
         return "a non-empty list of " + ", ".join(repr(o) for o in MLP_LAYERS)
+    if len(value) > MAX_MLP_LAYERS:
+        return f"a list of at most {MAX_MLP_LAYERS} layers"
     if "latent" not in value:
         return "a list of layers that includes one 'latent' layer"
     return None
+
+
+_layout.range = f"1..{MAX_MLP_LAYERS} of " + " | ".join(MLP_LAYERS)
 
 
 def _spec(default, check, doc: str):
@@ -93,42 +123,44 @@ def _spec(default, check, doc: str):
 class ModelSettings:
     """The ``[model]`` table."""
 
-    flow_steps: int = _spec(10, _int(1), "flow steps (permutation, LU linear map, spline layer)")
+    flow_steps: int = _spec(10, _int(1, 1000), "flow steps (permutation, LU linear map, spline layer)")
     transform: str = _spec("coupling", _choice("coupling", "autoregressive"), "spline layer type")
-    hidden_features: int = _spec(128, _int(1), "hidden units of each spline network")
-    residual_blocks: int = _spec(2, _int(1), "residual blocks of each spline network")
-    bins: int = _spec(8, _int(2), "rational-quadratic spline bins")
-    tail_bound: float = _spec(3.0, _float(0, low_open=True), "splines act on [-tail_bound, tail_bound]")
+    hidden_features: int = _spec(128, _int(1, 65536), "hidden units of each spline network")
+    residual_blocks: int = _spec(2, _int(1, 64), "residual blocks of each spline network")
+    bins: int = _spec(8, _int(2, 256), "rational-quadratic spline bins")
+    tail_bound: float = _spec(
+        3.0, _float(0, 1000, low_open=True, high_open=False), "splines act on [-tail_bound, tail_bound]"
+    )
     dropout: float = _spec(0.0, _float(0, 1), "dropout probability in the spline networks")
     reduce: float = _spec(0.5, _float(0, 1, low_open=True), "fraction of the dimensions a funnel removes")
-    funnel_level: int = _spec(2, _int(0), "0-based flow step replaced by the funnel")
+    funnel_level: int = _spec(2, _int(0, 999), "0-based flow step replaced by the funnel")
     ansatz: str = _spec("flow", _choice("gaussian", "flow"), "q(x_drop | z): gaussian or flow")
-    ansatz_hidden_features: int = _spec(64, _int(1), "hidden units of the ansatz networks")
-    ansatz_layers: int = _spec(3, _int(1), "hidden layers of the gaussian ansatz MLP")
-    ansatz_flow_steps: int = _spec(2, _int(1), "layers of the flow ansatz")
+    ansatz_hidden_features: int = _spec(64, _int(1, 65536), "hidden units of the ansatz networks")
+    ansatz_layers: int = _spec(3, _int(1, 64), "hidden layers of the gaussian ansatz MLP")
+    ansatz_flow_steps: int = _spec(2, _int(1, 1000), "layers of the flow ansatz")
     funnel_kind: str = _spec(
         "spline", _choice("spline", "conv", "conv-stride1"), "f-nsf funnel: spline, or a 1-D convolutional funnel"
     )
     mlp_layout: tuple = _spec(
         ("preserve", "preserve", "halfway", "preserve", "latent", "preserve", "preserve", "preserve"),
-        lambda value: _layout(value),
+        _layout,
         "f-mlp layers: preserve, halfway (to halfway between input and latent size) or latent",
     )
-    vae_layers: int = _spec(2, _int(1), "hidden layers of the VAE encoder and decoder")
+    vae_layers: int = _spec(2, _int(1, 64), "hidden layers of the VAE encoder and decoder")
 
 
 @dataclass(frozen=True)
 class TrainingSettings:
     """The ``[training]`` table."""
 
-    batch_size: int = _spec(256, _int(1), "rows per step")
-    lr: float = _spec(5e-4, _float(0, low_open=True), "Adam learning rate")
-    steps: int = _spec(2000, _int(1), "optimisation steps")
+    batch_size: int = _spec(256, _int(1, 2**20), "rows per step")
+    lr: float = _spec(5e-4, _float(0, 10, low_open=True, high_open=False), "Adam learning rate")
+    steps: int = _spec(2000, _int(1, 100_000_000), "optimisation steps")
     schedule: str = _spec("cosine", _choice("cosine", "constant"), "learning-rate schedule (cosine anneals to 0)")
-    grad_clip: float = _spec(5.0, _float(0), "gradient-norm clipping (0: none)")
-    eval_every: int = _spec(100, _int(1), "steps between validation passes")
-    patience: int = _spec(10, _int(0), "validation passes without improvement before stopping (0: never)")
-    seed: int = _spec(0, _int(0), "seed of weights, permutations, batches and the validation split")
+    grad_clip: float = _spec(5.0, _float(0, 1e6, high_open=False), "gradient-norm clipping (0: none)")
+    eval_every: int = _spec(100, _int(1, 100_000_000), "steps between validation passes")
+    patience: int = _spec(10, _int(0, 1_000_000), "validation passes without improvement before stopping (0: never)")
+    seed: int = _spec(0, _int(0, MAX_SEED), "seed of weights, permutations, batches and the validation split")
 
 
 _SECTIONS = {"model": ModelSettings, "training": TrainingSettings}
@@ -160,19 +192,23 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, name: str = "custom", source: str = "recipe") -> Recipe:
         """Validate a parsed recipe; every unknown key or bad value is a :class:`UserError` naming it."""
+        if not isinstance(data, dict):
+            raise UserError(f"{source}: a recipe must be a table of settings, not {type(data).__name__}")
         data = dict(data)
         for key in data:
             if key not in _TOP_LEVEL and key not in _SECTIONS:
                 _unknown(source, key, [*_TOP_LEVEL, *_SECTIONS])
         family = data.get("family", "f-nsf")
-        if family not in FAMILIES:
-            raise UserError(f"{source}: family {family!r} is unknown; choose one of {', '.join(FAMILIES)}")
+        if not isinstance(family, str) or family not in FAMILIES:
+            raise UserError(f"{source}: family {_shown(family)} is unknown; choose one of {', '.join(FAMILIES)}")
         description = data.get("description", "")
         if not isinstance(description, str):
             raise UserError(f"{source}: description must be a string")
         input_dim = data.get("input_dim")
-        if input_dim is not None and _int(1)(input_dim) is not None:
-            raise UserError(f"{source}: input_dim = {input_dim!r} is invalid; it must be an integer >= 1")
+        if input_dim is not None and _int(1, MAX_COLUMNS)(input_dim) is not None:
+            raise UserError(
+                f"{source}: input_dim = {_shown(input_dim)} is invalid; it must be an integer in 1..{MAX_COLUMNS}"
+            )
         sections = {}
         for section, settings_cls in _SECTIONS.items():
             values = data.get(section, {})
@@ -233,7 +269,16 @@ class Recipe:
 def _unknown(source: str, key: str, known: list[str]) -> None:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
-    raise UserError(f"{source}: unknown key {key!r}{hint}")
+    raise UserError(f"{source}: unknown key {_shown(key)}{hint}")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so that a hostile value cannot flood an error line."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # nested too deeply, or an integer with too many digits to print
+        text = f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _build_settings(settings_cls, values: dict[str, Any], source: str, section: str):
@@ -243,7 +288,7 @@ def _build_settings(settings_cls, values: dict[str, Any], source: str, section: 
             _unknown(f"{source} [{section}]", key, list(fields))
         expected = fields[key].metadata["check"](value)
         if expected is not None:
-            raise UserError(f"{source}: {section}.{key} = {value!r} is invalid; it must be {expected}")
+            raise UserError(f"{source}: {section}.{key} = {_shown(value)} is invalid; it must be {expected}")
     # TOML and JSON may write a float field as an integer (lr = 1); store floats as floats.
     converted = {key: float(value) if fields[key].type == "float" else value for key, value in values.items()}
     if "mlp_layout" in converted:
@@ -299,8 +344,13 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     path = recipe_path(name_or_path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"recipe {path}: not valid TOML ({str(error).splitlines()[0]})") from None
+    except ValueError as error:  # not TOML, not UTF-8, or an integer with more digits than Python reads
+        raise UserError(f"recipe {path}: not valid TOML ({(str(error).splitlines() or [''])[0][:120]})") from None
+    except RecursionError:
+        raise UserError(
+            f"recipe {path}: its tables or arrays are nested too deeply to read; a recipe is two flat tables, "
+            "[model] and [training]"
+        ) from None
     name = path.stem if path.parent == bundled_recipe_dir() else str(path)
     return Recipe.from_dict(data, name=name, source=f"recipe {path.name}")
 
@@ -308,6 +358,15 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
 def field_names() -> tuple[str, ...]:
     """Every ``[model]`` and ``[training]`` field name (they are unique across the two tables)."""
     return tuple(_FIELD_SECTION)
+
+
+def field_ranges() -> dict[str, str]:
+    """The allowed values of every recipe field (``"model.bins": "2..256"``), as the checks enforce them."""
+    ranges = {"input_dim": f"1..{MAX_COLUMNS}"}
+    for section, settings_cls in _SECTIONS.items():
+        for f in dataclasses.fields(settings_cls):
+            ranges[f"{section}.{f.name}"] = f.metadata["check"].range
+    return ranges
 
 
 def describe_fields() -> list[tuple[str, str, Any, str]]:

@@ -41,7 +41,7 @@ MAX_IW_SAMPLES = 10_000
 MAX_SAMPLES = 10_000_000
 #: The highest sampling temperature: beyond it, draws lie far outside anything the model was fitted to.
 MAX_TEMPERATURE = 10.0
-_NAMED_PARAMS = ("reduce", "ansatz", "steps", "batch_size", "lr", "seed")
+_NAMED_PARAMS = ("reduce", "latent_dim", "ansatz", "steps", "batch_size", "lr", "seed")
 #: Seed of the dequantization noise used when scoring, so that a score is reproducible.
 SCORE_NOISE_SEED = 0
 
@@ -53,8 +53,10 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
     ----------
     recipe : str, path or Recipe, default "f-nsf"
         A bundled recipe name (``funnel recipes``), a path to a TOML recipe, or a :class:`Recipe`.
-    reduce, ansatz, steps, batch_size, lr, seed : optional
-        Override the recipe's fields of the same names. ``reduce`` and ``ansatz`` need a funnel family.
+    reduce, latent_dim, ansatz, steps, batch_size, lr, seed : optional
+        Override the recipe's fields of the same names. ``reduce`` (the fraction of dimensions to remove),
+        ``latent_dim`` (the number to keep, 1 to D - 1; not together with ``reduce``) and ``ansatz`` need a
+        funnel family or the VAE.
     device : {"auto", "cpu", "cuda"}, default "auto"
         Where to train and evaluate; ``auto`` takes a GPU when torch sees one.
     val_fraction : float, default 0.1
@@ -98,6 +100,7 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         recipe: str | Path | Recipe = "f-nsf",
         *,
         reduce: float | None = None,
+        latent_dim: int | None = None,
         ansatz: str | None = None,
         steps: int | None = None,
         batch_size: int | None = None,
@@ -112,6 +115,7 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
     ):
         self.recipe = recipe
         self.reduce = reduce
+        self.latent_dim = latent_dim
         self.ansatz = ansatz
         self.steps = steps
         self.batch_size = batch_size

@@ -32,7 +32,7 @@ from funnelcli.evaluation import (
     wasserstein_to_standard_normal,
     write_report,
 )
-from funnelcli.evaluation.report import FIGURES, INDEX, metric_rows
+from funnelcli.evaluation.report import FIGURES, GENERATOR, INDEX, metric_rows
 from funnelcli.models import FAMILIES
 from tests.conftest import manifold_table, tiny_recipe
 
@@ -276,8 +276,9 @@ def test_evaluate_with_report_writes_it_and_names_index_html_in_the_json(models,
 
 def test_report_replaces_an_existing_report_only_with_force_and_prints_the_path_of_index_html(models, workdir):
     folder = workdir / "report-command"
-    earlier = run("report", models["f-nsf"], workdir / "test.csv", "-o", folder)
-    assert earlier.exit_code == 0, earlier.output
+    folder.mkdir()
+    (folder / INDEX).write_text(f'<html><head><meta name="generator" content="{GENERATOR}"></head></html>')
+    (folder / FIGURES["roc"]).write_bytes(b"an older report's figure")
     args = ("report", models["f-nsf"], workdir / "test.csv", "-o", folder, "--ood", workdir / "ood.csv")
     assert_one_line_error(run(*args), "already holds a report folder", "--force")
     result = run(*args, "--force")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 from collections import Counter
@@ -399,7 +400,8 @@ def test_gas_pickle_naming_another_global_is_refused_naming_it_and_runs_nothing(
 
 def test_trust_pickle_lets_pandas_unpickle_a_refused_gas_file_with_a_warning(archive, tmp_path, caplog):
     path, marker = gas_with_payload(archive, tmp_path)
-    manifest = prepare("gas", path, tmp_path / "out", trust_pickle=True)
+    with caplog.at_level(logging.WARNING, logger="funnelcli"):
+        manifest = prepare("gas", path, tmp_path / "out", trust_pickle=True)
     assert marker.exists()
     assert manifest["removed_columns"] == GAS_EXPECTED_REMOVED
     assert any("--trust-pickle" in record.getMessage() for record in caplog.records)

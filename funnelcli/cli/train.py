@@ -30,6 +30,8 @@ Examples:
 
   funnel train data.parquet --reduce 0.5
 
+  funnel train data.parquet --latent-dim 3
+
   funnel train data.csv --recipe nsf --steps 5000 --out runs/nsf
 
   funnel train data.h5 --key table --columns a,b,c --validation val.h5 --ansatz gaussian
@@ -48,6 +50,10 @@ def train(
     ] = "f-nsf",
     reduce: Annotated[
         float | None, typer.Option(help="Fraction of the dimensions the funnel removes (0 < reduce < 1).")
+    ] = None,
+    latent_dim: Annotated[
+        int | None,
+        typer.Option("--latent-dim", help="Dimensions the funnel keeps, 1 to D - 1 (instead of --reduce)."),
     ] = None,
     ansatz: Annotated[str | None, typer.Option(help="q(x_drop | z): gaussian or flow.")] = None,
     steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
@@ -128,6 +134,7 @@ def train(
     estimator = FunnelDensity(
         recipe,
         reduce=reduce,
+        latent_dim=latent_dim,
         ansatz=ansatz,
         steps=steps,
         batch_size=batch_size,

@@ -255,9 +255,7 @@ def evaluate(
 # ------------------------------------------------------------------------------------------------- the report
 
 
-def check_report_folder(
-    folder: str | Path, *, overwrite: bool = False, inputs: Sequence[str | Path] = ()
-) -> Path:
+def check_report_folder(folder: str | Path, *, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
     """Refuse, before any work is done, a missing matplotlib or a report folder that may not be written: one
     holding anything but an earlier report (whatever ``overwrite`` says), an earlier report without
     ``overwrite``, a file, or a path that is, holds or lies inside one of ``inputs``."""

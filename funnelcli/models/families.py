@@ -30,7 +30,7 @@ from torch import nn
 
 from funnelcli.errors import UserError
 from funnelcli.models.flow import FunnelFlow
-from funnelcli.models.recipe import Recipe, latent_dim
+from funnelcli.models.recipe import Recipe
 from funnelcli.models.vae import VAE
 from funnelcli.transforms import (
     ElementwiseRQSpline,
@@ -80,7 +80,7 @@ def _ansatz(recipe: Recipe, drop: int, keep: int, kind: str = "coupling") -> nn.
 
 
 def _target(recipe: Recipe, input_dim: int) -> int:
-    return latent_dim(input_dim, recipe.model.reduce)
+    return recipe.latent_size(input_dim)
 
 
 def build_nsf(recipe: Recipe, scaler: Standardize) -> FunnelFlow:
@@ -343,7 +343,7 @@ def estimate_size(recipe: Recipe, input_dim: int) -> SizeEstimate:
     :class:`UserError`.
     """
     if recipe.has_funnel or recipe.family == "vae":
-        latent_dim(input_dim, recipe.model.reduce)  # refuses a funnel on one column
+        recipe.latent_size(input_dim)  # refuses a funnel on one column, or a latent_dim that does not fit
     return _COUNTS[recipe.family](recipe, input_dim)
 
 

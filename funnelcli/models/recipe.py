@@ -4,9 +4,10 @@ A recipe file has a ``family`` and a ``description`` at the top and two tables, 
 ``[training]``; a field left out takes the default below. Bundled recipes live in ``recipes/`` at the top of
 the project (``funnel recipes`` lists them); any other path is read as a user's recipe.
 
-How ``reduce`` sets the latent size: a funnel on D inputs drops ``round(reduce * D)`` coordinates (halves
-round up), at least 1 and at most D - 1, so the latent size is ``latent_dim = D - dropped``. For example
-reduce = 0.5 keeps 3 of 6 columns and 3 of 7.
+How the latent size is set: ``model.latent_dim = K`` keeps K of the D inputs (1 <= K <= D - 1). Without it,
+``reduce`` does: a funnel on D inputs drops ``round(reduce * D)`` coordinates (halves round up), at least 1 and
+at most D - 1, so the latent size is ``latent_dim = D - dropped``. For example reduce = 0.5 keeps 3 of 6 columns
+and 3 of 7. A recipe sets one of the two, never both.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from typing import Any
 from funnelcli.errors import UserError
 
 _SPLINE = ("flow_steps", "transform", "hidden_features", "residual_blocks", "bins", "tail_bound", "dropout")
-_FUNNEL = ("reduce", "funnel_level", "ansatz", "ansatz_hidden_features", "ansatz_layers", "ansatz_flow_steps")
+_FUNNEL = (
+    "reduce",
+    "latent_dim",
+    "funnel_level",
+    "ansatz",
+    "ansatz_hidden_features",
+    "ansatz_layers",
+    "ansatz_flow_steps",
+)
 _GLOW = ("flow_steps", "hidden_features", "residual_blocks", "dropout")
 
 #: The ``[model]`` fields each family reads; any other model field in its recipe is an error that names it.
@@ -32,11 +41,18 @@ FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
     "f-nsf": (*_SPLINE, *_FUNNEL, "funnel_kind"),
     "glow": _GLOW,
     "f-glow": (*_GLOW, *_FUNNEL, "bins", "tail_bound"),
-    "f-mlp": ("bins", "tail_bound", "mlp_layout", *_FUNNEL[:1], *_FUNNEL[2:], "residual_blocks", "dropout"),
-    "vae": ("hidden_features", "vae_layers", "reduce"),
+    "f-mlp": (
+        "bins",
+        "tail_bound",
+        "mlp_layout",
+        *(f for f in _FUNNEL if f != "funnel_level"),
+        "residual_blocks",
+        "dropout",
+    ),
+    "vae": ("hidden_features", "vae_layers", "reduce", "latent_dim"),
 }
 FAMILIES = tuple(FAMILY_FIELDS)
-#: Families whose latent size comes from ``reduce`` (funnels, and the VAE at the same compression).
+#: Families whose latent size comes from ``latent_dim`` or ``reduce`` (funnels; the VAE reads both too).
 FAMILIES_WITH_FUNNEL = ("f-nsf", "f-glow", "f-mlp")
 FUNNEL_FIELDS = _FUNNEL
 MLP_LAYERS = ("preserve", "halfway", "latent")
@@ -133,6 +149,7 @@ class ModelSettings:
     )
     dropout: float = _spec(0.0, _float(0, 1), "dropout probability in the spline networks")
     reduce: float = _spec(0.5, _float(0, 1, low_open=True), "fraction of the dimensions a funnel removes")
+    latent_dim: int = _spec(0, _int(0, MAX_COLUMNS), "dimensions a funnel keeps (0: set by reduce instead)")
     funnel_level: int = _spec(2, _int(0, 999), "0-based flow step replaced by the funnel")
     ansatz: str = _spec("flow", _choice("gaussian", "flow"), "q(x_drop | z): gaussian or flow")
     ansatz_hidden_features: int = _spec(64, _int(1, 65536), "hidden units of the ansatz networks")
@@ -219,9 +236,18 @@ class Recipe:
         recipe._check_consistent(source, set(data.get("model", {})))
         return recipe
 
+    def latent_size(self, input_dim: int) -> int:
+        """The latent size this recipe's funnel (or VAE) gives ``input_dim`` columns: ``latent_dim``, or else
+        what ``reduce`` leaves (:func:`latent_dim`)."""
+        return latent_dim(input_dim, self.model.reduce, self.model.latent_dim)
+
     def to_dict(self) -> dict[str, Any]:
-        """The recipe as plain data (what ``model.json`` stores); ``from_dict`` reads it back."""
+        """The recipe as plain data (what ``model.json`` stores); ``from_dict`` reads it back.
+
+        Of ``reduce`` and ``latent_dim`` only the one that sets the latent size is written.
+        """
         model = {key: value for key, value in dataclasses.asdict(self.model).items() if key in self.fields}
+        model.pop("reduce" if self.model.latent_dim else "latent_dim", None)
         if "mlp_layout" in model:
             model["mlp_layout"] = list(model["mlp_layout"])
         data = {"family": self.family, "description": self.description}
@@ -237,6 +263,14 @@ class Recipe:
         overrides = {key: value for key, value in overrides.items() if value is not None}
         if not overrides:
             return self
+        if "latent_dim" in overrides and _int(1, MAX_COLUMNS)(overrides["latent_dim"]) is not None:
+            raise UserError(
+                f"--latent-dim must be a whole number of dimensions, 1 or more, got {overrides['latent_dim']!r}"
+            )
+        if "reduce" in overrides and "latent_dim" in overrides:
+            raise UserError(
+                "--reduce and --latent-dim both set the latent size; pass one (--latent-dim K keeps K dimensions)"
+            )
         for key in overrides:
             if key not in _FIELD_SECTION:
                 _unknown("override", key, list(_FIELD_SECTION))
@@ -247,6 +281,11 @@ class Recipe:
         data = self.to_dict()
         for key, value in overrides.items():
             data[_FIELD_SECTION[key]][key] = value
+        # The one given sets the latent size; the recipe's other one gives way
+        if "reduce" in overrides:
+            data["model"].pop("latent_dim", None)
+        if "latent_dim" in overrides:
+            data["model"].pop("reduce", None)
         return Recipe.from_dict(data, name=self.name, source=f"recipe {self.name!r}")
 
     def _does_not_use(self, keys: list[str], shown: str) -> str:
@@ -259,6 +298,13 @@ class Recipe:
         given = sorted(model_keys - set(self.fields))
         if given:
             raise UserError(f"{source}: {self._does_not_use(given, 'model.' + given[0])}")
+        if {"reduce", "latent_dim"} <= model_keys and self.model.latent_dim:
+            raise UserError(f"{source}: model.reduce and model.latent_dim both set the latent size; keep one of them")
+        if self.model.latent_dim and "funnel_kind" in self.fields and self.model.funnel_kind != "spline":
+            raise UserError(
+                f"{source}: the {self.model.funnel_kind} funnel keeps a size set by its stride, so latent_dim does "
+                "not apply; leave it out, or use funnel_kind = 'spline'"
+            )
         if "funnel_level" in self.fields and self.model.funnel_level >= self.model.flow_steps:
             raise UserError(
                 f"{source}: funnel_level {self.model.funnel_level} must be below flow_steps "
@@ -296,12 +342,20 @@ def _build_settings(settings_cls, values: dict[str, Any], source: str, section: 
     return settings_cls(**converted)
 
 
-def latent_dim(input_dim: int, reduce: float) -> int:
-    """The size a funnel leaves of ``input_dim`` coordinates: D - clip(round_half_up(reduce D), 1, D - 1)."""
+def latent_dim(input_dim: int, reduce: float, kept: int = 0) -> int:
+    """The size a funnel leaves of ``input_dim`` coordinates: ``kept`` when it is not 0 (it must lie in
+    1..D - 1), else D - clip(round_half_up(reduce D), 1, D - 1)."""
+    if kept and input_dim >= 2 and not 1 <= kept <= input_dim - 1:
+        raise UserError(
+            f"--latent-dim {kept} does not fit a table of {input_dim} columns: a funnel keeps 1 to "
+            f"{input_dim - 1} of them (it drops at least one)"
+        )
     if input_dim < 2:
         raise UserError(
             f"a funnel needs at least 2 columns to remove one, got n_features = {input_dim}; use --recipe nsf"
         )
+    if kept:
+        return kept
     dropped = min(input_dim - 1, max(1, math.floor(reduce * input_dim + 0.5)))
     return input_dim - dropped
 

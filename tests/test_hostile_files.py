@@ -24,9 +24,9 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from funnelcli.data.tables import MAX_COLUMNS
+from tests import test_robustness as robustness
 from tests.conftest import manifold_table
 from tests.test_robustness import assert_one_line_error, run, write_recipe
 
@@ -34,13 +34,7 @@ COMMANDS = ("inspect", "train", "score", "encode")
 COLUMNS = ["a", "b", "c", "d"]  # the columns of the model that score and encode use
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine threads that wait for each other lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = robustness.one_thread  # an autouse fixture: tiny models run on one torch thread
 
 
 @pytest.fixture(scope="module")

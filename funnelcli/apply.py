@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from funnelcli.data.stream import BATCH_ROWS, TableWriter, iter_columns, iter_table
+from funnelcli.errors import UserError
 from funnelcli.estimator import FunnelDensity
 
 
@@ -115,8 +116,6 @@ def encode_file(
 
 def check_new_columns(new: list[str], present: list[str], what: str, option: str) -> None:
     """Refuse output columns named like columns already in the output (or named twice, or not at all)."""
-    from funnelcli.errors import UserError
-
     if any(not name.strip() for name in new):
         raise UserError(f"{what} need a name that is not blank; pass one with {option}")
     repeated = sorted({name for name in present if present.count(name) > 1})

@@ -92,11 +92,7 @@ def holds_only_checkpoints(folder: str | Path) -> bool:
 
 def is_checkpoint(path: str | Path) -> bool:
     """Whether ``path`` is a checkpoint file that funnelcli wrote (by its header; its tensors are not read)."""
-    try:
-        with safe_open(str(path), framework="pt") as file:
-            document = json.loads((file.metadata() or {}).get(_HEADER_KEY, "{}"))
-    except Exception:  # a damaged or foreign file is simply not one of ours
-        return False
+    document = _header_document(path)
     return isinstance(document, dict) and document.get("format") == CHECKPOINT_FORMAT
 
 
@@ -368,18 +364,26 @@ def _check_checkpoint_header(path: Path, document: dict[str, Any], way_out: str)
         raise UserError(f"checkpoint {path} is damaged (header field {problem}); {way_out}")
 
 
+def _header_document(path: str | Path) -> Any:
+    """A checkpoint file's JSON header document, its tensors unread; None for a file that is not one."""
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return _parse_header((file.metadata() or {}).get(_HEADER_KEY))
+    except Exception:  # a damaged or foreign file is simply not one of ours
+        return None
+
+
 def _progress_of(latest: Path) -> str:
     """`` (step S of N)`` from a checkpoint's header, or nothing when it cannot be read."""
-    try:
-        with safe_open(str(latest), framework="pt") as file:
-            document = _parse_header((file.metadata() or {}).get(_HEADER_KEY))
-        # Only a header that is as it was written, with whole numbers for its step and steps, is quoted.
-        if not isinstance(document, dict) or document.get("header_sha256") != _header_sha256(document):
-            return ""
-        _check_checkpoint_header(latest, document, "")
-        return f" (step {document['step']} of {document['steps']})"
-    except Exception:  # only a nicety for a message: a damaged checkpoint is reported when it is resumed
+    document = _header_document(latest)
+    # Only a header that is as it was written, with whole numbers for its step and steps, is quoted.
+    if not isinstance(document, dict) or document.get("header_sha256") != _header_sha256(document):
         return ""
+    try:
+        _check_checkpoint_header(latest, document, "")
+    except UserError:  # only a nicety for a message: a damaged checkpoint is reported when it is resumed
+        return ""
+    return f" (step {document['step']} of {document['steps']})"
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class FolderKind:
     folders: dict[str, frozenset[str]]
     unmarked: Callable[[Path], Path | None]
 
-    def owns(self, folder: Path, entry: Path, sub: str | None = None) -> bool:
+    def owns(self, entry: Path, sub: str | None = None) -> bool:
         names = self.files if sub is None else self.folders[sub]
         name = entry.name
         if name.startswith(".") and name.endswith(".tmp"):
@@ -127,11 +127,11 @@ def foreign_entry(folder: PathLike, kind: FolderKind) -> Path | None:
     """The first entry of ``folder`` (in name order) that is not one of ``kind``'s own files, or None."""
     folder = Path(folder)
     for entry in sorted(folder.iterdir()):
-        if not kind.owns(folder, entry):
+        if not kind.owns(entry):
             return entry
         if entry.name in kind.folders:
             for inner in sorted(entry.iterdir()):
-                if not kind.owns(folder, inner, entry.name):
+                if not kind.owns(inner, entry.name):
                     return inner
     return None
 

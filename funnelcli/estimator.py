@@ -41,6 +41,10 @@ MAX_IW_SAMPLES = 10_000
 MAX_SAMPLES = 10_000_000
 #: The highest sampling temperature: beyond it, draws lie far outside anything the model was fitted to.
 MAX_TEMPERATURE = 10.0
+#: What an auto-fitted estimator keeps of its own rather than taking from the chosen level's estimator.
+_OWN_VIEW = ("n_features_in_", "feature_names_in_", "dropped_constant_columns_")
+#: ``latent_dim=AUTO`` chooses the latent size by a sweep in ``fit``.
+AUTO = "auto"
 _NAMED_PARAMS = ("reduce", "latent_dim", "ansatz", "steps", "batch_size", "lr", "seed")
 #: Seed of the dequantization noise used when scoring, so that a score is reproducible.
 SCORE_NOISE_SEED = 0
@@ -56,7 +60,10 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
     reduce, latent_dim, ansatz, steps, batch_size, lr, seed : optional
         Override the recipe's fields of the same names. ``reduce`` (the fraction of dimensions to remove),
         ``latent_dim`` (the number to keep, 1 to D - 1; not together with ``reduce``) and ``ansatz`` need a
-        funnel family or the VAE.
+        funnel family or the VAE. ``latent_dim="auto"`` chooses the size in ``fit`` by a sweep
+        (:mod:`funnelcli.sweep`): one model per size of the default ladder, all on the same validation rows, with
+        a Gaussian ansatz unless ``ansatz`` says otherwise; the smallest size within one standard error of the
+        best is kept, and ``sweep_`` holds the table.
     device : {"auto", "cpu", "cuda"}, default "auto"
         Where to train and evaluate; ``auto`` takes a GPU when torch sees one.
     val_fraction : float, default 0.1
@@ -86,6 +93,8 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
     dropped_constant_columns_ : list of str
     summary_ : dict, the training summary; history_ : list of dict, the validation curve
     is_bound_ : bool, True for the VAE, whose scores are lower bounds on log p(x)
+    sweep_ : DataFrame, only with ``latent_dim="auto"``: a row per size tried and per baseline (validation
+    log-likelihood, standard error, parameters...); ``sweep_rule_`` states the choice
 
     Examples
     --------
@@ -165,6 +174,19 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
                 + ", ".join(field_names())
             )
         overrides = {name: getattr(self, name) for name in (*_NAMED_PARAMS, *self._override_names())}
+        if overrides.get("latent_dim") == AUTO:
+            if self.reduce is not None:
+                raise UserError("reduce and latent_dim='auto' both set the latent size; pass one of them")
+            # The sweep sets each level's size; the recipe without one must still be a funnel (or the VAE).
+            overrides["latent_dim"] = None
+            recipe = recipe.with_overrides(**overrides)
+            if not recipe.has_funnel and recipe.family != "vae":
+                raise UserError(
+                    f"latent_dim='auto' needs a funnel recipe or the VAE; {recipe.name!r} is {recipe.family}"
+                )
+            return recipe
+        if isinstance(overrides.get("latent_dim"), str):
+            raise UserError(f"latent_dim must be a whole number of dimensions or 'auto', got {self.latent_dim!r}")
         return recipe.with_overrides(**overrides)
 
     # -- fitting ---------------------------------------------------------------------------------------------
@@ -230,6 +252,8 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
             raise UserError(f"--dequantize {self.dequantize!r} is unknown; use uniform or none")
         limit = self._parameter_limit()
         recipe = self.resolved_recipe()
+        if self.latent_dim == AUTO:
+            return self._fit_auto(X, validation, recipe)
         dtypes = _dtypes(X)
         frame = self._validate(X, reset=True)
         frame = self._drop_constant(frame)
@@ -322,6 +346,36 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
                 self._set_summary(error.summary, n_train=len(train), n_validation=len(held_out))
             raise
         self._set_summary(summary, n_train=len(train), n_validation=len(held_out))
+        return self
+
+    def _fit_auto(self, X, validation, recipe: Recipe) -> FunnelDensity:
+        """``latent_dim="auto"``: sweep the default ladder of sizes and keep the chosen level's model."""
+        from funnelcli.sweep import DEFAULT_ANSATZ, latent_ladder, run_sweep
+
+        if self.ansatz is None and recipe.has_funnel:
+            recipe = recipe.with_overrides(ansatz=DEFAULT_ANSATZ)
+        frame = self._drop_constant(self._validate(X, reset=True))
+        if validation is None:
+            train, held_out = split_validation(frame, self.val_fraction, recipe.training.seed)
+        else:
+            train, held_out = frame, self._select(validation)
+        options = {"device": self.device, "dequantize": self.dequantize, "max_parameters": self.max_parameters}
+        result = run_sweep(
+            train,
+            held_out,
+            recipe=recipe,
+            sizes=latent_ladder(train.shape[1]),
+            options=options,
+            full=False,
+            keep_estimators=True,
+        )
+        chosen = result.estimators[result.chosen_latent_dim]
+        # The chosen level was fitted on the selected columns; this estimator keeps its own view of the input.
+        for name, value in vars(chosen).items():
+            if name.endswith("_") and not name.startswith("_") and name not in _OWN_VIEW:
+                setattr(self, name, value)
+        self.sweep_ = result.table()
+        self.sweep_rule_ = result.rule
         return self
 
     def _parameter_limit(self) -> int:

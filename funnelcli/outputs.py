@@ -48,12 +48,15 @@ class FolderKind:
     ``.NAME.*.tmp`` files of those names (left by a write that a power cut stopped) count as its own too.
     ``unmarked`` gives the file of a folder holding only such names that lacks funnelcli's marker (the folder
     itself when the marker file is missing), or None when the folder really is one of funnelcli's.
+    ``children`` names the kind of a sub-folder by its name (a sweep's ``latent-3`` is a model folder), or
+    None for a name that is not its own; such a sub-folder must itself be a folder of that kind.
     """
 
     what: str
     files: frozenset[str]
     folders: dict[str, frozenset[str]]
     unmarked: Callable[[Path], Path | None]
+    children: Callable[[str], FolderKind | None] | None = None
 
     def owns(self, entry: Path, sub: str | None = None) -> bool:
         names = self.files if sub is None else self.folders[sub]
@@ -127,6 +130,12 @@ def foreign_entry(folder: PathLike, kind: FolderKind) -> Path | None:
     """The first entry of ``folder`` (in name order) that is not one of ``kind``'s own files, or None."""
     folder = Path(folder)
     for entry in sorted(folder.iterdir()):
+        child = kind.children(entry.name) if kind.children is not None else None
+        if child is not None and entry.is_dir() and not entry.is_symlink():
+            inner = foreign_entry(entry, child) or child.unmarked(entry)
+            if inner is not None:
+                return inner
+            continue
         if not kind.owns(entry):
             return entry
         if entry.name in kind.folders:

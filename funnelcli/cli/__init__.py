@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from funnelcli import __version__
-from funnelcli.cli import data, encode, evaluate, info, recipes, sample, score, train
+from funnelcli.cli import data, encode, evaluate, info, recipes, sample, score, sweep, train
 
 app = typer.Typer(
     name="funnel",
@@ -40,7 +40,7 @@ def _main(
         raise typer.Exit(2)
 
 
-for module in (train, score, encode, sample, info):
+for module in (train, sweep, score, encode, sample, info):
     name = module.__name__.rsplit(".", 1)[1]
     function = getattr(module, name)
     app.command(name, epilog=module.EXAMPLES)(function)

@@ -28,6 +28,8 @@ Examples:
   funnel evaluate runs/digits test.csv --ood other.csv --json
 
   funnel evaluate runs/digits test.csv --ood other.csv --report report/ --force
+
+  funnel evaluate runs/digits test.csv --baselines train.csv
 """
 
 REPORT_EXAMPLES = """
@@ -46,6 +48,8 @@ Examples:
   funnel compare runs/* --data test.csv --markdown
 
   funnel compare runs/nsf runs/f-nsf --data test.csv --json
+
+  funnel compare runs/nsf runs/f-nsf --data prepared/ --baselines prepared/
 """
 
 OodOpt = Annotated[
@@ -55,6 +59,17 @@ OodOpt = Annotated[
     ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the model samples and the two-sample test.")]
+BaselinesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--baselines",
+        help="Training rows (a table, or a prepared folder: its train split, and its validation split to choose "
+        "the mixture's size) to fit classical baselines on, in the model's columns: a full-covariance Gaussian, a "
+        "Gaussian mixture and probabilistic PCA at the model's latent size. They are scored on the same rows, and "
+        "the model's gain over PPCA is reported.",
+        show_default=False,
+    ),
+]
 
 
 def _load(model: Path, device: str):
@@ -72,7 +87,36 @@ def _read(path: Path, estimator, key: str | None):
     return read_table(split_file(path, "test"), key=key, columns=input_columns(estimator))
 
 
-def _run(model: Path, data: Path, ood: Path | None, key: str | None, device: str, seed: int, progress: bool):
+def _baselines(path: Path, estimator, key: str | None, latent_dims=None, progress: bool = False):
+    """The baselines fitted on the train split of ``path`` (or the table itself) in the model's columns, the
+    mixture's size chosen on the prepared folder's validation split when it has one."""
+    from funnelcli.data import read_table
+    from funnelcli.data.prepared import is_prepared, split_file
+    from funnelcli.evaluation.report import fit_model_baselines
+
+    columns = [str(c) for c in estimator.columns_]
+    train = read_table(split_file(path, "train"), key=key, columns=columns)
+    validation = None
+    if is_prepared(path) and (Path(path) / "validation.parquet").is_file():
+        validation = read_table(Path(path) / "validation.parquet", columns=columns)
+    if progress:
+        typer.echo(f"fitting the baselines on {len(train):,} rows of {path}", err=True)
+    try:
+        return fit_model_baselines(estimator, train, validation, latent_dims=latent_dims)
+    except UserError as error:
+        raise UserError(f"--baselines {path}: {error}") from None
+
+
+def _run(
+    model: Path,
+    data: Path,
+    ood: Path | None,
+    key: str | None,
+    device: str,
+    seed: int,
+    progress: bool,
+    baselines: Path | None = None,
+):
     from funnelcli.evaluation import evaluate as evaluate_model
 
     def say(message: str) -> None:
@@ -82,8 +126,9 @@ def _run(model: Path, data: Path, ood: Path | None, key: str | None, device: str
     estimator = _load(model, device)
     test = _read(data, estimator, key)
     other = _read(ood, estimator, key) if ood is not None else None
+    fitted = _baselines(baselines, estimator, key, progress=progress) if baselines is not None else None
     say(f"evaluating {model} on {len(test):,} rows" + (f" and {len(other):,} OOD rows" if other is not None else ""))
-    evaluation = evaluate_model(estimator, test, other, random_state=seed, name=str(model))
+    evaluation = evaluate_model(estimator, test, other, random_state=seed, name=str(model), baselines=fitted)
     return estimator, evaluation
 
 
@@ -109,6 +154,7 @@ def evaluate(
     report_dir: Annotated[
         Path | None, typer.Option("--report", help="Also write the figures and index.html into this folder.")
     ] = None,
+    baselines: BaselinesOpt = None,
     key: KeyOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -123,6 +169,10 @@ def evaluate(
 
     With --ood OTHER: anomaly detection by -log p (AUROC, average precision) and the paper's Table 4 ratio.
 
+    With --baselines TRAIN: a full Gaussian, a Gaussian mixture and PPCA at the model's latent size, fitted on TRAIN.
+
+    They are scored on DATA beside the model, with the model's gain over that PPCA (nats/row).
+
     A model that reports a lower bound (a VAE's ELBO) has its likelihoods labelled as a bound.
     """
     setup_logging(json_output)
@@ -130,7 +180,7 @@ def evaluate(
 
     if report_dir is not None:
         check_report_folder(report_dir, overwrite=force, inputs=(model, data, *([ood] if ood else [])))
-    estimator, evaluation = _run(model, data, ood, key, device, seed, progress=not json_output)
+    estimator, evaluation = _run(model, data, ood, key, device, seed, progress=not json_output, baselines=baselines)
     document = evaluation.to_json()
     if report_dir is not None:
         index = _report(report_dir, estimator, evaluation, data, ood, force, seed)
@@ -184,6 +234,7 @@ def compare(
             show_default=False,
         ),
     ],
+    baselines: BaselinesOpt = None,
     key: KeyOpt = None,
     device: DeviceOpt = "auto",
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table, best in bold.")] = False,
@@ -193,20 +244,41 @@ def compare(
 
     A row per model: test log-likelihood ± standard error, latent size, parameters, training ms per step.
 
+    With --baselines TRAIN: a row per baseline fitted on TRAIN (full Gaussian, Gaussian mixture, PPCA).
+
+    PPCA is fitted at each model's latent size below D; each model gets its gain over PPCA of its size.
+
     --markdown sets the best log-likelihood in bold; --json prints one object with a row per model.
     """
     setup_logging(json_output)
-    from funnelcli.evaluation.report import best_index, compare_row, format_comparison, json_safe
+    from funnelcli.evaluation.report import (
+        baseline_summaries,
+        best_index,
+        compare_row,
+        format_comparison,
+        json_safe,
+        with_baselines,
+    )
 
     if json_output and markdown:
         raise UserError("--json and --markdown both ask for the output format; pass one of them")
     # Every folder is opened before any is scored, so a mistyped one fails at once.
     estimators = [(run, _load(run, device)) for run in runs]
+    fitted = None
+    if baselines is not None:
+        reference = estimators[0][1]
+        _check_same_columns(estimators)
+        dims = sorted({int(estimator.latent_dim_) for _, estimator in estimators})
+        fitted = _baselines(baselines, reference, key, latent_dims=dims, progress=not json_output)
     rows = []
     for run, estimator in estimators:
         if not json_output:
             typer.echo(f"scoring {data} with {run}", err=True)
         rows.append(compare_row(str(run), estimator, _read(data, estimator, key)))
+    if fitted is not None:
+        if not json_output:
+            typer.echo(f"scoring {data} with the baselines", err=True)
+        rows = with_baselines(rows, baseline_summaries(fitted, reference, _read(data, reference, key)))
     if json_output:
         best = best_index(rows)
         print_json(
@@ -214,3 +286,18 @@ def compare(
         )
         return
     typer.echo(format_comparison(rows, markdown=markdown))
+
+
+def _check_same_columns(estimators) -> None:
+    """Baselines are fitted once for all models: refuse models of other columns or other dequantized columns."""
+    (first, reference), *others = estimators
+    for run, estimator in others:
+        for what, attribute in (("columns", "columns_"), ("dequantized columns", "dequantized_columns_")):
+            mine = [str(c) for c in getattr(reference, attribute, []) or []]
+            theirs = [str(c) for c in getattr(estimator, attribute, []) or []]
+            if mine != theirs:
+                raise UserError(
+                    f"--baselines needs models of the same {what}, but {run} models {len(theirs)} "
+                    f"({', '.join(theirs[:4])}{', ...' if len(theirs) > 4 else ''}) and {first} models {len(mine)} "
+                    f"({', '.join(mine[:4])}{', ...' if len(mine) > 4 else ''})"
+                )

@@ -20,7 +20,14 @@ from funnelcli.evaluation.metrics import (
     wasserstein_1d,
     wasserstein_to_standard_normal,
 )
-from funnelcli.evaluation.report import Evaluation, compare_row, evaluate, format_comparison, write_report
+from funnelcli.evaluation.report import (
+    Evaluation,
+    compare_row,
+    evaluate,
+    fit_model_baselines,
+    format_comparison,
+    write_report,
+)
 
 __all__ = [
     "Evaluation",
@@ -29,6 +36,7 @@ __all__ = [
     "classifier_two_sample_auc",
     "compare_row",
     "evaluate",
+    "fit_model_baselines",
     "format_comparison",
     "likelihood_ratio_summary",
     "mean_and_stderr",

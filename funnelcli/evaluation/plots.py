@@ -291,3 +291,67 @@ def roc_curve_figure(fpr: np.ndarray, tpr: np.ndarray, auroc: float, *, bound: b
     axes.set_aspect("equal")
     axes.legend(loc="lower right")
     return figure
+
+
+def sweep_figure(sweep) -> Figure:
+    """Validation log-likelihood against latent size for a :class:`funnelcli.sweep.Sweep`: the funnel levels
+    with ±1 standard-error bars, the chosen size circled, probabilistic PCA at the same sizes, and horizontal
+    reference lines for the full-dimension flow, the full Gaussian and the Gaussian mixture."""
+    figure = _figure(7, 4.5)
+    axes = figure.add_subplot()
+    levels = [level for level in sweep.levels if math.isfinite(level.val_log_prob)]
+    sizes = [level.latent_dim for level in levels]
+    axes.errorbar(
+        sizes,
+        [level.val_log_prob for level in levels],
+        yerr=[level.val_stderr for level in levels],
+        marker="o",
+        capsize=3,
+        color=MODEL_COLOUR,
+        label=f"funnel ({sweep.recipe}, {sweep.ansatz or 'no'} ansatz)",
+    )
+    chosen = [level for level in levels if level.latent_dim == sweep.chosen_latent_dim]
+    for level in chosen:
+        axes.plot(
+            [level.latent_dim],
+            [level.val_log_prob],
+            marker="o",
+            markersize=14,
+            markerfacecolor="none",
+            color="black",
+            linestyle="none",
+            label=f"chosen: latent {level.latent_dim}",
+        )
+    ppca = sorted(sweep.baselines.get("ppca", []), key=lambda entry: entry["latent_dim"])
+    if ppca:
+        axes.errorbar(
+            [entry["latent_dim"] for entry in ppca],
+            [_finite_or_nan(entry["val_log_prob"]) for entry in ppca],
+            yerr=[_finite_or_nan(entry["val_stderr"]) for entry in ppca],
+            marker="s",
+            capsize=3,
+            color=DATA_COLOUR,
+            linestyle="--",
+            label="probabilistic PCA (same size)",
+        )
+    references = []
+    if sweep.full is not None and math.isfinite(sweep.full.val_log_prob):
+        references.append((f"full-dimension flow ({sweep.full.family}, {sweep.input_dim} dims)", sweep.full, "-"))
+    for name, style in (("gmm", "-."), ("gaussian", ":")):
+        entry = sweep.baselines.get(name)
+        if entry is not None and entry.get("val_log_prob") is not None:
+            references.append((entry["label"], entry, style))
+    for label, entry, style in references:
+        value = entry.val_log_prob if hasattr(entry, "val_log_prob") else entry["val_log_prob"]
+        axes.axhline(value, color="grey" if style != "-" else "black", linestyle=style, linewidth=1, label=label)
+    axes.set_xlabel("latent size (dimensions kept)")
+    axes.set_ylabel("mean validation log-likelihood (nats/row)")
+    axes.set_title(f"How many dimensions? {sweep.input_dim} columns; chosen latent size {sweep.chosen_latent_dim}")
+    if sizes:
+        axes.set_xticks(sorted(set(sizes) | {entry["latent_dim"] for entry in ppca}))
+    axes.legend(fontsize="small")
+    return figure
+
+
+def _finite_or_nan(value) -> float:
+    return math.nan if value is None else float(value)

@@ -6,6 +6,9 @@
 - :func:`write_report` turns an evaluation into PNG figures and an ``index.html`` that shows them with the
   metrics.
 - :func:`compare_row` and :func:`format_comparison` make the paper's Table 1: a row per model.
+- :func:`fit_model_baselines`, :func:`baseline_summaries` and :func:`with_baselines` put the classical
+  baselines of :mod:`funnelcli.baselines` (full Gaussian, Gaussian mixture, PPCA) beside a model, fitted on
+  training rows in the model's columns.
 
 The estimator is used through its public methods only (``score_samples``, ``transform``, ``sample``,
 ``columns_``, ``latent_dim_``, ``history_``), so this module never imports torch. A model that reports a lower
@@ -20,7 +23,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,11 @@ TEMPERATURES = (0.5, 0.75, 1.0)
 MAX_COMPARED_ROWS = 5000
 #: Random directions of the sliced Wasserstein distance.
 PROJECTIONS = 200
+#: The seed of the dequantization noise a model adds to the rows it scores (``funnelcli.estimator``'s
+#: ``SCORE_NOISE_SEED``, repeated here so that this module needs no torch): baselines score the same points.
+SCORE_NOISE_SEED = 0
+#: The seed of the baselines' mixture and held-out rows; their training rows' dequantization noise uses the next.
+BASELINE_SEED = 0
 
 INDEX = "index.html"
 #: The page's ``generator``, by which a folder is recognised as a report that funnelcli wrote (and may replace).
@@ -165,6 +173,7 @@ def evaluate(
     random_state: int = 0,
     two_sample: bool = True,
     name: str | None = None,
+    baselines: Mapping[str, Any] | None = None,
 ) -> Evaluation:
     """Evaluate a fitted density estimator on held-out rows ``test`` (and out-of-distribution rows ``ood``).
 
@@ -179,7 +188,10 @@ def evaluate(
       N(0, 1), with their mean and maximum;
     - with ``ood``: ``ood`` holds the anomaly-detection AUROC and average precision (score -log p, OOD rows
       positive) and the Table 4 means and ratio;
-    - ``bound``: true for a model that reports a lower bound (the key is absent otherwise).
+    - ``bound``: true for a model that reports a lower bound (the key is absent otherwise);
+    - with ``baselines`` (fitted baselines by name, from :func:`fit_model_baselines`): ``baselines``, a list of
+      their test scores (:func:`baseline_summaries`), and ``gain_over_ppca``, the model's mean test
+      log-likelihood minus that of PPCA at the model's latent size (None without such a PPCA: latent size D).
     """
     bound = is_bound(estimator)
     columns = list(estimator.columns_)
@@ -194,6 +206,11 @@ def evaluate(
     dequantized = list(getattr(estimator, "dequantized_columns_", []) or [])
     if dequantized:
         metrics["dequantized_columns"] = dequantized
+    if baselines is not None:
+        metrics["baselines"] = baseline_summaries(baselines, estimator, test)
+        metrics["gain_over_ppca"] = gain_over_ppca(
+            metrics["mean_log_prob"], metrics["latent_dim"], metrics["baselines"]
+        )
 
     compared = _subsample(_finite_rows(data, "held-out rows"), MAX_COMPARED_ROWS, random_state)
     samples = (
@@ -360,6 +377,22 @@ def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
         ("dimensions", f"{metrics['input_dim']} -> {metrics['latent_dim']} (latent size)"),
         ("parameters", _number(metrics["parameters"])),
     ]
+    for baseline in metrics.get("baselines", []):
+        rows.append(
+            (
+                f"baseline: {baseline['label']}, nats/row",
+                f"{_number(baseline['mean_log_prob'])} ± {_number(baseline['stderr'])} "
+                f"({_number(baseline['parameters'])} parameters)",
+            )
+        )
+    if "baselines" in metrics:
+        gain = metrics.get("gain_over_ppca")
+        rows.append(
+            (
+                "gain over PPCA of the same latent size, nats/row",
+                "– (the latent size is the dimension)" if gain is None else f"{gain:+.4f}",
+            )
+        )
     if metrics.get("nonfinite_rows"):
         rows.append(("rows with non-finite log-likelihood", _number(metrics["nonfinite_rows"])))
     two = metrics.get("two_sample")
@@ -508,27 +541,39 @@ def best_index(rows: Sequence[dict[str, Any]]) -> int | None:
 
 
 _HEADER = ("model", "recipe", "test log-likelihood (nats, ± s.e.)", "latent size", "parameters", "ms / step")
+#: The column added to the comparison when it holds baselines.
+_GAIN_HEADER = "gain over PPCA (nats)"
 
 
-def _cells(row: dict[str, Any]) -> list[str]:
+def _cells(row: dict[str, Any], gain: bool = False) -> list[str]:
     likelihood = f"{_number(row['mean_log_prob'], 2)} ± {_number(row['stderr'], 2)}"
     if row.get("bound"):
         likelihood += " (ELBO, bound)"
     ms = row.get("ms_per_step")
-    return [
+    cells = [
         str(row["model"]),
-        str(row.get("recipe") or "–"),
+        str(row.get("label") if row.get("baseline") else row.get("recipe") or "–"),
         likelihood,
-        str(row["latent_dim"]),
+        "–" if row.get("latent_dim") is None else str(row["latent_dim"]),
         _number(row["parameters"]),
         "–" if ms is None else f"{ms:.1f}",
     ]
+    if gain:
+        value = row.get("gain_over_ppca")
+        cells.append("–" if value is None or not math.isfinite(value) else f"{value:+.2f}")
+    return cells
 
 
 def format_comparison(rows: Sequence[dict[str, Any]], *, markdown: bool = False) -> str:
-    """The comparison as a Markdown table (best log-likelihood in bold) or aligned text (best marked)."""
+    """The comparison as a Markdown table (best log-likelihood in bold) or aligned text (best marked).
+
+    Rows of baselines (``"baseline": True``, from :func:`with_baselines`) show their label as the recipe, and
+    the table gains a column with each model's gain over PPCA of its latent size.
+    """
     best = best_index(rows)
-    body = [_cells(row) for row in rows]
+    gain = any(row.get("baseline") for row in rows)
+    header = [*_HEADER, _GAIN_HEADER] if gain else list(_HEADER)
+    body = [_cells(row, gain) for row in rows]
     if markdown:
 
         def line(cells: Sequence[str]) -> str:
@@ -536,8 +581,8 @@ def format_comparison(rows: Sequence[dict[str, Any]], *, markdown: bool = False)
 
         if best is not None:
             body[best][2] = f"**{body[best][2]}**"
-        return "\n".join([line(_HEADER), "|" + "---|" * len(_HEADER), *(line(cells) for cells in body)])
-    widths = [max(len(r[j]) for r in [list(_HEADER), *body]) for j in range(len(_HEADER))]
+        return "\n".join([line(header), "|" + "---|" * len(header), *(line(cells) for cells in body)])
+    widths = [max(len(r[j]) for r in [header, *body]) for j in range(len(header))]
 
     def aligned(cells: Sequence[str], mark: str = "") -> str:
         text = "  ".join(
@@ -545,6 +590,106 @@ def format_comparison(rows: Sequence[dict[str, Any]], *, markdown: bool = False)
         )
         return (text + mark).rstrip()
 
-    lines = [aligned(_HEADER)]
+    lines = [aligned(header)]
     lines += [aligned(cells, "  <- best" if i == best else "") for i, cells in enumerate(body)]
     return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------------- baselines
+
+
+def baseline_values(estimator: Any, table: pd.DataFrame | np.ndarray, *, noise_seed: int = SCORE_NOISE_SEED):
+    """The rows of ``table`` as ``estimator`` scores them, shape (N, D): the modelled columns, plus the U[0, 1)
+    noise the model adds to its dequantized (integer) columns, drawn with ``noise_seed`` (by default the noise
+    of the model's own scores, so that baselines are scored at the same points)."""
+    values = modelled_values(estimator, table)
+    mask = np.isin(list(estimator.columns_), list(getattr(estimator, "dequantized_columns_", []) or []))
+    if mask.any():
+        values = values + mask * np.random.default_rng(noise_seed).random(values.shape)
+    return values
+
+
+def fit_model_baselines(
+    estimator: Any,
+    train: pd.DataFrame | np.ndarray,
+    validation: pd.DataFrame | np.ndarray | None = None,
+    *,
+    latent_dims: Sequence[int] | None = None,
+    seed: int = BASELINE_SEED,
+) -> dict[str, Any]:
+    """The baselines of :func:`funnelcli.baselines.fit_baselines` fitted on ``train`` in the model's columns,
+    their mixture's size chosen on ``validation`` (or on held-out training rows).
+
+    PPCA is fitted at each of ``latent_dims`` below D (default: the model's latent size). Dequantized columns
+    get uniform noise (seeded ``seed + 1`` for ``train``, ``seed + 2`` for ``validation``), as in training, so
+    the baselines are densities of the same dequantized data as the model.
+    """
+    from funnelcli.baselines import fit_baselines
+
+    dim = len(estimator.columns_)
+    dims = [int(estimator.latent_dim_)] if latent_dims is None else [int(k) for k in latent_dims]
+    return fit_baselines(
+        baseline_values(estimator, train, noise_seed=seed + 1),
+        None if validation is None else baseline_values(estimator, validation, noise_seed=seed + 2),
+        latent_dims=sorted({k for k in dims if 1 <= k < dim}),
+        seed=seed,
+        columns=[str(c) for c in estimator.columns_],
+    )
+
+
+def baseline_summaries(
+    baselines: Mapping[str, Any], estimator: Any, test: pd.DataFrame | np.ndarray
+) -> list[dict[str, Any]]:
+    """Each baseline's test log-likelihood: ``name``, ``label``, ``rows``, ``mean_log_prob``, ``stderr`` (nats
+    per row), ``parameters`` and ``latent_dim`` (PPCA's K; None for the others)."""
+    values = baseline_values(estimator, test)
+    summaries = []
+    for baseline in baselines.values():
+        mean, stderr = m.mean_and_stderr(baseline.score_samples(values))
+        summaries.append(
+            {
+                "name": baseline.name,
+                "label": baseline.label,
+                "rows": len(values),
+                "mean_log_prob": mean,
+                "stderr": stderr,
+                "parameters": int(baseline.parameters),
+                "latent_dim": baseline.latent_dim,
+            }
+        )
+    return summaries
+
+
+def gain_over_ppca(mean_log_prob: float, latent_dim: int, summaries: Sequence[dict[str, Any]]) -> float | None:
+    """``mean_log_prob`` minus the mean test log-likelihood of PPCA at ``latent_dim`` (None without one)."""
+    for summary in summaries:
+        if summary["latent_dim"] is not None and summary["latent_dim"] == latent_dim:
+            return float(mean_log_prob - summary["mean_log_prob"])
+    return None
+
+
+def with_baselines(rows: Sequence[dict[str, Any]], summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The comparison's model ``rows``, each with its ``gain_over_ppca``, followed by a row per baseline
+    (``"baseline": True``, its name as ``model``, its label as ``label``, no recipe, family or timing)."""
+    models = [
+        {**row, "gain_over_ppca": gain_over_ppca(row["mean_log_prob"], row["latent_dim"], summaries)} for row in rows
+    ]
+    dim = rows[0]["input_dim"] if rows else None
+    baselines = [
+        {
+            "model": summary["name"],
+            "label": summary["label"],
+            "recipe": None,
+            "family": None,
+            "rows": summary["rows"],
+            "mean_log_prob": summary["mean_log_prob"],
+            "stderr": summary["stderr"],
+            "input_dim": dim,
+            "latent_dim": summary["latent_dim"],
+            "parameters": summary["parameters"],
+            "ms_per_step": None,
+            "baseline": True,
+        }
+        for summary in summaries
+    ]
+    return models + baselines

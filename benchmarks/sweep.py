@@ -1,0 +1,141 @@
+"""How well does `funnel sweep` find the intrinsic dimension, and what does it cost?
+
+    python benchmarks/sweep.py [--steps 1000] [--out benchmarks/results/sweep] [--only NAME]
+
+Runs the command a user runs, `funnel sweep TABLE --out DIR --json`, on:
+
+- synthetic tables from :func:`funnelcli.data.synthetic.near_surface` (rows within 0.05 of a curved
+  k-dimensional surface, rotated into D columns, with an exact density), where the choice can be checked
+  against the true k;
+- real tables that ship with scikit-learn (breast cancer: 569 rows, 30 columns; wine: 178 rows, 13 columns).
+
+For each table it records the wall time, the choice, the true dimension where there is one, and every level's
+validation log-likelihood, and writes `sweep-results.json` and `sweep-results.md` under --out. Nothing is
+asserted; the acceptance checks live in tests/test_sweep.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from funnelcli.data.synthetic import near_surface
+
+
+def synthetic(folder: Path, dim: int, latent: int, rows: int) -> tuple[Path, Path, float]:
+    train, _ = near_surface(rows, dim, latent, seed=0)
+    test, log_p = near_surface(rows // 5, dim, latent, seed=1)
+    paths = folder / f"surface-{dim}-{latent}.csv", folder / f"surface-{dim}-{latent}-test.csv"
+    train.to_csv(paths[0], index=False)
+    test.to_csv(paths[1], index=False)
+    return paths[0], paths[1], float(log_p.mean())
+
+
+def real(folder: Path, name: str) -> tuple[Path, Path, None]:
+    from sklearn import datasets
+    from sklearn.model_selection import train_test_split
+
+    frame = getattr(datasets, f"load_{name}")(as_frame=True).data
+    train, test = train_test_split(frame, test_size=0.2, random_state=0)
+    paths = folder / f"{name}.csv", folder / f"{name}-test.csv"
+    train.to_csv(paths[0], index=False)
+    test.to_csv(paths[1], index=False)
+    return paths[0], paths[1], None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sweep"))
+    parser.add_argument("--only", default=None, help="Run only the table of this name.")
+    parser.add_argument("--jobs", type=int, default=1)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    tables = {
+        "surface-10-3": (lambda: synthetic(args.out, 10, 3, 5000), 3, "f-nsf"),
+        "surface-20-5": (lambda: synthetic(args.out, 20, 5, 5000), 5, "f-nsf"),
+        "breast_cancer": (lambda: real(args.out, "breast_cancer"), None, "small-f-nsf"),
+        "wine": (lambda: real(args.out, "wine"), None, "small-f-nsf"),
+    }
+    results = []
+    for name, (make, truth, recipe) in tables.items():
+        if args.only and name != args.only:
+            continue
+        train, test, true_log_p = make()
+        command = [
+            *(sys.executable, "-m", "funnelcli", "sweep", str(train), "--test", str(test)),
+            *("--out", str(args.out / f"{name}-sweep"), "--recipe", recipe, "--steps", str(args.steps)),
+            *("--jobs", str(args.jobs), "--device", "cpu", "--json", "--force"),
+        ]
+        start = time.perf_counter()
+        finished = subprocess.run(command, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - start
+        if finished.returncode != 0:
+            print(f"{name}: failed: {finished.stderr.strip()}", file=sys.stderr)
+            continue
+        document = json.loads(finished.stdout)
+        results.append(
+            {
+                "table": name,
+                "recipe": recipe,
+                "steps": args.steps,
+                "true_latent_dim": truth,
+                "true_test_log_prob": true_log_p,
+                "seconds": round(seconds, 1),
+                "sweep": document,
+            }
+        )
+        print(f"{name}: chose {document['chosen_latent_dim']} (truth {truth}) in {seconds:.0f} s", flush=True)
+    (args.out / "sweep-results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "sweep-results.md").write_text(markdown(results))
+
+
+def markdown(results: list[dict]) -> str:
+    lines = []
+    for result in results:
+        sweep = result["sweep"]
+        truth = result["true_latent_dim"]
+        lines += [
+            f"### {result['table']}: {sweep['input_dim']} columns, {sweep['rows']['train']} training rows "
+            f"({result['recipe']}, {result['steps']} steps, {sweep['ansatz']} ansatz)",
+            "",
+            f"Chosen latent size **{sweep['chosen_latent_dim']}**"
+            + (f" (true intrinsic dimension {truth})" if truth else "")
+            + f"; wall time {result['seconds']:.0f} s.",
+            "",
+            "| latent | validation | test | PPCA (val) | parameters | ms/step | still improving |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        ppca = {entry["latent_dim"]: entry for entry in sweep["baselines"].get("ppca", [])}
+        for level in [*sweep["levels"], *([sweep["full"]] if sweep["full"] else [])]:
+            linear = ppca.get(level["latent_dim"])
+            mark = "**" if level["latent_dim"] == sweep["chosen_latent_dim"] else ""
+            cells = [
+                f"{mark}{level['latent_dim']}{mark}" + (" (full)" if level["latent_dim"] == sweep["input_dim"] else ""),
+                f"{level['val_log_prob']:.3f} ± {level['val_stderr']:.3f}",
+                f"{level['test_log_prob']:.3f} ± {level['test_stderr']:.3f}",
+                f"{linear['val_log_prob']:.3f}" if linear else "-",
+                f"{level['parameters']:,}",
+                f"{level['ms_per_step']:.1f}",
+                "yes" if level["still_improving"] else "",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        for key in ("gaussian", "gmm"):
+            entry = sweep["baselines"].get(key)
+            if entry:
+                lines.append(
+                    f"| {entry['label']} | {entry['val_log_prob']:.3f} ± {entry['val_stderr']:.3f} | "
+                    f"{entry['test_log_prob']:.3f} ± {entry['test_stderr']:.3f} | | {entry['parameters']:,} | | |"
+                )
+        if result["true_test_log_prob"] is not None:
+            lines.append(f"| true density | | {result['true_test_log_prob']:.3f} | | | | |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""``funnel sweep``: how many dimensions does a table need? One model per latent size, and a stated choice."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from funnelcli.cli._common import (
+    DataArg,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    KeyOpt,
+    QuietOpt,
+    handle_errors,
+    print_json,
+    setup_logging,
+    split_names,
+)
+from funnelcli.errors import UserError
+
+EXAMPLES = """
+Examples:
+
+  funnel sweep data.parquet --out runs/sweep
+
+  funnel sweep data.csv --latent-dims 1,2,3,4,6 --steps 3000 --jobs 2
+
+  funnel sweep data.csv --reduce 0.25,0.5,0.75 --test test.csv --json
+
+  funnel sweep data.csv --ansatz flow --tolerance 2
+"""
+
+
+@handle_errors
+def sweep(
+    data: DataArg,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Sweep folder (default: runs/<DATA name>-sweep).")
+    ] = None,
+    latent_dims: Annotated[
+        str | None, typer.Option("--latent-dims", help="Latent sizes to try, comma-separated (1,2,4,8).")
+    ] = None,
+    reduce: Annotated[
+        str | None, typer.Option("--reduce", help="Or fractions to remove, comma-separated (0.25,0.5,0.75).")
+    ] = None,
+    recipe: Annotated[
+        str, typer.Option("--recipe", "-r", help="Bundled recipe name (`funnel recipes`) or a .toml path.")
+    ] = "f-nsf",
+    ansatz: Annotated[
+        str | None,
+        typer.Option(
+            help="q(x_drop | z): gaussian (the default: a dropped direction along the data's surface then costs "
+            "likelihood, so the choice estimates the intrinsic dimension) or flow."
+        ),
+    ] = None,
+    tolerance: Annotated[
+        float,
+        typer.Option(help="Choose the smallest size within this many standard errors of the best level."),
+    ] = 1.0,
+    steps: Annotated[int | None, typer.Option(help="Training steps of every level.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of weights, batches and the validation split.")] = None,
+    columns: Annotated[
+        str | None, typer.Option(help="Comma-separated columns to model (default: every numeric column).")
+    ] = None,
+    key: KeyOpt = None,
+    validation: Annotated[
+        Path | None, typer.Option(help="Validation table (default: a seeded --val-fraction of DATA).")
+    ] = None,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of rows held out.")] = 0.1,
+    test: Annotated[
+        Path | None, typer.Option("--test", help="Test table, scored by every level (a prepared DATA's test split).")
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full/--no-full", help="Also train the full-dimension flow as a reference.")
+    ] = True,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Levels trained at a time, in separate processes.")] = 1,
+    dequantize: Annotated[
+        str, typer.Option(help="Integer-valued columns: uniform (add U[0,1) noise, the default) or none.")
+    ] = "uniform",
+    drop_constant: Annotated[
+        bool, typer.Option("--drop-constant", help="Leave out constant columns instead of refusing them.")
+    ] = False,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train one funnel per latent size on DATA and choose how many dimensions the table needs.
+
+    Every level is an ordinary model folder under OUT (latent-1, latent-2, ..., and `full` for the
+    full-dimension flow), trained on the same rows; OUT also gets sweep.json, sweep.csv and sweep.png
+    (validation log-likelihood against latent size, with the full-dimension flow, a full Gaussian, a Gaussian
+    mixture and probabilistic PCA of the same size as references).
+
+    The choice: the smallest latent size whose validation log-likelihood is within --tolerance standard errors
+    of the best level's. The default ansatz is gaussian because a Gaussian q(x_drop | z) cannot model a dropped
+    direction along the data's surface, so the likelihood falls below the intrinsic dimension and the choice
+    estimates it; a flow ansatz can, and its curve may show no knee.
+
+    The default sizes are every one from 1 to 8 (at most D - 1), then about 1.5 times larger, up to D - 1.
+    Running the same command again reuses every finished level (Ctrl-C keeps them); --force starts over.
+    """
+    setup_logging(quiet or json_output)
+    from funnelcli import sweep as sweeping
+    from funnelcli.data import read_table
+    from funnelcli.data.prepared import is_prepared, split_file
+    from funnelcli.data.tables import split_validation
+    from funnelcli.estimator import FunnelDensity
+
+    out = out or Path("runs") / f"{_stem(data)}-sweep"
+    level_options = {"device": device, "dequantize": dequantize, "max_parameters": None}
+    resolved = FunnelDensity(recipe, steps=steps, batch_size=batch_size, lr=lr, seed=seed).resolved_recipe()
+    if not resolved.has_funnel and resolved.family != "vae":
+        raise UserError(f"recipe {resolved.name!r} (family {resolved.family}) has no latent size to sweep; use f-nsf")
+    if ansatz is not None or "ansatz" in resolved.fields:
+        resolved = resolved.with_overrides(ansatz=ansatz or sweeping.DEFAULT_ANSATZ)
+    if dequantize not in ("uniform", "none"):
+        raise UserError(f"--dequantize {dequantize!r} is unknown; use uniform or none")
+    if not (tolerance >= 0 and math.isfinite(tolerance)):
+        raise UserError(f"--tolerance must be a number of standard errors, 0 or more, got {tolerance}")
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    dims = _numbers(latent_dims, int, "--latent-dims")
+    fractions = _numbers(reduce, float, "--reduce")
+    if dims and fractions:
+        raise UserError("--latent-dims and --reduce both give the sizes to try; pass one of them")
+    inputs = [data, *(p for p in (validation, test) if p is not None), *([recipe] if Path(recipe).exists() else [])]
+
+    # The data are read once; every level and baseline sees the same rows.
+    table = read_table(split_file(data, "train"), key=key, columns=split_names(columns))
+    if validation is None and is_prepared(data):
+        validation = split_file(data, "validation")
+    if test is None and is_prepared(data) and split_file(data, "test").exists():
+        test = split_file(data, "test")
+    if validation is not None:
+        train, held_out = table, read_table(validation, key=key, columns=list(table.columns))
+    else:
+        train, held_out = split_validation(table, val_fraction, resolved.training.seed)
+    test_rows = read_table(test, key=key, columns=list(table.columns)) if test is not None else None
+    if drop_constant:
+        constant = [c for c in train.columns if not train[c].std(ddof=0) > 0]
+        train, held_out = train.drop(columns=constant), held_out.drop(columns=constant)
+        test_rows = test_rows.drop(columns=constant) if test_rows is not None else None
+    sizes = sweeping.parse_sizes(train.shape[1], dims, fractions)
+
+    settings = sweeping.settings_record(resolved, level_options, sweeping.fingerprint(train, held_out, test_rows))
+    sweeping.prepare_folder(out, settings, overwrite=force, inputs=inputs)
+    say = (lambda message: None) if (quiet or json_output) else (lambda message: typer.echo(message, err=True))
+    say(
+        f"sweeping {len(sizes)} latent size(s) {', '.join(map(str, sizes))} of {train.shape[1]} columns"
+        + (" and the full-dimension flow" if full else "")
+        + f" ({resolved.name}, {_ansatz(resolved)}, {resolved.training.steps} steps each) into {out}"
+    )
+
+    def started(latent: int, reused: bool) -> None:
+        name = "full dimension" if latent == train.shape[1] else f"latent {latent}"
+        if not reused:
+            say(f"  training {name} ...")
+
+    def finished(level) -> None:
+        name = "full dimension" if level.full else f"latent {level.latent_dim}"
+        state = "reused" if level.reused else f"{level.seconds:.0f} s"
+        say(f"  {name}: validation {level.val_log_prob:.4f} ± {level.val_stderr:.4f} nats/row ({state})")
+
+    try:
+        result = sweeping.run_sweep(
+            train,
+            held_out,
+            test_rows,
+            recipe=resolved,
+            sizes=sizes,
+            options=level_options,
+            out=out,
+            tolerance=tolerance,
+            full=full,
+            jobs=jobs,
+            on_start=started if jobs == 1 else None,
+            on_level=finished,
+            settings=settings,
+        )
+    except KeyboardInterrupt as stop:
+        kept = sorted(p.name for p in out.glob("*") if p.is_dir() and not p.name.startswith("."))
+        typer.echo(
+            f"interrupted: {len(kept)} finished level(s) kept in {out}"
+            + (f" ({', '.join(kept)})" if kept else "")
+            + "; run the same command again to continue",
+            err=True,
+        )
+        raise typer.Exit(143 if type(stop).__name__ == "_Terminated" else 130) from None
+    sweeping.write_outputs(out, result, settings)
+    if json_output:
+        print_json({**result.to_dict(), "folder": str(out)})
+        return
+    typer.echo(format_sweep(result))
+    typer.echo(f"wrote {out / sweeping.JSON}, {out / sweeping.CSV} and {out / sweeping.PNG}")
+
+
+def format_sweep(result) -> str:
+    """The sweep as a plain-text table, the baselines under it, and the choice with its rule."""
+    ppca = {entry["latent_dim"]: entry for entry in result.baselines.get("ppca", [])}
+    has_test = result.test_rows is not None
+    header = ["latent", "reduce", "validation (nats/row)"]
+    header += ["test"] if has_test else []
+    header += ["PPCA same size", "gain", "parameters", "ms/step", ""]
+    rows = []
+    for level in result.candidates:
+        linear = ppca.get(level.latent_dim)
+        notes = []
+        if level.latent_dim == result.chosen_latent_dim:
+            notes.append("<- chosen")
+        if level.full:
+            notes.append(f"full-dimension {level.family}")
+        if level.still_improving:
+            notes.append("still improving")
+        if level.reused:
+            notes.append("reused")
+        row = [str(level.latent_dim), f"{level.reduce:.2f}", f"{level.val_log_prob:.4f} ± {level.val_stderr:.4f}"]
+        if has_test:
+            row.append(_pm(level.test_log_prob, level.test_stderr))
+        row += [
+            f"{linear['val_log_prob']:.4f}" if linear else "-",
+            f"{level.val_log_prob - linear['val_log_prob']:+.4f}" if linear else "-",
+            f"{level.parameters:,}",
+            f"{level.ms_per_step:.1f}",
+            ", ".join(notes),
+        ]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+    for name in ("gaussian", "gmm"):
+        entry = result.baselines.get(name)
+        if entry:
+            test_part = f", test {_pm(entry['test_log_prob'], entry['test_stderr'])}" if has_test else ""
+            lines.append(
+                f"baseline {entry['label']}: validation {_pm(entry['val_log_prob'], entry['val_stderr'])}{test_part}"
+            )
+    lines.append(f"chosen latent size: {result.chosen_latent_dim} of {result.input_dim}; rule: {result.rule}")
+    if result.under_trained:
+        lines.append(
+            "note: level(s) " + ", ".join(map(str, result.under_trained)) + " were still improving when training "
+            "ended; the choice may move with more --steps"
+        )
+    return "\n".join(lines)
+
+
+def _ansatz(recipe) -> str:
+    return f"{recipe.model.ansatz} ansatz" if "ansatz" in recipe.fields else recipe.family
+
+
+def _pm(mean, stderr) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.4f} ± {stderr:.4f}"
+
+
+def _numbers(text: str | None, kind, flag: str) -> list | None:
+    if text is None:
+        return None
+    values = []
+    for word in (w.strip() for w in text.split(",")):
+        if not word:
+            continue
+        try:
+            values.append(kind(word))
+        except ValueError:
+            raise UserError(f"{flag}: {word!r} is not a {'whole number' if kind is int else 'number'}") from None
+    if not values:
+        raise UserError(f"{flag} was given but holds no value; pass numbers separated by commas")
+    return values
+
+
+def _stem(path: Path) -> str:
+    from funnelcli.cli.train import _stem as stem
+
+    return stem(path)

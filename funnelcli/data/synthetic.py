@@ -5,7 +5,8 @@ dimensions, turned by a random rotation so that no column is a coordinate of the
 
     u ~ N(0, I_k),   y = [u, h(u) + noise * e] with e ~ N(0, I_{D-k}),   x = Q y
 
-with ``h(u) = sin(u A) + (u B)^2 / (2 k)`` for fixed random A, B (k x (D - k)) and Q a fixed random orthogonal
+with ``h(u) = c (sin(u A) + (u B)^2 / (2 k))`` for fixed random A, B (k x (D - k)), ``c`` the curvature (0: a
+flat subspace) and Q a fixed random orthogonal
 matrix. Q has determinant ±1, so the density is exact:
 
     log p(x) = log N(u; 0, I_k) + log N(y_rest; h(u), noise^2 I_{D-k}),   (u, y_rest) = Q^T x.
@@ -22,7 +23,14 @@ from funnelcli.errors import UserError
 
 
 def near_surface(
-    n_rows: int, dim: int, latent: int, *, noise: float = 0.05, seed: int = 0, rotate: bool = True
+    n_rows: int,
+    dim: int,
+    latent: int,
+    *,
+    noise: float = 0.05,
+    curvature: float = 1.0,
+    seed: int = 0,
+    rotate: bool = True,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """``n_rows`` rows near a ``latent``-dimensional surface in ``dim`` columns (``x0``...), and their exact
     log-density (nats per row). The surface (A, B, Q) depends on ``dim`` and ``latent`` only; ``seed`` draws
@@ -36,7 +44,7 @@ def near_surface(
     q = np.linalg.qr(shape.normal(size=(dim, dim)))[0] if rotate else np.eye(dim)
     rng = np.random.default_rng(seed)
     u = rng.normal(size=(n_rows, latent))
-    h = np.sin(u @ a) + (u @ b) ** 2 / (2 * latent)
+    h = curvature * (np.sin(u @ a) + (u @ b) ** 2 / (2 * latent))
     rest = h + noise * rng.normal(size=h.shape)
     x = np.concatenate([u, rest], axis=1) @ q.T
     log_p = (

@@ -6,11 +6,14 @@ Runs the command a user runs, `funnel sweep TABLE --out DIR --json`, on:
 
 - synthetic tables from :func:`funnelcli.data.synthetic.near_surface` (rows within 0.05 of a curved
   k-dimensional surface, rotated into D columns, with an exact density), where the choice can be checked
-  against the true k;
+  against the true k: 10 columns near a 3-D surface (curvature 1, the default recipe) and 16 near a 4-D one
+  (curvature 0.3, the small-table recipe);
 - real tables that ship with scikit-learn (breast cancer: 569 rows, 30 columns; wine: 178 rows, 13 columns).
 
 For each table it records the wall time, the choice, the true dimension where there is one, and every level's
-validation log-likelihood, and writes `sweep-results.json` and `sweep-results.md` under --out. Nothing is
+validation log-likelihood. It writes NAME.result.json per table (tables can run one at a time with --only, and
+a rerun continues each sweep where it stopped) and, from all of them, `sweep-results.json` and
+`sweep-results.md` under --out. Nothing is
 asserted; the acceptance checks live in tests/test_sweep.py.
 """
 
@@ -26,10 +29,11 @@ from pathlib import Path
 from funnelcli.data.synthetic import near_surface
 
 
-def synthetic(folder: Path, dim: int, latent: int, rows: int) -> tuple[Path, Path, float]:
-    train, _ = near_surface(rows, dim, latent, seed=0)
-    test, log_p = near_surface(rows // 5, dim, latent, seed=1)
-    paths = folder / f"surface-{dim}-{latent}.csv", folder / f"surface-{dim}-{latent}-test.csv"
+def synthetic(folder: Path, dim: int, latent: int, rows: int, curvature: float) -> tuple[Path, Path, float]:
+    train, _ = near_surface(rows, dim, latent, curvature=curvature, seed=0)
+    test, log_p = near_surface(rows // 5, dim, latent, curvature=curvature, seed=1)
+    name = f"surface-{dim}-{latent}-c{curvature:g}"
+    paths = folder / f"{name}.csv", folder / f"{name}-test.csv"
     train.to_csv(paths[0], index=False)
     test.to_csv(paths[1], index=False)
     return paths[0], paths[1], float(log_p.mean())
@@ -56,12 +60,11 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     tables = {
-        "surface-10-3": (lambda: synthetic(args.out, 10, 3, 5000), 3, "f-nsf"),
-        "surface-20-5": (lambda: synthetic(args.out, 20, 5, 5000), 5, "f-nsf"),
+        "surface-10-3": (lambda: synthetic(args.out, 10, 3, 5000, 1.0), 3, "f-nsf"),
+        "surface-16-4": (lambda: synthetic(args.out, 16, 4, 5000, 0.3), 4, "small-f-nsf"),
         "breast_cancer": (lambda: real(args.out, "breast_cancer"), None, "small-f-nsf"),
         "wine": (lambda: real(args.out, "wine"), None, "small-f-nsf"),
     }
-    results = []
     for name, (make, truth, recipe) in tables.items():
         if args.only and name != args.only:
             continue
@@ -69,7 +72,7 @@ def main() -> None:
         command = [
             *(sys.executable, "-m", "funnelcli", "sweep", str(train), "--test", str(test)),
             *("--out", str(args.out / f"{name}-sweep"), "--recipe", recipe, "--steps", str(args.steps)),
-            *("--jobs", str(args.jobs), "--device", "cpu", "--json", "--force"),
+            *("--jobs", str(args.jobs), "--device", "cpu", "--json"),
         ]
         start = time.perf_counter()
         finished = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -78,18 +81,18 @@ def main() -> None:
             print(f"{name}: failed: {finished.stderr.strip()}", file=sys.stderr)
             continue
         document = json.loads(finished.stdout)
-        results.append(
-            {
-                "table": name,
-                "recipe": recipe,
-                "steps": args.steps,
-                "true_latent_dim": truth,
-                "true_test_log_prob": true_log_p,
-                "seconds": round(seconds, 1),
-                "sweep": document,
-            }
-        )
+        result = {
+            "table": name,
+            "recipe": recipe,
+            "steps": args.steps,
+            "true_latent_dim": truth,
+            "true_test_log_prob": true_log_p,
+            "seconds": round(seconds, 1),
+            "sweep": document,
+        }
+        (args.out / f"{name}.result.json").write_text(json.dumps(result, indent=2) + "\n")
         print(f"{name}: chose {document['chosen_latent_dim']} (truth {truth}) in {seconds:.0f} s", flush=True)
+    results = [json.loads(path.read_text()) for path in sorted(args.out.glob("*.result.json"))]
     (args.out / "sweep-results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "sweep-results.md").write_text(markdown(results))
 

@@ -185,8 +185,6 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
                     f"latent_dim='auto' needs a funnel recipe or the VAE; {recipe.name!r} is {recipe.family}"
                 )
             return recipe
-        if isinstance(overrides.get("latent_dim"), str):
-            raise UserError(f"latent_dim must be a whole number of dimensions or 'auto', got {self.latent_dim!r}")
         return recipe.with_overrides(**overrides)
 
     # -- fitting ---------------------------------------------------------------------------------------------

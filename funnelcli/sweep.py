@@ -51,7 +51,7 @@ FULL = "full"
 DEFAULT_ANSATZ = "gaussian"
 #: Every size up to this is tried by the default ladder; above it the ladder grows geometrically.
 DENSE_UP_TO = 8
-#: A level "still improves" when its best validation pass was its last and the last quarter of its training
+#: A level "still improves" when its best validation pass was its last and the second half of its training
 #: gained more than this many of its standard errors: more steps would likely change the picture.
 IMPROVING_STDERRS = 1.0
 _FULL_FAMILY = {"f-nsf": "nsf", "f-glow": "glow", "f-mlp": "nsf"}
@@ -263,7 +263,7 @@ def _still_improving(history: list[dict], steps: int, stderr: float) -> bool:
     best = max(passes, key=lambda record: record["val_log_prob"])
     if best is not passes[-1]:
         return False
-    earlier = [record for record in passes if record["step"] <= 0.75 * passes[-1]["step"]]
+    earlier = [record for record in passes if record["step"] <= 0.5 * passes[-1]["step"]]
     if not earlier:
         return True
     return best["val_log_prob"] - earlier[-1]["val_log_prob"] > IMPROVING_STDERRS * max(stderr, 1e-12)

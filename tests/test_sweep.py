@@ -95,6 +95,19 @@ def test_a_level_with_a_non_finite_likelihood_is_never_chosen():
     assert sweeping.choose([level(1, -math.inf), level(2, -1.0)])[0] == 2
 
 
+def passes(*values: float) -> list[dict]:
+    return [{"step": 250 * (i + 1), "val_log_prob": v} for i, v in enumerate(values)]
+
+
+def test_a_level_still_gaining_at_its_last_pass_is_marked_still_improving():
+    assert sweeping._still_improving(passes(-4.5, -2.4, -1.6, -1.5), 1000, stderr=0.3)
+
+
+def test_a_level_whose_best_pass_came_early_or_that_gained_little_is_not_marked():
+    assert not sweeping._still_improving(passes(-4.5, -1.4, -1.6, -1.5), 1000, stderr=0.3)
+    assert not sweeping._still_improving(passes(-4.5, -1.6, -1.55, -1.5), 1000, stderr=0.3)
+
+
 def test_the_full_dimension_reference_is_the_same_flow_without_its_funnel():
     full = sweeping.full_dimension_recipe(tiny())
     assert full.family == "nsf"
@@ -266,6 +279,22 @@ def test_json_prints_what_sweep_json_holds(swept, monkeypatch):
 def test_a_sweep_of_other_settings_is_refused_without_force(swept):
     result = sweep_command(swept, "--test", swept / "test.csv", "--steps", "7")
     assert_one_line_error(result, "holds a sweep of other settings", "--force")
+
+
+def test_a_sweep_of_other_data_is_refused_without_force(swept):
+    near_surface(1200, 6, 2, seed=5)[0].to_csv(swept / "other.csv", index=False)
+    result = run(
+        "sweep", swept / "other.csv", "--out", swept / "out", "--recipe", swept / "tiny.toml", "--latent-dims",
+        "1,2,3", "--device", "cpu",
+    )  # fmt: skip
+    assert_one_line_error(result, "holds a sweep of other data", "--force")
+
+
+def test_another_test_table_rescores_the_levels_without_training_them(swept, monkeypatch):
+    monkeypatch.setattr(FunnelDensity, "fit", lambda *a, **k: pytest.fail("a finished level was trained again"))
+    result = sweep_command(swept, "--json")
+    assert result.exit_code == 0, result.output
+    assert all(lv["reused"] and lv["test_log_prob"] is None for lv in json.loads(result.stdout)["levels"])
 
 
 def test_a_folder_with_files_funnelcli_did_not_write_is_refused_even_with_force(swept, tmp_path):

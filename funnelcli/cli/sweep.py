@@ -149,7 +149,8 @@ def sweep(
         test_rows = test_rows.drop(columns=constant) if test_rows is not None else None
     sizes = sweeping.parse_sizes(train.shape[1], dims, fractions)
 
-    settings = sweeping.settings_record(resolved, level_options, sweeping.fingerprint(train, held_out, test_rows))
+    # The rows the levels learn from; a test table may change between runs (every level is scored again).
+    settings = sweeping.settings_record(resolved, level_options, sweeping.fingerprint(train, held_out))
     sweeping.prepare_folder(out, settings, overwrite=force, inputs=inputs)
     say = (lambda message: None) if (quiet or json_output) else (lambda message: typer.echo(message, err=True))
     say(

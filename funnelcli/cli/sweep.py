@@ -31,7 +31,7 @@ Examples:
 
   funnel sweep data.csv --reduce 0.25,0.5,0.75 --test test.csv --json
 
-  funnel sweep data.csv --ansatz flow --tolerance 2
+  funnel sweep data.csv --recipe small-f-nsf --ansatz flow --tolerance 2
 """
 
 
@@ -48,7 +48,10 @@ def sweep(
         str | None, typer.Option("--reduce", help="Or fractions to remove, comma-separated (0.25,0.5,0.75).")
     ] = None,
     recipe: Annotated[
-        str, typer.Option("--recipe", "-r", help="Bundled recipe name (`funnel recipes`) or a .toml path.")
+        str,
+        typer.Option(
+            "--recipe", "-r", help="Bundled recipe name (`funnel recipes`) or a .toml path; as in `funnel train`."
+        ),
     ] = "f-nsf",
     ansatz: Annotated[
         str | None,

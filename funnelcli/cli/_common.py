@@ -34,6 +34,27 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or warnings on stderr.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (a GPU if there is one), cpu or cuda.")]
+# The options of every command that trains (`train`, `sweep`).
+RecipeOpt = Annotated[
+    str, typer.Option("--recipe", "-r", help="Bundled recipe name (`funnel recipes`) or a .toml path.")
+]
+StepsOpt = Annotated[int | None, typer.Option(help="Training steps.")]
+BatchSizeOpt = Annotated[int | None, typer.Option("--batch-size", help="Rows per step.")]
+LrOpt = Annotated[float | None, typer.Option(help="Learning rate.")]
+TrainSeedOpt = Annotated[int | None, typer.Option(help="Seed of weights, batches and the validation split.")]
+ColumnsOpt = Annotated[
+    str | None, typer.Option(help="Comma-separated columns to model (default: every numeric column).")
+]
+ValidationOpt = Annotated[
+    Path | None, typer.Option(help="Validation table (default: a seeded --val-fraction of DATA).")
+]
+ValFractionOpt = Annotated[float, typer.Option("--val-fraction", help="Share of rows held out.")]
+DequantizeOpt = Annotated[
+    str, typer.Option(help="Integer-valued columns: uniform (add U[0,1) noise, the default) or none.")
+]
+DropConstantOpt = Annotated[
+    bool, typer.Option("--drop-constant", help="Leave out constant columns instead of refusing them.")
+]
 StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Refuse DATA with columns the model does not use (default: ignore them).")
 ]

@@ -9,12 +9,22 @@ from typing import Annotated
 import typer
 
 from funnelcli.cli._common import (
+    BatchSizeOpt,
+    ColumnsOpt,
     DataArg,
+    DequantizeOpt,
     DeviceOpt,
+    DropConstantOpt,
     ForceOpt,
     JsonOpt,
     KeyOpt,
+    LrOpt,
     QuietOpt,
+    RecipeOpt,
+    StepsOpt,
+    TrainSeedOpt,
+    ValFractionOpt,
+    ValidationOpt,
     handle_errors,
     print_json,
     setup_logging,
@@ -47,12 +57,7 @@ def sweep(
     reduce: Annotated[
         str | None, typer.Option("--reduce", help="Or fractions to remove, comma-separated (0.25,0.5,0.75).")
     ] = None,
-    recipe: Annotated[
-        str,
-        typer.Option(
-            "--recipe", "-r", help="Bundled recipe name (`funnel recipes`) or a .toml path; as in `funnel train`."
-        ),
-    ] = "f-nsf",
+    recipe: RecipeOpt = "f-nsf",
     ansatz: Annotated[
         str | None,
         typer.Option(
@@ -64,18 +69,14 @@ def sweep(
         float,
         typer.Option(help="Choose the smallest size within this many standard errors of the best level."),
     ] = 1.0,
-    steps: Annotated[int | None, typer.Option(help="Training steps of every level.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per step.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of weights, batches and the validation split.")] = None,
-    columns: Annotated[
-        str | None, typer.Option(help="Comma-separated columns to model (default: every numeric column).")
-    ] = None,
+    steps: StepsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    lr: LrOpt = None,
+    seed: TrainSeedOpt = None,
+    columns: ColumnsOpt = None,
     key: KeyOpt = None,
-    validation: Annotated[
-        Path | None, typer.Option(help="Validation table (default: a seeded --val-fraction of DATA).")
-    ] = None,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of rows held out.")] = 0.1,
+    validation: ValidationOpt = None,
+    val_fraction: ValFractionOpt = 0.1,
     test: Annotated[
         Path | None, typer.Option("--test", help="Test table, scored by every level (a prepared DATA's test split).")
     ] = None,
@@ -83,12 +84,8 @@ def sweep(
         bool, typer.Option("--full/--no-full", help="Also train the full-dimension flow as a reference.")
     ] = True,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Levels trained at a time, in separate processes.")] = 1,
-    dequantize: Annotated[
-        str, typer.Option(help="Integer-valued columns: uniform (add U[0,1) noise, the default) or none.")
-    ] = "uniform",
-    drop_constant: Annotated[
-        bool, typer.Option("--drop-constant", help="Leave out constant columns instead of refusing them.")
-    ] = False,
+    dequantize: DequantizeOpt = "uniform",
+    drop_constant: DropConstantOpt = False,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     json_output: JsonOpt = False,

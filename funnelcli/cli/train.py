@@ -10,12 +10,22 @@ from typing import Annotated
 import typer
 
 from funnelcli.cli._common import (
+    BatchSizeOpt,
+    ColumnsOpt,
     DataArg,
+    DequantizeOpt,
     DeviceOpt,
+    DropConstantOpt,
     ForceOpt,
     JsonOpt,
     KeyOpt,
+    LrOpt,
     QuietOpt,
+    RecipeOpt,
+    StepsOpt,
+    TrainSeedOpt,
+    ValFractionOpt,
+    ValidationOpt,
     fail,
     handle_errors,
     print_json,
@@ -45,9 +55,7 @@ Examples:
 @handle_errors
 def train(
     data: DataArg,
-    recipe: Annotated[
-        str, typer.Option("--recipe", "-r", help="Bundled recipe name (`funnel recipes`) or a .toml path.")
-    ] = "f-nsf",
+    recipe: RecipeOpt = "f-nsf",
     reduce: Annotated[
         float | None, typer.Option(help="Fraction of the dimensions the funnel removes (0 < reduce < 1).")
     ] = None,
@@ -56,24 +64,16 @@ def train(
         typer.Option("--latent-dim", help="Dimensions the funnel keeps, 1 to D - 1 (instead of --reduce)."),
     ] = None,
     ansatz: Annotated[str | None, typer.Option(help="q(x_drop | z): gaussian or flow.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per step.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of weights, batches and the validation split.")] = None,
-    columns: Annotated[
-        str | None, typer.Option(help="Comma-separated columns to model (default: every numeric column).")
-    ] = None,
+    steps: StepsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    lr: LrOpt = None,
+    seed: TrainSeedOpt = None,
+    columns: ColumnsOpt = None,
     key: KeyOpt = None,
-    validation: Annotated[
-        Path | None, typer.Option(help="Validation table (default: a seeded --val-fraction of DATA).")
-    ] = None,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of rows held out.")] = 0.1,
-    dequantize: Annotated[
-        str, typer.Option(help="Integer-valued columns: uniform (add U[0,1) noise, the default) or none.")
-    ] = "uniform",
-    drop_constant: Annotated[
-        bool, typer.Option("--drop-constant", help="Leave out constant columns instead of refusing them.")
-    ] = False,
+    validation: ValidationOpt = None,
+    val_fraction: ValFractionOpt = 0.1,
+    dequantize: DequantizeOpt = "uniform",
+    drop_constant: DropConstantOpt = False,
     device: DeviceOpt = "auto",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Model folder (default: runs/<DATA name>).")] = None,
     force: ForceOpt = False,

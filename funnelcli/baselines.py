@@ -50,6 +50,9 @@ MIN_ROWS_FOR_HOLDOUT = 20
 PATIENCE = 2
 #: EM iterations of each mixture fit.
 MAX_ITER = 200
+#: A mixture is fitted on at most this many training rows (a seeded subsample of larger tables): EM's cost
+#: grows with rows x k x D^2, and a million-row table would otherwise take hours to choose k.
+MAX_MIXTURE_ROWS = 100_000
 
 
 def gaussian_parameters(dim: int) -> int:
@@ -212,6 +215,8 @@ def gaussian_mixture(
       the other 90% and scored on the held-out rows, and the chosen k is then refitted on all training rows.
       Below ``MIN_ROWS_FOR_HOLDOUT`` (20) training rows, k = 1.
 
+    Every fit uses at most ``MAX_MIXTURE_ROWS`` (100,000) rows, a seeded subsample of more.
+
     Each fit is scikit-learn's ``GaussianMixture(k, covariance_type="full", reg_covar=1e-6,
     random_state=seed)`` on standardised columns. A candidate whose fit fails is skipped. ``details`` holds
     ``components`` (the chosen k), ``chosen_on`` ("validation", "held-out training rows" or "too few rows")
@@ -239,6 +244,14 @@ def _fit_mixture(k: int, seed: int, z: np.ndarray):
         return _mixture(k, seed).fit(z)
 
 
+def _at_most(rows: np.ndarray, seed: int, limit: int | None = None) -> np.ndarray:
+    """``rows``, or a seeded subsample of ``limit`` (default ``MAX_MIXTURE_ROWS``) of them in their order."""
+    limit = MAX_MIXTURE_ROWS if limit is None else limit
+    if len(rows) <= limit:
+        return rows
+    return rows[np.sort(np.random.default_rng(seed).permutation(len(rows))[:limit])]
+
+
 def _gaussian_mixture(data: _Prepared, components: Sequence[int], seed: int) -> FittedBaseline:
     ladder = sorted({int(k) for k in components} | {1})
     if ladder[0] < 1:
@@ -252,7 +265,8 @@ def _gaussian_mixture(data: _Prepared, components: Sequence[int], seed: int) -> 
         fit_rows, choice_rows, chosen_on = z[np.sort(order[held:])], z[np.sort(order[:held])], "held-out training rows"
     else:
         fit_rows, choice_rows, chosen_on = z, None, "too few rows"
-    candidates = [k for k in ladder if k == 1 or len(fit_rows) >= k * ROWS_PER_COMPONENT * (data.dim + 1)]
+    usable = min(len(fit_rows), MAX_MIXTURE_ROWS)
+    candidates = [k for k in ladder if k == 1 or usable >= k * ROWS_PER_COMPONENT * (data.dim + 1)]
     if choice_rows is None:
         candidates = [1]
     scores: dict[int, float] = {}
@@ -262,7 +276,7 @@ def _gaussian_mixture(data: _Prepared, components: Sequence[int], seed: int) -> 
         if misses >= PATIENCE:
             break
         try:
-            fits[k] = _fit_mixture(k, seed, fit_rows)
+            fits[k] = _fit_mixture(k, seed, _at_most(fit_rows, seed))
         except (ValueError, np.linalg.LinAlgError):
             misses += 1  # e.g. a component with an ill-defined covariance
             continue
@@ -281,7 +295,7 @@ def _gaussian_mixture(data: _Prepared, components: Sequence[int], seed: int) -> 
         raise UserError("no Gaussian mixture could be fitted to the training rows")
     if best not in fits:
         raise UserError("no Gaussian mixture could be fitted to the training rows")
-    density = fits[best] if fit_rows is z else _fit_mixture(best, seed, z)
+    density = fits[best] if fit_rows is z else _fit_mixture(best, seed, _at_most(z, seed))
     where = {
         "validation": "chosen on validation",
         "held-out training rows": "chosen on held-out training rows",

@@ -73,6 +73,17 @@ def test_the_mixture_ladder_is_capped_by_the_rows_per_component():
     assert set(mixture.details["validation_scores"]) <= {1, 2, 4}
 
 
+def test_a_large_table_fits_its_mixtures_on_a_capped_subsample(monkeypatch):
+    import funnelcli.baselines as baselines
+
+    sizes, fit = [], baselines._fit_mixture
+    monkeypatch.setattr(baselines, "MAX_MIXTURE_ROWS", 300)
+    monkeypatch.setattr(baselines, "_fit_mixture", lambda k, seed, z: sizes.append(len(z)) or fit(k, seed, z))
+    mixture = gaussian_mixture(clusters(900, seed=1), seed=0)
+    assert sizes and max(sizes) == 300
+    assert mixture.details["components"] > 1
+
+
 def test_ppca_at_the_subspace_size_is_close_to_the_full_gaussian_and_far_above_one_latent_dimension():
     train, test = near_plane(1500, seed=1), near_plane(1500, seed=2)
     baselines = fit_baselines(train, latent_dims=[1, 2])

@@ -555,7 +555,6 @@ def prepare_folder(out: Path, settings: dict[str, Any], *, overwrite: bool, inpu
     outputs.check_output_folder(out, SWEEP, overwrite=True, inputs=inputs)
     if not out.is_dir() or not any(out.iterdir()):
         return
-    _remove_debris(out)
     previous = json.loads((out / JSON).read_text(encoding="utf-8")).get("settings")
     if previous == json.loads(json.dumps(settings)):
         if overwrite:
@@ -578,14 +577,6 @@ def _clear(out: Path) -> None:
             entry.unlink()
 
 
-def _remove_debris(out: Path) -> None:
-    """Hidden staging folders of a level that a killed worker left behind (``.latent-3.tmp-x1y2``)."""
-    for entry in out.iterdir():
-        staged = entry.name.startswith(".") and (".tmp-" in entry.name or ".old-" in entry.name)
-        if staged and entry.is_dir() and _child_kind(entry.name[1:].split(".", 1)[0]) is not None:
-            shutil.rmtree(entry, ignore_errors=True)
-
-
 def _write_text(path: Path, text: str) -> None:
     from funnelcli.data import atomic_path
 
@@ -601,15 +592,11 @@ def write_outputs(out: Path, sweep: Sweep, settings: dict[str, Any]) -> None:
     """``sweep.json``, ``sweep.csv`` and ``sweep.png`` (when matplotlib is installed), each written atomically."""
     write_json(out, sweep, settings)
     _write_text(out / CSV, sweep.table().to_csv(index=False))
-    try:
-        from funnelcli.evaluation.plots import require_matplotlib
-    except ImportError:  # pragma: no cover - plots ship with funnelcli
-        return
+    from funnelcli.evaluation.plots import require_matplotlib, save_png, sweep_figure
+
     try:
         require_matplotlib()
     except UserError:
         log.warning("matplotlib is not installed, so %s was not drawn (pip install funnelcli[report])", out / PNG)
         return
-    from funnelcli.evaluation.plots import save_png, sweep_figure
-
     save_png(sweep_figure(sweep), out / PNG)

@@ -199,7 +199,8 @@ def sweep(
         print_json({**result.to_dict(), "folder": str(out)})
         return
     typer.echo(format_sweep(result))
-    typer.echo(f"wrote {out / sweeping.JSON}, {out / sweeping.CSV} and {out / sweeping.PNG}")
+    written = [str(out / name) for name in (sweeping.JSON, sweeping.CSV, sweeping.PNG) if (out / name).is_file()]
+    typer.echo("wrote " + ", ".join(written))
 
 
 def format_sweep(result) -> str:

@@ -63,25 +63,35 @@ def score_file(
     overwrite: bool = False,
     iw_samples: int | None = None,
     column: str = "log_prob",
+    keep: list[str] | None = None,
     batch_rows: int = BATCH_ROWS,
 ) -> RunningMean:
-    """Score every row of ``data``; with ``output``, write its model columns plus the scores as ``column``.
+    """Score every row of ``data``; with ``output``, write the ``keep`` columns passed through as they are (an
+    identifier, a label), then the model columns, then the scores as ``column``.
 
     Returns the running mean of log p(x) with its standard error. Scores equal ``score_samples`` on the whole
     table (dequantization noise follows the rows, not the chunks); a VAE's bound draws fresh noise per chunk.
-    Raises UserError, before reading any row, when ``column`` is one of the model's columns.
+    Raises UserError, before reading any row, when ``column`` is one of the output's other columns or a kept
+    column is named twice.
     """
+    extra = [name for name in keep or [] if name not in estimator.input_columns_]  # model columns are written anyway
+    if keep and output is None:
+        raise UserError("--keep passes columns through to the -o table; give -o FILE too")
     if output is not None:
-        check_new_columns([column], estimator.input_columns_, "the score column", "--score-column")
+        check_new_columns([column], [*extra, *estimator.input_columns_], "the score column", "--score-column")
     summary = RunningMean()
     writer = TableWriter(output, overwrite=overwrite) if output is not None else None
+    passed = iter_columns(data, extra, key=key, batch_rows=batch_rows) if extra else None
     with writer if writer is not None else _Nothing():
         offset = 0
         for chunk in iter_table(data, columns=estimator.input_columns_, key=key, batch_rows=batch_rows):
             log_prob = estimator.score_samples(chunk, iw_samples=iw_samples, row_offset=offset)
             summary.add(log_prob)
             if writer is not None:
-                writer.write(chunk.assign(**{column: log_prob}))
+                frame = chunk.assign(**{column: log_prob}).reset_index(drop=True)
+                if passed is not None:
+                    frame = pd.concat([next(passed).reset_index(drop=True), frame], axis=1)
+                writer.write(frame)
             offset += len(chunk)
     return summary
 

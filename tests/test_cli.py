@@ -177,6 +177,28 @@ def test_encode_writes_exactly_the_latent_columns_and_passes_kept_columns_throug
     assert latent["id"].tolist() == table["id"].tolist()
 
 
+def test_score_passes_kept_columns_through_before_the_model_columns_and_the_scores(model, workdir):
+    table = manifold_table(25, seed=4).assign(id=[f"row{i}" for i in range(25)], label=range(25))
+    table.to_csv(workdir / "ids.csv", index=False)
+    out = workdir / "scored.csv"
+    result = run("score", model, workdir / "ids.csv", "-o", out, "--keep", "id,label,a")
+    assert result.exit_code == 0, result.output
+    scored = pd.read_csv(out)
+    assert list(scored.columns) == ["id", "label", "a", "b", "c", "d", "log_prob"]
+    assert scored["id"].tolist() == table["id"].tolist() and scored["label"].tolist() == list(range(25))
+    plain = workdir / "plain.csv"
+    assert run("score", model, workdir / "ids.csv", "-o", plain).exit_code == 0
+    np.testing.assert_array_equal(scored["log_prob"], pd.read_csv(plain)["log_prob"])
+
+
+def test_score_keep_needs_an_output_and_existing_columns(model, workdir):
+    manifold_table(5, seed=4).to_csv(workdir / "few.csv", index=False)
+    assert_one_line_error(run("score", model, workdir / "few.csv", "--keep", "a"), "--keep", "-o")
+    result = run("score", model, workdir / "few.csv", "-o", workdir / "kept.csv", "--keep", "id")
+    assert_one_line_error(result, "few.csv", "id")
+    assert not (workdir / "kept.csv").exists()
+
+
 def test_sample_writes_the_training_columns(model, workdir):
     out = workdir / "fake.parquet"
     result = run("sample", model, "-n", "37", "-o", out, "--seed", "1", "--temperature", "0.8")

@@ -20,6 +20,7 @@ from funnelcli.cli._common import (
     out_format_check,
     print_json,
     setup_logging,
+    split_names,
 )
 
 EXAMPLES = """
@@ -28,6 +29,8 @@ Examples:
   funnel score runs/data test.parquet -o scores.parquet
 
   funnel score runs/data test.csv --json
+
+  funnel score runs/data test.csv -o scores.csv --keep id,label
 """
 
 
@@ -51,6 +54,10 @@ def score(
     score_column: Annotated[
         str, typer.Option("--score-column", help="Name of the scores' column in the -o table.")
     ] = "log_prob",
+    keep: Annotated[
+        str | None,
+        typer.Option("--keep", help="Columns of DATA to pass through to the -o table first (an id, a label)."),
+    ] = None,
 ) -> None:
     """Score DATA: log p(x) per row in nats, in the data's units (standardisation included).
 
@@ -66,10 +73,18 @@ def score(
         out_format_check(output, force=force, inputs=(model, data))
     estimator = FunnelDensity.load(model, device=device)
     data = split_file(data, "test")
+    passed = split_names(keep) if keep else None
     if strict:
-        check_no_extra_columns(data, estimator, key=key)
+        check_no_extra_columns(data, estimator, key=key, keep=passed)
     summary = score_file(
-        estimator, data, output=output, key=key, overwrite=force, iw_samples=iw_samples, column=score_column
+        estimator,
+        data,
+        output=output,
+        key=key,
+        overwrite=force,
+        iw_samples=iw_samples,
+        column=score_column,
+        keep=passed,
     )
     bound = estimator.is_bound_
     what = ("ELBO" if iw_samples is None else f"importance-weighted bound (K={iw_samples})") if bound else ""

@@ -366,9 +366,3 @@ def fit_baselines(
     fitted = [_full_gaussian(data), _gaussian_mixture(data, COMPONENT_LADDER, seed)]
     fitted += [_ppca(data, k) for k in dims]
     return {b.name: b for b in fitted}
-
-
-def gaussian_log_prob(train, test) -> np.ndarray:
-    """log N(x; mean, cov) per row of ``test``, with the mean and full covariance (ddof 1) of ``train``, in the
-    data's units (computed on standardised columns for conditioning)."""
-    return full_gaussian(train).score_samples(test)

@@ -42,7 +42,7 @@ MAX_SAMPLES = 10_000_000
 #: The highest sampling temperature: beyond it, draws lie far outside anything the model was fitted to.
 MAX_TEMPERATURE = 10.0
 #: What an auto-fitted estimator keeps of its own rather than taking from the chosen level's estimator.
-_OWN_VIEW = ("n_features_in_", "feature_names_in_", "dropped_constant_columns_")
+_OWN_VIEW = ("n_features_in_", "feature_names_in_", "dropped_constant_columns_", "dtypes_")
 #: ``latent_dim=AUTO`` chooses the latent size by a sweep in ``fit``.
 AUTO = "auto"
 _NAMED_PARAMS = ("reduce", "latent_dim", "ansatz", "steps", "batch_size", "lr", "seed")
@@ -352,7 +352,9 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
 
         if self.ansatz is None and recipe.has_funnel:
             recipe = recipe.with_overrides(ansatz=DEFAULT_ANSATZ)
+        dtypes = _dtypes(X)
         frame = self._drop_constant(self._validate(X, reset=True))
+        self.dtypes_ = {name: dtypes.get(name, "float64") for name in frame.columns}
         if validation is None:
             train, held_out = split_validation(frame, self.val_fraction, recipe.training.seed)
         else:

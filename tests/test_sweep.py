@@ -18,6 +18,7 @@ from funnelcli import sweep as sweeping
 from funnelcli.data.synthetic import near_surface
 from funnelcli.errors import UserError
 from funnelcli.estimator import FunnelDensity
+from funnelcli.evaluation.plots import sweep_figure
 from funnelcli.models import Recipe
 from tests.test_robustness import assert_one_line_error, run
 
@@ -189,7 +190,7 @@ def test_the_picture_opens_and_shows_every_level_and_baseline(swept):
     image = imread(swept / "out" / "sweep.png")
     assert image.shape[0] > 200 and image.shape[1] > 300
     result = sweeping_result(swept / "out")
-    figure = __import__("funnelcli.evaluation.plots", fromlist=["sweep_figure"]).sweep_figure(result)
+    figure = sweep_figure(result)
     labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
     assert any(label.startswith("funnel") for label in labels)
     assert any("full-dimension flow" in label for label in labels)
@@ -320,7 +321,7 @@ def test_a_recipe_without_a_latent_size_is_refused(swept):
 # -- the estimator ---------------------------------------------------------------------------------------------
 
 
-def test_auto_latent_dim_keeps_the_chosen_levels_model_and_the_sweep_table():
+def test_auto_latent_dim_keeps_the_chosen_levels_model_and_the_sweep_table(tmp_path):
     train, _ = near_surface(1000, 5, 2, seed=0)
     model = FunnelDensity(tiny(), latent_dim="auto", steps=100, device="cpu").fit(train)
     chosen = model.sweep_.loc[model.sweep_["kind"] == "funnel"]
@@ -330,6 +331,8 @@ def test_auto_latent_dim_keeps_the_chosen_levels_model_and_the_sweep_table():
     assert model.transform(train).shape == (1000, model.latent_dim_)
     assert model.get_params()["latent_dim"] == "auto"
     assert "standard error" in model.sweep_rule_
+    same = FunnelDensity.load(model.save(tmp_path / "auto"), device="cpu")
+    np.testing.assert_array_equal(same.score_samples(train), model.score_samples(train))
 
 
 def test_auto_latent_dim_with_reduce_is_refused():

@@ -187,3 +187,12 @@ def out_format_check(path: Path, *, force: bool, inputs: tuple[Path | None, ...]
 
     check_output_path(path, overwrite=force)
     outputs.check_output_file(path, inputs=[given for given in inputs if given is not None])
+
+
+def data_stem(path: Path) -> str:
+    """The name of a table or prepared folder without its extension: the default output name."""
+    name = path.resolve().name if path.is_dir() else path.name
+    for suffix in (".csv.gz", ".parquet", ".hdf5", ".csv", ".tsv", ".pq", ".h5", ".hdf"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or "model"
+    return path.stem or "model"

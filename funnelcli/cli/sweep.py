@@ -25,6 +25,7 @@ from funnelcli.cli._common import (
     TrainSeedOpt,
     ValFractionOpt,
     ValidationOpt,
+    data_stem,
     handle_errors,
     print_json,
     setup_logging,
@@ -113,7 +114,7 @@ def sweep(
     from funnelcli.data.tables import split_validation
     from funnelcli.estimator import FunnelDensity
 
-    out = out or Path("runs") / f"{_stem(data)}-sweep"
+    out = out or Path("runs") / f"{data_stem(data)}-sweep"
     level_options = {"device": device, "dequantize": dequantize, "max_parameters": None}
     resolved = FunnelDensity(recipe, steps=steps, batch_size=batch_size, lr=lr, seed=seed).resolved_recipe()
     if not resolved.has_funnel and resolved.family != "vae":
@@ -275,9 +276,3 @@ def _numbers(text: str | None, kind, flag: str) -> list | None:
     if not values:
         raise UserError(f"{flag} was given but holds no value; pass numbers separated by commas")
     return values
-
-
-def _stem(path: Path) -> str:
-    from funnelcli.cli.train import _stem as stem
-
-    return stem(path)

@@ -26,6 +26,7 @@ from funnelcli.cli._common import (
     TrainSeedOpt,
     ValFractionOpt,
     ValidationOpt,
+    data_stem,
     fail,
     handle_errors,
     print_json,
@@ -130,7 +131,7 @@ def train(
     from funnelcli.estimator import FunnelDensity
     from funnelcli.training import TrainingDiverged, TrainingInterrupted
 
-    out = out or Path("runs") / _stem(data)
+    out = out or Path("runs") / data_stem(data)
     estimator = FunnelDensity(
         recipe,
         reduce=reduce,
@@ -267,14 +268,6 @@ def _keep_best(estimator, diverged, out: Path, force: bool, before: dict[Path, t
         if made not in before and made.is_dir() and not any(made.iterdir()):
             made.rmdir()
     return "no validation pass had finished, so there was no model to keep and nothing was written"
-
-
-def _stem(path: Path) -> str:
-    name = path.resolve().name if path.is_dir() else path.name
-    for suffix in (".csv.gz", ".parquet", ".hdf5", ".csv", ".tsv", ".pq", ".h5", ".hdf"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)] or "model"
-    return path.stem or "model"
 
 
 class _progress:

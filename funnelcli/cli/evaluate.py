@@ -30,6 +30,8 @@ Examples:
   funnel evaluate runs/digits test.csv --ood other.csv --report report/ --force
 
   funnel evaluate runs/digits test.csv --baselines train.csv
+
+  funnel evaluate runs/digits test.csv --error 2se
 """
 
 REPORT_EXAMPLES = """
@@ -50,6 +52,8 @@ Examples:
   funnel compare runs/nsf runs/f-nsf --data test.csv --json
 
   funnel compare runs/nsf runs/f-nsf --data prepared/ --baselines prepared/
+
+  funnel compare runs/* --data test.csv --markdown --error 2se
 """
 
 OodOpt = Annotated[
@@ -70,6 +74,24 @@ BaselinesOpt = Annotated[
         show_default=False,
     ),
 ]
+
+#: The error bars ``--error`` may ask for: the name on the command line and the standard errors it prints.
+ERROR_BARS = {"1se": 1, "2se": 2}
+ErrorOpt = Annotated[
+    str,
+    typer.Option(
+        "--error",
+        help="Error bars printed after ±: 1se (one standard error) or 2se (two, as the MAF, NSF and funnel papers "
+        "print). --json keeps the raw standard error and names the choice in its error field.",
+    ),
+]
+
+
+def _stderr_multiple(error: str) -> int:
+    """The standard errors that ``--error`` asks to print."""
+    if error not in ERROR_BARS:
+        raise UserError(f"--error {error!r} is unknown; use {' or '.join(ERROR_BARS)}")
+    return ERROR_BARS[error]
 
 
 def _load(model: Path, device: str):
@@ -132,7 +154,16 @@ def _run(
     return estimator, evaluation
 
 
-def _report(folder: Path, estimator, evaluation, data: Path, ood: Path | None, force: bool, seed: int) -> Path:
+def _report(
+    folder: Path,
+    estimator,
+    evaluation,
+    data: Path,
+    ood: Path | None,
+    force: bool,
+    seed: int,
+    stderr_multiple: int = 1,
+) -> Path:
     from funnelcli.evaluation import write_report
 
     return write_report(
@@ -143,6 +174,7 @@ def _report(folder: Path, estimator, evaluation, data: Path, ood: Path | None, f
         random_state=seed,
         test_name=data.name,
         ood_name=ood.name if ood is not None else "OOD",
+        stderr_multiple=stderr_multiple,
     )
 
 
@@ -159,11 +191,14 @@ def evaluate(
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
+    error: ErrorOpt = "1se",
     json_output: JsonOpt = False,
 ) -> None:
     """Evaluate a model on held-out DATA: likelihood, sample quality and, with --ood, anomaly detection.
 
     Prints the test log-likelihood ± standard error, bits per dimension, latent size and parameter count.
+
+    --error 2se prints ± two standard errors, as the MAF, NSF and funnel papers do.
 
     Model samples are compared with DATA by a classifier two-sample AUC and a sliced Wasserstein distance.
 
@@ -176,19 +211,21 @@ def evaluate(
     A model that reports a lower bound (a VAE's ELBO) has its likelihoods labelled as a bound.
     """
     setup_logging(json_output)
-    from funnelcli.evaluation.report import check_report_folder, metric_rows
+    from funnelcli.evaluation.report import check_report_folder, error_bars, metric_rows
 
+    stderr_multiple = _stderr_multiple(error)
     if report_dir is not None:
         check_report_folder(report_dir, overwrite=force, inputs=(model, data, *([ood] if ood else [])))
     estimator, evaluation = _run(model, data, ood, key, device, seed, progress=not json_output, baselines=baselines)
     document = evaluation.to_json()
+    document["error"] = error_bars(stderr_multiple)
     if report_dir is not None:
-        index = _report(report_dir, estimator, evaluation, data, ood, force, seed)
+        index = _report(report_dir, estimator, evaluation, data, ood, force, seed, stderr_multiple)
         document["report"] = str(index)
     if json_output:
         print_json(document)
         return
-    rows = metric_rows(evaluation.metrics)
+    rows = metric_rows(evaluation.metrics, stderr_multiple=stderr_multiple)
     width = max(len(name) for name, _ in rows)
     typer.echo(f"model {model} (recipe {document['recipe']}, family {document['family']}) on {data}")
     typer.echo("\n".join(f"  {name.ljust(width)}  {value}" for name, value in rows))
@@ -238,11 +275,14 @@ def compare(
     key: KeyOpt = None,
     device: DeviceOpt = "auto",
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table, best in bold.")] = False,
+    error: ErrorOpt = "1se",
     json_output: JsonOpt = False,
 ) -> None:
     """Compare models on the same held-out DATA in one table (the funnel paper's Table 1).
 
     A row per model: test log-likelihood ± standard error, latent size, parameters, training ms per step.
+
+    --error 2se prints ± two standard errors, as the MAF, NSF and funnel papers do; the header says which.
 
     With --baselines TRAIN: a row per baseline fitted on TRAIN (full Gaussian, Gaussian mixture, PPCA).
 
@@ -255,11 +295,13 @@ def compare(
         baseline_summaries,
         best_index,
         compare_row,
+        error_bars,
         format_comparison,
         json_safe,
         with_baselines,
     )
 
+    stderr_multiple = _stderr_multiple(error)
     if json_output and markdown:
         raise UserError("--json and --markdown both ask for the output format; pass one of them")
     # Every folder is opened before any is scored, so a mistyped one fails at once.
@@ -281,11 +323,11 @@ def compare(
         rows = with_baselines(rows, baseline_summaries(fitted, reference, _read(data, reference, key)))
     if json_output:
         best = best_index(rows)
-        print_json(
-            json_safe({"data": str(data), "models": rows, "best": None if best is None else rows[best]["model"]})
-        )
+        best_model = None if best is None else rows[best]["model"]
+        document = {"data": str(data), "models": rows, "best": best_model, "error": error_bars(stderr_multiple)}
+        print_json(json_safe(document))
         return
-    typer.echo(format_comparison(rows, markdown=markdown))
+    typer.echo(format_comparison(rows, markdown=markdown, stderr_multiple=stderr_multiple))
 
 
 def _check_same_columns(estimators) -> None:

@@ -6,6 +6,9 @@
 - :func:`write_report` turns an evaluation into PNG figures and an ``index.html`` that shows them with the
   metrics.
 - :func:`compare_row` and :func:`format_comparison` make the paper's Table 1: a row per model.
+- What people read (the terminal, the page, the table) shows ``stderr_multiple`` standard errors after each
+  "±" and names them (:func:`error_bar_label`); the MAF, NSF and funnel papers print 2. The metrics keep the
+  raw standard error, and :func:`error_bars` says in JSON which multiple the printed numbers carry.
 - :func:`fit_model_baselines`, :func:`baseline_summaries` and :func:`with_baselines` put the classical
   baselines of :mod:`funnelcli.baselines` (full Gaussian, Gaussian mixture, PPCA) beside a model, fitted on
   training rows in the model's columns.
@@ -122,6 +125,32 @@ def _subsample(values: np.ndarray, limit: int, seed: int) -> np.ndarray:
     if len(values) <= limit:
         return values
     return values[np.sort(np.random.default_rng(seed).permutation(len(values))[:limit])]
+
+
+def error_bar_label(stderr_multiple: float = 1) -> str:
+    """How the printed error bars are named: ``"± 1 standard error"``, ``"± 2 standard errors"``."""
+    k = _checked_multiple(stderr_multiple)
+    return f"± {k:g} standard error{'' if k == 1 else 's'}"
+
+
+def error_bars(stderr_multiple: float = 1) -> dict[str, Any]:
+    """Which error bars the printed numbers carry, for a JSON document beside the raw ``stderr``:
+    ``{"name": "2se", "multiple": 2}``."""
+    k = _checked_multiple(stderr_multiple)
+    return {"name": f"{k:g}se", "multiple": k}
+
+
+def _checked_multiple(stderr_multiple: float) -> float:
+    if isinstance(stderr_multiple, bool) or not isinstance(stderr_multiple, int | float):
+        raise TypeError(f"stderr_multiple must be a number, got {type(stderr_multiple).__name__}")
+    if not (math.isfinite(stderr_multiple) and stderr_multiple > 0):
+        raise ValueError(f"stderr_multiple must be a positive finite number, got {stderr_multiple}")
+    return stderr_multiple
+
+
+def _error_bar(stderr: float | None, stderr_multiple: float) -> float | None:
+    """The half-width printed after "±": ``stderr_multiple`` standard errors."""
+    return None if stderr is None else stderr * stderr_multiple
 
 
 def json_safe(value: Any) -> Any:
@@ -305,8 +334,11 @@ def write_report(
     title: str | None = None,
     test_name: str = "test",
     ood_name: str = "OOD",
+    stderr_multiple: float = 1,
 ) -> Path:
     """Write the report's PNG figures and ``index.html`` into ``folder``; return the path of ``index.html``.
+
+    The page's table shows ``stderr_multiple`` standard errors after each "±" (see :func:`metric_rows`).
 
     The whole report is first made in a hidden staging folder beside ``folder``; only when every figure and the
     page exist are they renamed into place, ``index.html`` last. A report that fails part-way (a plot that
@@ -316,6 +348,7 @@ def write_report(
     """
     from funnelcli.evaluation import plots
 
+    _checked_multiple(stderr_multiple)
     folder = check_report_folder(folder, overwrite=overwrite)
     folder.parent.mkdir(parents=True, exist_ok=True)
     bound = evaluation.bound
@@ -344,7 +377,14 @@ def write_report(
     try:
         for key, make in figures.items():
             plots.save_png(make(), staging / FIGURES[key])
-        page = _html(evaluation, title=title, test_name=test_name, ood_name=ood_name, shown=list(figures))
+        page = _html(
+            evaluation,
+            title=title,
+            test_name=test_name,
+            ood_name=ood_name,
+            shown=list(figures),
+            stderr_multiple=stderr_multiple,
+        )
         (staging / INDEX).write_text(page, encoding="utf-8")
         folder.mkdir(exist_ok=True)
         for key in figures:
@@ -366,12 +406,21 @@ def _number(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if math.isfinite(value) else str(value)
 
 
-def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    """(name, value) pairs of the metrics, worded for people; shared by the HTML page and the terminal."""
+def metric_rows(metrics: dict[str, Any], *, stderr_multiple: float = 1) -> list[tuple[str, str]]:
+    """(name, value) pairs of the metrics, worded for people; shared by the HTML page and the terminal.
+
+    Each "±" is followed by ``stderr_multiple`` standard errors (``metrics["stderr"]`` times it), and the
+    log-likelihood's row names them: ``-3.1 ± 0.2 (± 2 standard errors)``.
+    """
     bound = metrics.get("bound", False)
     what = "ELBO (lower bound)" if bound else "log-likelihood"
+    label = error_bar_label(stderr_multiple)
+
+    def plus_minus(summary: Mapping[str, Any]) -> str:
+        return f"{_number(summary['mean_log_prob'])} ± {_number(_error_bar(summary['stderr'], stderr_multiple))}"
+
     rows = [
-        (f"test {what}, nats/row", f"{_number(metrics['mean_log_prob'])} ± {_number(metrics['stderr'])} (± s.e.)"),
+        (f"test {what}, nats/row", f"{plus_minus(metrics)} ({label})"),
         ("bits per dimension" + (" (bound)" if bound else ""), _number(metrics["bits_per_dim"])),
         ("test rows", _number(metrics["rows"])),
         ("dimensions", f"{metrics['input_dim']} -> {metrics['latent_dim']} (latent size)"),
@@ -381,8 +430,7 @@ def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(
             (
                 f"baseline: {baseline['label']}, nats/row",
-                f"{_number(baseline['mean_log_prob'])} ± {_number(baseline['stderr'])} "
-                f"({_number(baseline['parameters'])} parameters)",
+                f"{plus_minus(baseline)} ({_number(baseline['parameters'])} parameters)",
             )
         )
     if "baselines" in metrics:
@@ -443,7 +491,15 @@ _WIDE = {"columns", "corner", "latent", "temperatures"}
 _ORDER = ("ood_log_prob", "roc", "temperatures", "corner", "columns", "latent")
 
 
-def _html(evaluation: Evaluation, *, title: str | None, test_name: str, ood_name: str, shown: list[str]) -> str:
+def _html(
+    evaluation: Evaluation,
+    *,
+    title: str | None,
+    test_name: str,
+    ood_name: str,
+    shown: list[str],
+    stderr_multiple: float = 1,
+) -> str:
     metrics = evaluation.metrics
     e = html.escape
     heading = title or f"Evaluation of {metrics.get('model') or 'a model'}"
@@ -452,7 +508,8 @@ def _html(evaluation: Evaluation, *, title: str | None, test_name: str, ood_name
         subtitle += f"; out-of-distribution data {ood_name}"
     if metrics.get("bound"):
         subtitle += ". This model reports a lower bound (ELBO), not an exact log-likelihood."
-    table = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in metric_rows(metrics))
+    rows = metric_rows(metrics, stderr_multiple=stderr_multiple)
+    table = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
 
     def figure(key: str) -> str:
         wide = ' class="wide"' if key in _WIDE else ""
@@ -540,13 +597,17 @@ def best_index(rows: Sequence[dict[str, Any]]) -> int | None:
     return max(finite)[1] if finite else None
 
 
-_HEADER = ("model", "recipe", "test log-likelihood (nats, ± s.e.)", "latent size", "parameters", "ms / step")
+def _header(stderr_multiple: float) -> tuple[str, ...]:
+    likelihood = f"test log-likelihood (nats, {error_bar_label(stderr_multiple)})"
+    return ("model", "recipe", likelihood, "latent size", "parameters", "ms / step")
+
+
 #: The column added to the comparison when it holds baselines.
 _GAIN_HEADER = "gain over PPCA (nats)"
 
 
-def _cells(row: dict[str, Any], gain: bool = False) -> list[str]:
-    likelihood = f"{_number(row['mean_log_prob'], 2)} ± {_number(row['stderr'], 2)}"
+def _cells(row: dict[str, Any], gain: bool = False, stderr_multiple: float = 1) -> list[str]:
+    likelihood = f"{_number(row['mean_log_prob'], 2)} ± {_number(_error_bar(row['stderr'], stderr_multiple), 2)}"
     if row.get("bound"):
         likelihood += " (ELBO, bound)"
     ms = row.get("ms_per_step")
@@ -564,16 +625,17 @@ def _cells(row: dict[str, Any], gain: bool = False) -> list[str]:
     return cells
 
 
-def format_comparison(rows: Sequence[dict[str, Any]], *, markdown: bool = False) -> str:
+def format_comparison(rows: Sequence[dict[str, Any]], *, markdown: bool = False, stderr_multiple: float = 1) -> str:
     """The comparison as a Markdown table (best log-likelihood in bold) or aligned text (best marked).
 
-    Rows of baselines (``"baseline": True``, from :func:`with_baselines`) show their label as the recipe, and
-    the table gains a column with each model's gain over PPCA of its latent size.
+    The log-likelihood is shown as mean ± ``stderr_multiple`` standard errors, which its header cell names
+    ("± 2 standard errors"). Rows of baselines (``"baseline": True``, from :func:`with_baselines`) show their
+    label as the recipe, and the table gains a column with each model's gain over PPCA of its latent size.
     """
     best = best_index(rows)
     gain = any(row.get("baseline") for row in rows)
-    header = [*_HEADER, _GAIN_HEADER] if gain else list(_HEADER)
-    body = [_cells(row, gain) for row in rows]
+    header = [*_header(stderr_multiple), _GAIN_HEADER] if gain else list(_header(stderr_multiple))
+    body = [_cells(row, gain, stderr_multiple) for row in rows]
     if markdown:
 
         def line(cells: Sequence[str]) -> str:

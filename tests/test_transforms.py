@@ -14,6 +14,7 @@ from funnelcli.transforms import (
     GaussianAnsatz,
     LULinear,
     RandomPermutation,
+    SplinedAnsatz,
     SplineSettings,
     Standardize,
     rq_autoregressive,
@@ -72,12 +73,14 @@ CONDITIONAL = {
     "autoregressive-spline": lambda: perturb(rq_autoregressive(3, SMALL, context_features=2)),
     "elementwise-affine": lambda: perturb(ElementwiseAffine(3, 2, hidden_features=16)),
     "conditional-lu-linear": lambda: perturb(ConditionalLULinear(3, 2)),
+    "conditional-affine-coupling": lambda: perturb(affine_coupling(3, 0, 16, 1, context_features=2)),
+    "one-dimensional-conditional-affine": lambda: perturb(affine_coupling(1, 0, 16, 1, context_features=2)),
 }
 
 
 @pytest.mark.parametrize("name", CONDITIONAL)
 def test_conditional_bijection_inverts_for_each_context(name):
-    assert_bijection(CONDITIONAL[name](), rows(6, 3), context=torch.randn(6, 2))
+    assert_bijection(CONDITIONAL[name](), rows(6, 1 if name.startswith("one-") else 3), context=torch.randn(6, 2))
 
 
 def test_lu_linear_inverse_raises_no_deprecation_warning(recwarn):
@@ -111,13 +114,32 @@ def test_gaussian_ansatz_matches_torch_normal():
     torch.testing.assert_close(ansatz.log_prob(x, c), expected)
 
 
-@pytest.mark.parametrize("ansatz", ["gaussian", "flow"])
+ANSATZ_KINDS = {
+    "gaussian": lambda d: GaussianAnsatz(d, 3, 8, 2),
+    "flow": lambda d: FlowAnsatz(d, 3, "coupling", 2, SMALL),
+    "flow-autoregressive-lu": lambda d: FlowAnsatz(d, 3, "autoregressive", 2, SMALL, lu=True),
+    "flow-affine-lu": lambda d: FlowAnsatz(d, 3, "coupling", 2, SMALL, layer="affine", lu=True),
+    "splined-gaussian": lambda d: SplinedAnsatz(GaussianAnsatz(d, 3, 8, 2), d, SMALL),
+    "splined-flow": lambda d: SplinedAnsatz(FlowAnsatz(d, 3, "coupling", 2, SMALL), d, SMALL),
+}
+
+
+@pytest.mark.parametrize("ansatz", ANSATZ_KINDS)
 def test_ansatz_sample_returns_its_own_log_prob(ansatz):
-    q = GaussianAnsatz(2, 3, 8, 2) if ansatz == "gaussian" else FlowAnsatz(2, 3, "coupling", 2, SMALL)
-    perturb(q).eval()
-    c = torch.randn(7, 3)
+    q = perturb(ANSATZ_KINDS[ansatz](2).double()).eval()
+    c = torch.randn(7, 3, dtype=torch.float64)
     x, log_q = q.sample(c)
     torch.testing.assert_close(log_q, q.log_prob(x, c), atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("ansatz", ANSATZ_KINDS)
+def test_ansatz_density_of_one_dropped_coordinate_integrates_to_one_for_every_context(ansatz):
+    q = perturb(ANSATZ_KINDS[ansatz](1).double(), scale=0.1).eval()
+    x = torch.linspace(-30, 30, 120_001, dtype=torch.float64)[:, None]
+    for c in torch.randn(3, 3, dtype=torch.float64):
+        with torch.no_grad():
+            density = q.log_prob(x, c.expand(len(x), 3)).exp()
+        assert abs(float(torch.trapezoid(density, x[:, 0])) - 1) < 1e-4
 
 
 def make_funnel(f: str, ansatz: str, keep: int = 2, drop: int = 2) -> Funnel:

@@ -15,19 +15,32 @@ app = typer.Typer(
 )
 
 
+def _listing_order(family: str, name: str) -> tuple[int, str]:
+    """Within a family: the recipe named after it first, then the small-* ones, then the rest, by name."""
+    if name == family:
+        return 0, name
+    return (1 if name.startswith("small-") else 2), name
+
+
 @app.callback()
 @handle_errors
 def list_recipes(ctx: typer.Context) -> None:
-    """List the bundled recipes with their family and description."""
+    """List the bundled recipes by family: the family's general recipe, its small-table ones, then the rest."""
     if ctx.invoked_subcommand is not None:
         return
     import tomllib
 
-    from funnelcli.models.recipe import bundled_recipes
+    from funnelcli.models.recipe import FAMILIES, bundled_recipes
 
+    groups: dict[str, list[tuple[str, str]]] = {family: [] for family in FAMILIES}
     for name, path in bundled_recipes().items():
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-        typer.echo(f"{name:<20} {data.get('family', ''):<7} {data.get('description', '')}")
+        groups.setdefault(str(data.get("family", "")), []).append((name, str(data.get("description", ""))))
+    shown = [(family, recipes) for family, recipes in groups.items() if recipes]
+    for index, (family, recipes) in enumerate(shown):
+        typer.echo(("\n" if index else "") + f"{family}:")
+        for name, description in sorted(recipes, key=lambda recipe: _listing_order(family, recipe[0])):
+            typer.echo(f"  {name:<20} {description}")
 
 
 @app.command("show")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from funnelcli.transforms import (
     GaussianAnsatz,
     LULinear,
     RandomPermutation,
+    SplinedAnsatz,
     SplineSettings,
     Standardize,
     rq_layer,
@@ -72,11 +74,22 @@ def _mixing(dim: int) -> list[Transform]:
 
 
 def _ansatz(recipe: Recipe, drop: int, keep: int, kind: str = "coupling") -> nn.Module:
-    """q(x_drop | z) as the recipe asks: a Gaussian MLP, or a conditional spline flow."""
+    """q(x_drop | z) as the recipe asks: a Gaussian MLP, or a conditional flow (spline or affine layers, with or
+    without LU maps); with ``ansatz_spline``, behind an unconditional spline on x_drop."""
     m = recipe.model
     if m.ansatz == "gaussian":
-        return GaussianAnsatz(drop, keep, m.ansatz_hidden_features, m.ansatz_layers)
-    return FlowAnsatz(drop, keep, kind, m.ansatz_flow_steps, _spline_settings(recipe, m.ansatz_hidden_features))
+        ansatz = GaussianAnsatz(drop, keep, m.ansatz_hidden_features, m.ansatz_layers)
+    else:
+        settings = _spline_settings(recipe, m.ansatz_hidden_features)
+        ansatz = FlowAnsatz(drop, keep, kind, m.ansatz_flow_steps, settings, layer=m.ansatz_layer, lu=m.ansatz_lu)
+    return SplinedAnsatz(ansatz, drop, _spline_settings(recipe)) if m.ansatz_spline else ansatz
+
+
+def _spline_funnels(recipe: Recipe, input_dim: int) -> dict[int, int]:
+    """{flow step: dimensions kept} of the recipe's spline (or affine) funnels; none for a convolutional one."""
+    if not recipe.has_funnel or recipe.model.funnel_kind != "spline":
+        return {}
+    return dict(recipe.funnel_plan(input_dim))
 
 
 def _target(recipe: Recipe, input_dim: int) -> int:
@@ -88,6 +101,7 @@ def build_nsf(recipe: Recipe, scaler: Standardize) -> FunnelFlow:
     m = recipe.model
     input_dim = dim = int(scaler.mean.shape[0])
     settings = _spline_settings(recipe)
+    funnels = _spline_funnels(recipe, input_dim)
     transforms: list[Transform] = [scaler]
     for step in range(m.flow_steps):
         if recipe.has_funnel and step == m.funnel_level and m.funnel_kind != "spline":
@@ -97,8 +111,8 @@ def build_nsf(recipe: Recipe, scaler: Standardize) -> FunnelFlow:
             dim = keep
             continue
         transforms += _mixing(dim)
-        if recipe.has_funnel and step == m.funnel_level:
-            keep = _target(recipe, input_dim)
+        if step in funnels:
+            keep = funnels[step]
             # f(x_keep; x_drop): elementwise splines driven by x_drop (coupling) or a MADE with x_drop as context.
             if m.transform == "autoregressive":
                 f = rq_layer("autoregressive", keep, step, settings, context_features=dim - keep)
@@ -116,11 +130,12 @@ def build_glow(recipe: Recipe, scaler: Standardize) -> FunnelFlow:
     """Glow for tables, or F-Glow when the recipe's family has a funnel."""
     m = recipe.model
     input_dim = dim = int(scaler.mean.shape[0])
+    funnels = _spline_funnels(recipe, input_dim)
     transforms: list[Transform] = [scaler]
     for step in range(m.flow_steps):
         transforms += [ActNorm(dim), *_mixing(dim)]
-        if recipe.has_funnel and step == m.funnel_level:
-            keep = _target(recipe, input_dim)
+        if step in funnels:
+            keep = funnels[step]
             f = ElementwiseAffine(keep, dim - keep, m.hidden_features, m.residual_blocks, m.dropout)
             transforms.append(Funnel(keep, dim - keep, f, _ansatz(recipe, dim - keep, keep)))
             dim = keep
@@ -255,18 +270,30 @@ def _count_rq_layer(kind: str, features: int, step: int, settings: SplineSetting
     return _residual_net(identity, transformed * per, settings.hidden_features, settings.residual_blocks, context)
 
 
+def _count_affine_coupling(features: int, step: int, settings: SplineSettings, context: int | None = None) -> int:
+    if features == 1:
+        return _residual_net(context, 2, settings.hidden_features, settings.residual_blocks) if context else 2
+    identity, transformed = _halves(features, step)
+    return _residual_net(identity, 2 * transformed, settings.hidden_features, settings.residual_blocks, context)
+
+
 def _count_ansatz(recipe: Recipe, drop: int, keep: int, kind: str = "coupling") -> int:
     m = recipe.model
+    spline = drop * _spline_params(m.bins) if m.ansatz_spline else 0
     if m.ansatz == "gaussian":
         sizes = [keep] + [m.ansatz_hidden_features] * m.ansatz_layers
-        return sum(_linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)) + _linear(sizes[-1], 2 * drop)
+        layers = sum(_linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        return spline + layers + _linear(sizes[-1], 2 * drop)
     settings = _spline_settings(recipe, m.ansatz_hidden_features)
-    return sum(_count_rq_layer(kind, drop, step, settings, keep) for step in range(m.ansatz_flow_steps))
+    count = _count_affine_coupling if m.ansatz_layer == "affine" else partial(_count_rq_layer, kind)
+    lu = _lu(drop) if m.ansatz_lu else 0
+    return spline + sum(lu + count(drop, step, settings, keep) for step in range(m.ansatz_flow_steps))
 
 
 def _count_nsf(recipe: Recipe, input_dim: int) -> SizeEstimate:
     m = recipe.model
     settings = _spline_settings(recipe)
+    funnels = _spline_funnels(recipe, input_dim)
     dim, total = input_dim, 0
     for step in range(m.flow_steps):
         if recipe.has_funnel and step == m.funnel_level and m.funnel_kind != "spline":
@@ -275,8 +302,8 @@ def _count_nsf(recipe: Recipe, input_dim: int) -> SizeEstimate:
             dim = keep
             continue
         total += _lu(dim)
-        if recipe.has_funnel and step == m.funnel_level:
-            keep = _target(recipe, input_dim)
+        if step in funnels:
+            keep = funnels[step]
             if m.transform == "autoregressive":
                 total += _count_rq_layer("autoregressive", keep, step, settings, dim - keep)
             else:
@@ -290,11 +317,12 @@ def _count_nsf(recipe: Recipe, input_dim: int) -> SizeEstimate:
 
 def _count_glow(recipe: Recipe, input_dim: int) -> SizeEstimate:
     m = recipe.model
+    funnels = _spline_funnels(recipe, input_dim)
     dim, total = input_dim, 0
     for step in range(m.flow_steps):
         total += 2 * dim + _lu(dim)  # ActNorm's log-scale and shift, and the LU map
-        if recipe.has_funnel and step == m.funnel_level:
-            keep = _target(recipe, input_dim)
+        if step in funnels:
+            keep = funnels[step]
             total += _residual_net(dim - keep, 2 * keep, m.hidden_features, m.residual_blocks)
             total += _count_ansatz(recipe, dim - keep, keep)
             dim = keep

@@ -4,10 +4,15 @@ A recipe file has a ``family`` and a ``description`` at the top and two tables, 
 ``[training]``; a field left out takes the default below. Bundled recipes live in ``recipes/`` at the top of
 the project (``funnel recipes`` lists them); any other path is read as a user's recipe.
 
-How the latent size is set: ``model.latent_dim = K`` keeps K of the D inputs (1 <= K <= D - 1). Without it,
-``reduce`` does: a funnel on D inputs drops ``round(reduce * D)`` coordinates (halves round up), at least 1 and
-at most D - 1, so the latent size is ``latent_dim = D - dropped``. For example reduce = 0.5 keeps 3 of 6 columns
-and 3 of 7. A recipe sets one of the two, never both.
+How the latent size is set: ``model.latent_dim = K`` keeps K of the D inputs (1 <= K <= D - 1), and
+``model.drop = M`` drops M of them (the authors' code drops 4). Without either, ``reduce`` does: a funnel on D
+inputs drops ``round(reduce * D)`` coordinates (halves round up), at least 1 and at most D - 1, so the latent
+size is ``latent_dim = D - dropped``. For example reduce = 0.5 keeps 3 of 6 columns and 3 of 7. A recipe sets
+one of the three, never two.
+
+Several funnels: ``model.funnels = [{level = 2, reduce = 0.25}, {level = 5, latent_dim = 2}]`` (f-nsf and
+f-glow) puts a funnel at each listed flow step, each sized by one of ``reduce``, ``latent_dim`` or ``drop``
+relative to the dimensions that reach it. It replaces ``funnel_level``, ``reduce``, ``latent_dim`` and ``drop``.
 """
 
 from __future__ import annotations
@@ -27,20 +32,24 @@ _SPLINE = ("flow_steps", "transform", "hidden_features", "residual_blocks", "bin
 _FUNNEL = (
     "reduce",
     "latent_dim",
+    "drop",
     "funnel_level",
     "ansatz",
     "ansatz_hidden_features",
     "ansatz_layers",
     "ansatz_flow_steps",
+    "ansatz_layer",
+    "ansatz_lu",
+    "ansatz_spline",
 )
 _GLOW = ("flow_steps", "hidden_features", "residual_blocks", "dropout")
 
 #: The ``[model]`` fields each family reads; any other model field in its recipe is an error that names it.
 FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
     "nsf": _SPLINE,
-    "f-nsf": (*_SPLINE, *_FUNNEL, "funnel_kind"),
+    "f-nsf": (*_SPLINE, *_FUNNEL, "funnel_kind", "funnels"),
     "glow": _GLOW,
-    "f-glow": (*_GLOW, *_FUNNEL, "bins", "tail_bound"),
+    "f-glow": (*_GLOW, *_FUNNEL, "bins", "tail_bound", "funnels"),
     "f-mlp": (
         "bins",
         "tail_bound",
@@ -49,12 +58,14 @@ FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
         "residual_blocks",
         "dropout",
     ),
-    "vae": ("hidden_features", "vae_layers", "reduce", "latent_dim"),
+    "vae": ("hidden_features", "vae_layers", "reduce", "latent_dim", "drop"),
 }
 FAMILIES = tuple(FAMILY_FIELDS)
-#: Families whose latent size comes from ``latent_dim`` or ``reduce`` (funnels; the VAE reads both too).
+#: Families whose latent size comes from ``latent_dim``, ``drop`` or ``reduce`` (funnels; the VAE reads them too).
 FAMILIES_WITH_FUNNEL = ("f-nsf", "f-glow", "f-mlp")
 FUNNEL_FIELDS = _FUNNEL
+#: The fields that size one funnel; a recipe (or an entry of ``model.funnels``) sets at most one of them.
+SIZE_FIELDS = ("reduce", "latent_dim", "drop")
 MLP_LAYERS = ("preserve", "halfway", "latent")
 
 
@@ -110,6 +121,41 @@ def _choice(*options: str):
     return check
 
 
+def _bool(value):
+    return None if isinstance(value, bool) else "true or false"
+
+
+_bool.range = "true | false"
+
+#: The most funnels a recipe may list in ``model.funnels``.
+MAX_FUNNELS = 100
+
+
+_FUNNEL_SIZE_CHECKS = {"reduce": _float(0, 1, low_open=True), "latent_dim": _int(1, MAX_COLUMNS)}
+_FUNNEL_SIZE_CHECKS["drop"] = _FUNNEL_SIZE_CHECKS["latent_dim"]
+
+
+def _funnels(value):
+    expected = (
+        "a list of tables {level = L, and one of reduce = r, latent_dim = K or drop = M}, levels increasing "
+        f"(at most {MAX_FUNNELS})"
+    )
+    if not isinstance(value, list | tuple) or len(value) > MAX_FUNNELS:
+        return expected
+    previous = -1
+    for entry in value:
+        if not isinstance(entry, dict) or set(entry) - {"level", *SIZE_FIELDS} or "level" not in entry:
+            return expected
+        if len(set(entry) & set(SIZE_FIELDS)) != 1 or _int(0, 999)(entry["level"]) or entry["level"] <= previous:
+            return expected
+        previous = entry["level"]
+        if any(_FUNNEL_SIZE_CHECKS[key](entry[key]) for key in SIZE_FIELDS if key in entry):
+            return expected
+    return None
+
+
+_funnels.range = "[{level, reduce | latent_dim | drop}, ...]"
+
 #: The most layers an F-MLP layout may list.
 MAX_MLP_LAYERS = 1000
 
@@ -149,12 +195,21 @@ class ModelSettings:
     )
     dropout: float = _spec(0.0, _float(0, 1), "dropout probability in the spline networks")
     reduce: float = _spec(0.5, _float(0, 1, low_open=True), "fraction of the dimensions a funnel removes")
-    latent_dim: int = _spec(0, _int(0, MAX_COLUMNS), "dimensions a funnel keeps (0: set by reduce instead)")
+    latent_dim: int = _spec(0, _int(0, MAX_COLUMNS), "dimensions a funnel keeps (0: set by reduce or drop)")
+    drop: int = _spec(0, _int(0, MAX_COLUMNS), "dimensions a funnel drops (0: set by reduce or latent_dim)")
     funnel_level: int = _spec(2, _int(0, 999), "0-based flow step replaced by the funnel")
     ansatz: str = _spec("flow", _choice("gaussian", "flow"), "q(x_drop | z): gaussian or flow")
     ansatz_hidden_features: int = _spec(64, _int(1, 65536), "hidden units of the ansatz networks")
     ansatz_layers: int = _spec(3, _int(1, 64), "hidden layers of the gaussian ansatz MLP")
     ansatz_flow_steps: int = _spec(2, _int(1, 1000), "layers of the flow ansatz")
+    ansatz_layer: str = _spec(
+        "spline", _choice("spline", "affine"), "flow ansatz layers: RQ-spline or affine (Glow) couplings"
+    )
+    ansatz_lu: bool = _spec(False, _bool, "flow ansatz: an LU linear map after each layer's permutation")
+    ansatz_spline: bool = _spec(
+        False, _bool, "an unconditional elementwise spline on the dropped coordinates, before the ansatz"
+    )
+    funnels: tuple = _spec((), _funnels, "several funnels: [{level, reduce | latent_dim | drop}, ...]")
     funnel_kind: str = _spec(
         "spline", _choice("spline", "conv", "conv-stride1"), "f-nsf funnel: spline, or a 1-D convolutional funnel"
     )
@@ -237,17 +292,47 @@ class Recipe:
         return recipe
 
     def latent_size(self, input_dim: int) -> int:
-        """The latent size this recipe's funnel (or VAE) gives ``input_dim`` columns: ``latent_dim``, or else
-        what ``reduce`` leaves (:func:`latent_dim`)."""
-        return latent_dim(input_dim, self.model.reduce, self.model.latent_dim)
+        """The latent size this recipe's funnels (or VAE) give ``input_dim`` columns: ``latent_dim``, or what
+        ``drop`` or ``reduce`` leaves (:func:`latent_dim`); with ``funnels``, what the last one keeps."""
+        if self.model.funnels:
+            return self.funnel_plan(input_dim)[-1][1]
+        m = self.model
+        return latent_dim(input_dim, m.reduce, m.latent_dim, m.drop)
+
+    def funnel_plan(self, input_dim: int) -> list[tuple[int, int]]:
+        """(flow step, dimensions kept) of each funnel of an f-nsf or f-glow model on ``input_dim`` columns."""
+        if not self.model.funnels:
+            return [(self.model.funnel_level, self.latent_size(input_dim))]
+        plan, dim = [], input_dim
+        for entry in self.model.funnels:
+            level = entry["level"]
+            size = next(f"{key} = {entry[key]}" for key in SIZE_FIELDS if key in entry)
+            kept, dropped = entry.get("latent_dim", 0), entry.get("drop", 0)
+            if dim < 2 or (kept and kept >= dim) or (dropped and dropped >= dim):
+                raise UserError(
+                    f"model.funnels: the funnel at level {level} ({size}) receives {dim} dimension(s) and must keep "
+                    f"1 to {dim - 1} of them; make the funnels before it remove less, or this one more"
+                )
+            dim = latent_dim(dim, entry.get("reduce", 0.5), kept, dropped)
+            plan.append((level, dim))
+        return plan
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as plain data (what ``model.json`` stores); ``from_dict`` reads it back.
 
-        Of ``reduce`` and ``latent_dim`` only the one that sets the latent size is written.
+        Of ``reduce``, ``latent_dim`` and ``drop`` only the one that sets the latent size is written; with
+        ``funnels``, none of them (nor ``funnel_level``).
         """
         model = {key: value for key, value in dataclasses.asdict(self.model).items() if key in self.fields}
-        model.pop("reduce" if self.model.latent_dim else "latent_dim", None)
+        setting = "latent_dim" if self.model.latent_dim else "drop" if self.model.drop else "reduce"
+        for key in SIZE_FIELDS:
+            if key != setting or self.model.funnels:
+                model.pop(key, None)
+        if self.model.funnels:
+            model.pop("funnel_level", None)
+            model["funnels"] = [dict(entry) for entry in self.model.funnels]
+        else:
+            model.pop("funnels", None)
         if "mlp_layout" in model:
             model["mlp_layout"] = list(model["mlp_layout"])
         data = {"family": self.family, "description": self.description}
@@ -271,6 +356,13 @@ class Recipe:
             raise UserError(
                 "--reduce and --latent-dim both set the latent size; pass one (--latent-dim K keeps K dimensions)"
             )
+        sizing = [key for key in (*SIZE_FIELDS, "funnel_level") if key in overrides]
+        if sizing and self.model.funnels:
+            flags = ", ".join("--" + key.replace("_", "-") for key in sizing)
+            raise UserError(
+                f"recipe {self.name!r} has several funnels (model.funnels), each with its own size, so {flags} "
+                "does not apply; edit the sizes in the recipe's funnels list"
+            )
         for key in overrides:
             if key not in _FIELD_SECTION:
                 _unknown("override", key, list(_FIELD_SECTION))
@@ -281,11 +373,12 @@ class Recipe:
         data = self.to_dict()
         for key, value in overrides.items():
             data[_FIELD_SECTION[key]][key] = value
-        # The one given sets the latent size; the recipe's other one gives way
-        if "reduce" in overrides:
-            data["model"].pop("latent_dim", None)
-        if "latent_dim" in overrides:
-            data["model"].pop("reduce", None)
+        # The one given sets the latent size; the recipe's others give way
+        for key in SIZE_FIELDS:
+            if key in overrides:
+                for other in SIZE_FIELDS:
+                    if other != key:
+                        data["model"].pop(other, None)
         return Recipe.from_dict(data, name=self.name, source=f"recipe {self.name!r}")
 
     def _does_not_use(self, keys: list[str], shown: str) -> str:
@@ -298,17 +391,36 @@ class Recipe:
         given = sorted(model_keys - set(self.fields))
         if given:
             raise UserError(f"{source}: {self._does_not_use(given, 'model.' + given[0])}")
-        if {"reduce", "latent_dim"} <= model_keys and self.model.latent_dim:
-            raise UserError(f"{source}: model.reduce and model.latent_dim both set the latent size; keep one of them")
-        if self.model.latent_dim and "funnel_kind" in self.fields and self.model.funnel_kind != "spline":
+        m = self.model
+        sizes = [key for key in SIZE_FIELDS if key in model_keys and (key == "reduce" or getattr(m, key))]
+        if len(sizes) > 1:
             raise UserError(
-                f"{source}: the {self.model.funnel_kind} funnel keeps a size set by its stride, so latent_dim does "
+                f"{source}: model.{sizes[0]} and model.{sizes[1]} both set the latent size; keep one of them"
+            )
+        fixed = next((key for key in ("latent_dim", "drop") if getattr(m, key)), None)
+        if fixed and "funnel_kind" in self.fields and m.funnel_kind != "spline":
+            raise UserError(
+                f"{source}: the {m.funnel_kind} funnel keeps a size set by its stride, so {fixed} does "
                 "not apply; leave it out, or use funnel_kind = 'spline'"
             )
-        if "funnel_level" in self.fields and self.model.funnel_level >= self.model.flow_steps:
+        if m.funnels:
+            clash = sorted(model_keys & {"funnel_level", *SIZE_FIELDS})
+            if clash:
+                raise UserError(
+                    f"{source}: model.funnels gives every funnel's level and size, so model.{clash[0]} does not "
+                    "apply; remove it"
+                )
+            if m.funnel_kind != "spline":
+                raise UserError(f"{source}: model.funnels holds spline funnels; remove funnel_kind = {m.funnel_kind!r}")
+            last = m.funnels[-1]["level"]
+            if last >= m.flow_steps:
+                raise UserError(
+                    f"{source}: model.funnels puts a funnel at level {last}, which must be below flow_steps "
+                    f"{m.flow_steps} (levels count from 0)"
+                )
+        elif "funnel_level" in self.fields and m.funnel_level >= m.flow_steps:
             raise UserError(
-                f"{source}: funnel_level {self.model.funnel_level} must be below flow_steps "
-                f"{self.model.flow_steps} (levels count from 0)"
+                f"{source}: funnel_level {m.funnel_level} must be below flow_steps {m.flow_steps} (levels count from 0)"
             )
 
 
@@ -339,16 +451,26 @@ def _build_settings(settings_cls, values: dict[str, Any], source: str, section: 
     converted = {key: float(value) if fields[key].type == "float" else value for key, value in values.items()}
     if "mlp_layout" in converted:
         converted["mlp_layout"] = tuple(converted["mlp_layout"])
+    if "funnels" in converted:
+        converted["funnels"] = tuple(
+            {key: float(value) if key == "reduce" else value for key, value in entry.items()}
+            for entry in converted["funnels"]
+        )
     return settings_cls(**converted)
 
 
-def latent_dim(input_dim: int, reduce: float, kept: int = 0) -> int:
-    """The size a funnel leaves of ``input_dim`` coordinates: ``kept`` when it is not 0 (it must lie in
-    1..D - 1), else D - clip(round_half_up(reduce D), 1, D - 1)."""
+def latent_dim(input_dim: int, reduce: float, kept: int = 0, dropped: int = 0) -> int:
+    """The size a funnel leaves of ``input_dim`` coordinates: ``kept`` when it is not 0, else ``input_dim -
+    dropped`` when that is not 0 (each must leave 1..D - 1), else D - clip(round_half_up(reduce D), 1, D - 1)."""
     if kept and input_dim >= 2 and not 1 <= kept <= input_dim - 1:
         raise UserError(
             f"--latent-dim {kept} does not fit a table of {input_dim} columns: a funnel keeps 1 to "
             f"{input_dim - 1} of them (it drops at least one)"
+        )
+    if dropped and input_dim >= 2 and not 1 <= dropped <= input_dim - 1:
+        raise UserError(
+            f"model.drop = {dropped} does not fit a table of {input_dim} columns: a funnel drops 1 to "
+            f"{input_dim - 1} of them (it keeps at least one); use reduce or latent_dim for tables this small"
         )
     if input_dim < 2:
         raise UserError(
@@ -356,6 +478,8 @@ def latent_dim(input_dim: int, reduce: float, kept: int = 0) -> int:
         )
     if kept:
         return kept
+    if dropped:
+        return input_dim - dropped
     dropped = min(input_dim - 1, max(1, math.floor(reduce * input_dim + 0.5)))
     return input_dim - dropped
 

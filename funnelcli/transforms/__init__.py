@@ -5,7 +5,13 @@
 """
 
 from funnelcli.transforms.affine import ActNorm, ElementwiseAffine, affine_coupling
-from funnelcli.transforms.ansatz import ANSATZES, FlowAnsatz, GaussianAnsatz, standard_normal_log_prob
+from funnelcli.transforms.ansatz import (
+    ANSATZES,
+    FlowAnsatz,
+    GaussianAnsatz,
+    SplinedAnsatz,
+    standard_normal_log_prob,
+)
 from funnelcli.transforms.conv import StrideOneConv, TileConv, conv_funnel, conv_stride1_funnel
 from funnelcli.transforms.funnel import Funnel
 from funnelcli.transforms.linear import LULinear, RandomPermutation
@@ -40,6 +46,7 @@ __all__ = [
     "LULinear",
     "RandomPermutation",
     "SplineSettings",
+    "SplinedAnsatz",
     "Standardize",
     "rq_autoregressive",
     "rq_coupling",

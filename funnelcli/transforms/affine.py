@@ -69,16 +69,27 @@ class ElementwiseAffine(Transform):
 
 
 def affine_coupling(
-    features: int, step: int, hidden_features: int, residual_blocks: int, dropout: float = 0.0
+    features: int,
+    step: int,
+    hidden_features: int,
+    residual_blocks: int,
+    dropout: float = 0.0,
+    context_features: int | None = None,
 ) -> Transform:
     """A Glow affine coupling: half the coordinates (alternating with ``step``) set the scale and shift of the
-    rest through a residual MLP. In one dimension, where nothing can be split, an elementwise affine map."""
+    rest through a residual MLP, which also reads the context c (shape (N, C)) when ``context_features`` is
+    given. In one dimension, where nothing can be split, an elementwise affine map (of c, if there is one)."""
     if features == 1:
-        return ElementwiseAffine(1)
+        return ElementwiseAffine(1, context_features, hidden_features, residual_blocks, dropout)
 
     def net(in_features: int, out_features: int) -> nn.Module:
         return ResidualNet(
-            in_features, out_features, hidden_features, num_blocks=residual_blocks, dropout_probability=dropout
+            in_features,
+            out_features,
+            hidden_features,
+            context_features=context_features,
+            num_blocks=residual_blocks,
+            dropout_probability=dropout,
         )
 
     return AffineCouplingTransform(create_alternating_binary_mask(features, even=step % 2 == 0), net)

@@ -3,9 +3,14 @@
 Two families (paper section 2; NOTES.md section 1):
 
 - ``gaussian``: q(x_drop | z) = N(mu(z), diag sigma(z)^2), mu and log sigma from an MLP of z;
-- ``flow``: a conditional RQ-spline flow over x_drop whose every layer reads z.
+- ``flow``: a conditional flow over x_drop whose every layer reads z: RQ-spline layers (the spline families'
+  kind), or affine couplings (Glow's kind, the paper's choice for F-Glow), optionally with an LU linear map
+  after each permutation, as the main flows have.
 
-Both expose ``log_prob(x, context) -> (N,)`` and ``sample(context) -> (x, log_prob)``, one draw per context row.
+Either may be wrapped in :class:`SplinedAnsatz`, an unconditional elementwise spline g on x_drop, so that
+q(x_drop | z) = q_inner(g(x_drop) | z) |det dg/dx_drop| (the authors' tabular code has it).
+
+All expose ``log_prob(x, context) -> (N,)`` and ``sample(context) -> (x, log_prob)``, one draw per context row.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import torch
 from nflows.transforms.base import CompositeTransform
 from torch import nn
 
-from funnelcli.transforms.linear import RandomPermutation
-from funnelcli.transforms.splines import SplineSettings, rq_layer
+from funnelcli.transforms.affine import affine_coupling
+from funnelcli.transforms.linear import LULinear, RandomPermutation
+from funnelcli.transforms.splines import ElementwiseRQSpline, SplineSettings, rq_layer
 
 ANSATZES = ("gaussian", "flow")
 _LOG_2PI = math.log(2 * math.pi)
@@ -61,20 +67,45 @@ class GaussianAnsatz(nn.Module):
 
 
 class FlowAnsatz(nn.Module):
-    """q(x | c) = N(u; 0, I) |det du/dx| with u = T(x; c), T a conditional RQ-spline flow of ``steps`` layers.
+    """q(x | c) = N(u; 0, I) |det du/dx| with u = T(x; c), T a conditional flow of ``steps`` layers.
 
-    Each layer is a random permutation and a coupling (or autoregressive) spline whose networks read c.
-    Shapes: x (N, D), c (N, C).
+    Each layer is a random permutation (and, with ``lu``, an LU linear map) and then, by ``layer``, a coupling
+    or autoregressive RQ spline (``kind``) or an affine coupling, whose networks read c. Shapes: x (N, D),
+    c (N, C).
     """
 
-    def __init__(self, features: int, context_features: int, kind: str, steps: int, settings: SplineSettings):
+    def __init__(
+        self,
+        features: int,
+        context_features: int,
+        kind: str,
+        steps: int,
+        settings: SplineSettings,
+        *,
+        layer: str = "spline",
+        lu: bool = False,
+    ):
         super().__init__()
         self.features = features
         layers: list[nn.Module] = []
         for step in range(steps):
             if features > 1:
                 layers.append(RandomPermutation(features))
-            layers.append(rq_layer(kind, features, step, settings, context_features))
+            if lu:
+                layers.append(LULinear(features))
+            if layer == "affine":
+                layers.append(
+                    affine_coupling(
+                        features,
+                        step,
+                        settings.hidden_features,
+                        settings.residual_blocks,
+                        settings.dropout,
+                        context_features=context_features,
+                    )
+                )
+            else:
+                layers.append(rq_layer(kind, features, step, settings, context_features))
         self.transform = CompositeTransform(layers)
 
     def log_prob(self, inputs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -85,3 +116,25 @@ class FlowAnsatz(nn.Module):
         noise = torch.randn(context.shape[0], self.features, dtype=context.dtype, device=context.device)
         inputs, logabsdet = self.transform.inverse(noise, context=context)
         return inputs, standard_normal_log_prob(noise) - logabsdet
+
+
+class SplinedAnsatz(nn.Module):
+    """q(x | c) = q_inner(g(x) | c) |det dg/dx|, g an unconditional elementwise RQ spline (identity at the start).
+
+    Shapes: x (N, D), c (N, C).
+    """
+
+    def __init__(self, inner: nn.Module, features: int, settings: SplineSettings):
+        super().__init__()
+        self.features = features
+        self.inner = inner
+        self.spline = ElementwiseRQSpline(features, None, settings)
+
+    def log_prob(self, inputs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        outputs, logabsdet = self.spline(inputs)
+        return self.inner.log_prob(outputs, context) + logabsdet
+
+    def sample(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs, log_prob = self.inner.sample(context)
+        inputs, inverse_logabsdet = self.spline.inverse(outputs)
+        return inputs, log_prob - inverse_logabsdet

@@ -7,7 +7,8 @@ Runs the command a user runs, `funnel sweep TABLE --out DIR --json`, on:
 - synthetic tables from :func:`funnelcli.data.synthetic.near_surface` (rows within 0.05 of a curved
   k-dimensional surface, rotated into D columns, with an exact density), where the choice can be checked
   against the true k: 10 columns near a 3-D surface (curvature 1, the default recipe) and 16 near a 4-D one
-  (curvature 0.3, the small-table recipe);
+  (curvature 0.3, the small-table recipe); then, to check the choice rule on curves it was not set on, 12
+  columns near a 2-D surface (curvature 0.5) and 24 near a 5-D one (curvature 0.3), both with the small recipe;
 - real tables that ship with scikit-learn: breast cancer (569 rows, 30 columns), wine (178 rows, 13 columns)
   and digits (1,797 rows of 64 integer pixels, 3 of them constant and left out).
 
@@ -64,6 +65,9 @@ def main() -> None:
     tables = {
         "surface-10-3": (lambda: synthetic(args.out, 10, 3, 5000, 1.0), 3, "f-nsf"),
         "surface-16-4": (lambda: synthetic(args.out, 16, 4, 5000, 0.3), 4, "small-f-nsf"),
+        # held out: added after the choice rule was set on the two tables above, to check it on fresh curves
+        "surface-12-2": (lambda: synthetic(args.out, 12, 2, 5000, 0.5), 2, "small-f-nsf"),
+        "surface-24-5": (lambda: synthetic(args.out, 24, 5, 5000, 0.3), 5, "small-f-nsf"),
         "breast_cancer": (lambda: real(args.out, "breast_cancer"), None, "small-f-nsf"),
         "wine": (lambda: real(args.out, "wine"), None, "small-f-nsf"),
         "digits": (lambda: real(args.out, "digits"), None, "small-f-nsf"),

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from funnelcli.errors import UserError
-from funnelcli.models import Recipe, build_model
+from funnelcli.models import Recipe, build_model, load_recipe
 from funnelcli.models.families import estimate_size
 from funnelcli.models.recipe import FAMILY_FIELDS
 from tests.conftest import TINY_MODEL, TINY_TRAINING, tiny_recipe
@@ -133,3 +133,9 @@ def test_a_three_to_two_to_one_dimensional_density_integrates_to_one(family):
         density = torch.cat([model.log_prob(chunk).exp() for chunk in grid.split(200_000)])
     total = float(density.sum()) * (edges[1] - edges[0]) ** 3
     assert abs(total - 1.0) < 0.01, total
+
+
+def test_a_recipe_that_leaves_the_newer_fields_at_their_defaults_writes_what_earlier_versions_wrote():
+    # So that model and sweep folders written before these fields existed still match their recipes.
+    model = load_recipe("f-nsf").to_dict()["model"]
+    assert not {"drop", "funnels", "ansatz_layer", "ansatz_lu", "ansatz_spline"} & set(model)

@@ -68,8 +68,16 @@ def sweep(
     ] = None,
     tolerance: Annotated[
         float,
-        typer.Option(help="Choose the smallest size within this many standard errors of the best level."),
+        typer.Option(help="Standard errors by which a larger size may beat the chosen one (see the choice below)."),
     ] = 1.0,
+    min_gain: Annotated[
+        float,
+        typer.Option(
+            "--min-gain",
+            help="Nats per row each further kept dimension must add beyond --tolerance (0: the one-standard-error "
+            "rule; 0.5 resists the creep of under-trained levels, see the README).",
+        ),
+    ] = 0.0,
     steps: StepsOpt = None,
     batch_size: BatchSizeOpt = None,
     lr: LrOpt = None,
@@ -99,10 +107,13 @@ def sweep(
     (validation log-likelihood against latent size, with the full-dimension flow, a full Gaussian, a Gaussian
     mixture and probabilistic PCA of the same size as references).
 
-    The choice: the smallest latent size whose validation log-likelihood is within --tolerance standard errors
-    of the best level's. The default ansatz is gaussian because a Gaussian q(x_drop | z) cannot model a dropped
-    direction along the data's surface, so the likelihood falls below the intrinsic dimension and the choice
-    estimates it; a flow ansatz can, and its curve may show no knee.
+    The choice: the smallest latent size that no larger size beats, on validation log-likelihood, by more than
+    --tolerance standard errors plus --min-gain nats per row for each dimension it adds (--min-gain 0 is the
+    one-standard-error rule; the gain per dimension keeps unfinished training from creeping the choice up).
+
+    The default ansatz is gaussian because a Gaussian q(x_drop | z) cannot model a dropped direction along the
+    data's surface, so the likelihood falls below the intrinsic dimension and the choice estimates it; a flow
+    ansatz can, and its curve may show no knee.
 
     The default sizes are every one from 1 to 8 (at most D - 1), then about 1.5 times larger, up to D - 1.
     Running the same command again reuses every finished level (Ctrl-C keeps them); --force starts over.
@@ -125,6 +136,8 @@ def sweep(
         raise UserError(f"--dequantize {dequantize!r} is unknown; use uniform or none")
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise UserError(f"--tolerance must be a number of standard errors, 0 or more, got {tolerance}")
+    if not (min_gain >= 0 and math.isfinite(min_gain)):
+        raise UserError(f"--min-gain must be a number of nats per row, 0 or more, got {min_gain}")
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     dims = _numbers(latent_dims, int, "--latent-dims")
@@ -180,6 +193,7 @@ def sweep(
             options=level_options,
             out=out,
             tolerance=tolerance,
+            min_gain=min_gain,
             full=full,
             jobs=jobs,
             on_start=started if jobs == 1 else None,

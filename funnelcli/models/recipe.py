@@ -236,6 +236,7 @@ class TrainingSettings:
 
 
 _SECTIONS = {"model": ModelSettings, "training": TrainingSettings}
+_OPTIONAL_DEFAULTS = {"ansatz_layer": "spline", "ansatz_lu": False, "ansatz_spline": False}
 _TOP_LEVEL = ("family", "description", "input_dim")
 _FIELD_SECTION = {f.name: name for name, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
 
@@ -333,6 +334,11 @@ class Recipe:
             model["funnels"] = [dict(entry) for entry in self.model.funnels]
         else:
             model.pop("funnels", None)
+        # Fields added after model format 2 are written only when they differ from their default, so the
+        # recipes of earlier model and sweep folders read back equal to what this version writes.
+        for key, default in _OPTIONAL_DEFAULTS.items():
+            if model.get(key, default) == default:
+                model.pop(key, None)
         if "mlp_layout" in model:
             model["mlp_layout"] = list(model["mlp_layout"])
         data = {"family": self.family, "description": self.description}

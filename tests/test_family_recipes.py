@@ -7,31 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from typer.testing import CliRunner
 
-from funnelcli.cli import app
 from funnelcli.models.recipe import FAMILIES, bundled_recipes, load_recipe
+from tests.test_robustness import one_thread, run  # noqa: F401 (one_thread: an autouse fixture, one thread each)
 
 #: The general recipes sized for small tables that mirror small-nsf and small-f-nsf for Glow.
 SMALL_GLOW = {"small-glow": "glow", "small-f-glow": "f-glow"}
 #: Few columns (a funnel on 2 keeps 1), a middling table, and a wide one.
 WIDTHS = (2, 7, 60)
-
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared machine threads that wait for each other lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""`funnel data prepare`: the MAF benchmark preprocessing, checked against a re-derivation of NOTES.md section 6.
+"""`funnel data prepare`: the MAF benchmark preprocessing, checked against a re-derivation of docs/maths.md, section 6.
 
 Each data set gets a small synthetic raw input in the archive's format and layout. The expected outputs are
 derived here step by step from the written procedure (np.delete, np.hstack, np.vstack, pandas arithmetic,

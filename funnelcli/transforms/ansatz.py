@@ -1,6 +1,6 @@
 """The ansatz q(x_drop | z): the conditional density a funnel assigns to the coordinates it drops.
 
-Two families (paper section 2; NOTES.md section 1):
+Two families (paper section 2; docs/maths.md, section 1.4):
 
 - ``gaussian``: q(x_drop | z) = N(mu(z), diag sigma(z)^2), mu and log sigma from an MLP of z;
 - ``flow``: a conditional flow over x_drop whose every layer reads z: RQ-spline layers (the spline families'

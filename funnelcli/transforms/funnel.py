@@ -1,7 +1,7 @@
 """The funnel: an inference surjection that removes dimensions while keeping the likelihood exact.
 
 Klein, Raine, Golling, Pina-Otey (2022), "Funnels: exact maximum likelihood with dimensionality reduction";
-the special case f = identity is SurVAE's slice surjection (Nielsen et al. 2020). See NOTES.md section 1.
+the special case f = identity is SurVAE's slice surjection (Nielsen et al. 2020). See docs/maths.md, section 1.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ appears, complete, only at the end. These are what ``funnel score`` and ``funnel
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,7 @@ def score_file(
     summary = RunningMean()
     writer = TableWriter(output, overwrite=overwrite) if output is not None else None
     passed = iter_columns(data, extra, key=key, batch_rows=batch_rows) if extra else None
-    with writer if writer is not None else _Nothing():
+    with writer if writer is not None else contextlib.nullcontext():
         offset = 0
         for chunk in iter_table(data, columns=estimator.input_columns_, key=key, batch_rows=batch_rows):
             log_prob = estimator.score_samples(chunk, iw_samples=iw_samples, row_offset=offset)
@@ -137,11 +138,3 @@ def check_new_columns(new: list[str], present: list[str], what: str, option: str
             f"the output would hold two columns named {taken[0]!r} ({what} and a column of the data); "
             f"name {what} otherwise with {option}"
         )
-
-
-class _Nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc_info):
-        return False

@@ -324,3 +324,14 @@ def test_a_failure_that_is_not_the_users_is_one_line_and_exit_code_1(model, work
     result = run("score", model, workdir / "test.parquet", "-o", out)
     assert_one_line_error(result, "internal error", "simulated bug", "FUNNEL_DEBUG", code=1)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["train"], ["sweep"], ["score"], ["encode"], ["sample"], ["info"], ["evaluate"], ["report"], ["compare"],
+     ["recipes"], ["recipes", "show"], ["data"], ["data", "prepare"], ["data", "inspect"]],
+)  # fmt: skip
+def test_minus_h_prints_the_help_as_help_does(command):
+    short, long = run(*command, "-h"), run(*command, "--help")
+    assert short.exit_code == 0 and "Usage:" in short.output
+    assert short.output == long.output

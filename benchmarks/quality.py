@@ -20,7 +20,9 @@ validation schedule (every steps/8, best kept) and seed, on the same splits:
   residual blocks, 8 bins, tail bound 3: the sizes of funnelcli's ``nsf``);
 - ``zuko-nsf``: zuko's NSF (8 autoregressive transforms, hidden layers 128 x 2, 8 bins);
 - ``gmm``: a full-covariance Gaussian mixture whose k is chosen on the validation rows; ``gaussian``: one
-  full-covariance Gaussian.
+  full-covariance Gaussian;
+- candidates for the defaults, run only when named with ``--models``: ``small-f-nsf-50`` and ``small-nsf`` (the
+  small-table recipes), ``ar-f-nsf-50`` (5 autoregressive steps of width 256, Gaussian ansatz) and ``ar-nsf``.
 
 Each run appends one JSON line to ``benchmarks/results/quality.jsonl``: the table, model, budget and seed, the
 test log-likelihood (nats per row, in the units of the data) and its standard error, ms per training step,
@@ -145,10 +147,11 @@ def split(frame: pd.DataFrame, log_p: np.ndarray | None, seed: int = 0):
 # -- the models ------------------------------------------------------------------------------------------------
 
 
-def funnelcli_model(recipe: str, reduce: float | None):
+def funnelcli_model(recipe: str, reduce: float | None, **fields):
     def fit_and_score(train, val, test, steps, seed):
         estimator = FunnelDensity(
             recipe,
+            **fields,
             reduce=reduce,
             steps=steps,
             batch_size=BATCH,
@@ -260,11 +263,21 @@ MODELS = {
     "f-nsf-75": funnelcli_model("f-nsf", 0.75),
     "nsf": funnelcli_model("nsf", None),
     "nflows-nsf": torch_model(nflows_nsf),
+    # Candidates for the defaults (issue 13): the small recipes, and the issue's stronger F-NSF layout
+    # (5 autoregressive steps of width 256 with a Gaussian ansatz) with its full-dimension counterpart.
+    "small-f-nsf-50": funnelcli_model("small-f-nsf", 0.5),
+    "small-nsf": funnelcli_model("small-nsf", None),
+    "ar-f-nsf-50": funnelcli_model(
+        "f-nsf", 0.5, transform="autoregressive", flow_steps=5, hidden_features=256, ansatz="gaussian"
+    ),
+    "ar-nsf": funnelcli_model("nsf", None, transform="autoregressive", flow_steps=5, hidden_features=256),
     "zuko-nsf": torch_model(zuko_nsf),
     "gmm": baseline("gmm"),
     "gaussian": baseline("gaussian"),
 }
-FLOWS = ("f-nsf-25", "f-nsf-50", "f-nsf-75", "nsf", "nflows-nsf", "zuko-nsf")
+FLOWS = tuple(m for m in MODELS if m not in ("gmm", "gaussian"))
+#: What runs when --models is not given: funnelcli's defaults and the alternatives, not the candidates.
+DEFAULT_MODELS = ("f-nsf-25", "f-nsf-50", "f-nsf-75", "nsf", "nflows-nsf", "zuko-nsf", "gmm", "gaussian")
 
 
 # -- running and recording -------------------------------------------------------------------------------------
@@ -388,7 +401,7 @@ def main() -> None:
         print(report(args.results), end="")
         return
     tables = list(QUICK_TABLES) if args.quick else (args.tables.split(",") if args.tables else list(TABLES))
-    models = list(QUICK_MODELS) if args.quick else (args.models.split(",") if args.models else list(MODELS))
+    models = list(QUICK_MODELS) if args.quick else (args.models.split(",") if args.models else list(DEFAULT_MODELS))
     steps = QUICK_STEPS if args.quick else args.steps
     unknown = [t for t in tables if t not in TABLES] + [m for m in models if m not in MODELS]
     if unknown:

@@ -1,6 +1,6 @@
 """funnelcli: exact-likelihood funnel flows for tables."""
 
-__version__ = "0.1.0"
+from funnelcli._version import __version__
 
 __all__ = ["FunnelDensity", "__version__"]
 

@@ -21,7 +21,8 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import validate_data
 
-from funnelcli import __version__, artifact, distributed
+from funnelcli import artifact, distributed
+from funnelcli._version import __version__
 from funnelcli.data import split_validation
 from funnelcli.data.columns import constant_columns, integer_columns
 from funnelcli.errors import UserError

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from funnelcli import __version__
+from funnelcli._version import __version__
 from funnelcli.checksum import sha256
 from funnelcli.data import prepared
 from funnelcli.data.hdf5 import OutsideTheFile, local

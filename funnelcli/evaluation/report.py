@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from funnelcli import __version__
+from funnelcli._version import __version__
 from funnelcli.errors import UserError
 from funnelcli.evaluation import metrics as m
 

@@ -216,7 +216,7 @@ def test_sigint_during_training_exits_130_with_one_line_that_gives_the_resume_co
     assert interrupted["code"] == 130, interrupted["stderr"]
     lines = [line for line in interrupted["stderr"].splitlines() if line.strip()]
     assert len(lines) == 1 and "SIGINT" in lines[0] and "resume with: funnel train data.csv" in lines[0], lines
-    assert interrupted["resume"][-3:] == ["--out", "stopped", "--resume"]
+    assert interrupted["resume"][-3:] == ["--output", "stopped", "--resume"]
     assert interrupted["stdout"] == ""
 
 
@@ -292,7 +292,7 @@ def test_sigterm_exits_143_with_the_resume_command(workdir, monkeypatch):
     assert result.exit_code == 143, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("interrupted: SIGTERM at step 4 of 30"), lines
-    assert lines[0].endswith(f"--seed 2 --out {out} --resume")
+    assert lines[0].endswith(f"--seed 2 --output {out} --resume")
     assert (out / "checkpoints" / artifact.LATEST).is_file() and not (out / artifact.METADATA).exists()
 
 

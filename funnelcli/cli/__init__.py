@@ -12,7 +12,9 @@ app = typer.Typer(
     help="Exact-likelihood density estimation for tables with funnel flows: train, score, encode, sample.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # --show-completion prints the completion script of the shell it runs in (found by shellingham) and installs
+    # nothing; --install-completion writes it to the shell's startup files.
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -54,7 +56,9 @@ app.add_typer(data.app, name="data")
 
 def main() -> None:
     try:
-        app()
+        # One program name however it is started (`funnel`, `python -m funnelcli`, torchrun): the completion script
+        # and the usage lines name the `funnel` command, and the completion variable is always _FUNNEL_COMPLETE.
+        app(prog_name="funnel")
     finally:
         from funnelcli.distributed import leave
 

@@ -31,6 +31,9 @@ KeyOpt = Annotated[
     str | None, typer.Option("--key", help="HDF5 key or dataset path (needed when the file holds several).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else.")]
+#: The spellings of every output path: --output, -o, and --out kept as an alias (train, sweep and data prepare
+#: took --out before every command took --output).
+OUTPUT_FLAGS = ("--output", "-o", "--out")
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or warnings on stderr.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (a GPU if there is one), cpu or cuda.")]
@@ -132,15 +135,36 @@ def _sigterm_unwinds():
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
-def setup_logging(quiet: bool) -> None:
-    """Warnings of the library go to stderr as ``warning: ...`` lines."""
+def setup_logging(quiet: bool, *, json_output: bool = False) -> list[str]:
+    """Where the library's warnings go, returning the list that collects them for ``--json``.
+
+    They go to stderr as ``warning: ...`` lines (none with ``quiet``); with ``json_output``, into the returned
+    list instead, which the command hands to :func:`print_json` so that they appear in its JSON document.
+    """
     logger = logging.getLogger("funnelcli")
     logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    collected: list[str] = []
+    if json_output:
+        handler: logging.Handler = _Collect(collected)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
     logger.addHandler(handler)
-    logger.setLevel(logging.ERROR if quiet else logging.WARNING)
+    logger.setLevel(logging.WARNING if json_output or not quiet else logging.ERROR)
     logger.propagate = False
+    return collected
+
+
+class _Collect(logging.Handler):
+    """A logging handler that keeps each message in a list (the ``warnings`` of a ``--json`` document)."""
+
+    def __init__(self, into: list[str]):
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(" ".join(self.format(record).split()))
 
 
 def split_names(text: str | None) -> list[str] | None:
@@ -153,7 +177,14 @@ def split_names(text: str | None) -> list[str] | None:
     return names
 
 
-def print_json(document: dict[str, Any]) -> None:
+def print_json(document: dict[str, Any], warnings: list[str] | None = None) -> None:
+    """Print ``document`` as one JSON object on stdout, the only thing a ``--json`` command prints there.
+
+    ``warnings`` (what the human output would print as ``warning:`` lines) are added to the document's
+    ``warnings`` list, which appears only when there is something to warn about.
+    """
+    if warnings:
+        document = {**document, "warnings": [*document.get("warnings", []), *warnings]}
     typer.echo(json.dumps(document, allow_nan=False))
 
 

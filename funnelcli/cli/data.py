@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from funnelcli.cli._common import ForceOpt, JsonOpt, KeyOpt, handle_errors, print_json, setup_logging
+from funnelcli.cli._common import OUTPUT_FLAGS, ForceOpt, JsonOpt, KeyOpt, handle_errors, print_json, setup_logging
 
 app = typer.Typer(
     help="Data: inspect a table before training, or turn the raw MAF benchmark files into Parquet splits.",
@@ -19,7 +19,7 @@ Examples:
 
   funnel data prepare power data/ -o prepared/power
 
-  funnel data prepare hepmass data/hepmass -o prepared/hepmass --json
+  funnel data prepare hepmass data/hepmass --output prepared/hepmass --json
 """
 
 NameArg = Annotated[
@@ -35,7 +35,7 @@ RawArg = Annotated[
 OutOpt = Annotated[
     Path,
     typer.Option(
-        "--out", "-o", help="Folder to write train/validation/test.parquet and manifest.json.", show_default=False
+        *OUTPUT_FLAGS, help="Folder to write train/validation/test.parquet and manifest.json.", show_default=False
     ),
 ]
 TrustPickleOpt = Annotated[
@@ -63,7 +63,7 @@ def prepare(
     """Prepare NAME as the MAF paper did, so test log-likelihoods compare with published ones.
 
     Same noise, column removals, splits and standardisation as Papamakarios et al. (2017).
-    Writes train.parquet, validation.parquet, test.parquet and manifest.json to --out.
+    Writes train.parquet, validation.parquet, test.parquet and manifest.json to --output.
 
     The raw files are in the MAF data archive, Zenodo record 1161203:
     https://zenodo.org/record/1161203 (file data.tar.gz).
@@ -80,12 +80,12 @@ def prepare(
     and refuses anything else the file names. If it refuses the archive's
     own file, --trust-pickle lets pandas unpickle it, with a warning.
     """
-    setup_logging(json_output)
+    warnings = setup_logging(False, json_output=json_output)
     from funnelcli.data.maf import prepare as prepare_dataset
 
     manifest = prepare_dataset(name, raw, out, overwrite=force, trust_pickle=trust_pickle)
     if json_output:
-        print_json(manifest)
+        print_json(manifest, warnings)
         return
     for split, shape in manifest["splits"].items():
         typer.echo(f"{split:<10} {shape['rows']:>11,} rows x {shape['dims']} dims")
@@ -115,11 +115,12 @@ def inspect(data: InspectArg, key: KeyOpt = None, json_output: JsonOpt = False) 
     range and flags (integer, constant, non-numeric), then a `warning:` line on
     stderr for each problem. Exits 0 even when there are warnings.
     """
+    warnings = setup_logging(False, json_output=json_output)
     from funnelcli.data.inspect import inspect_table
 
     report = inspect_table(data, key=key)
     if json_output:
-        print_json(report)
+        print_json(report, warnings)
         return
     typer.echo(_column_table(report["columns"]))
     for warning in report["warnings"]:

@@ -8,15 +8,18 @@ from typing import Annotated
 import typer
 
 from funnelcli.cli._common import (
+    OUTPUT_FLAGS,
     DataArg,
     DeviceOpt,
     ForceOpt,
+    JsonOpt,
     KeyOpt,
     ModelArg,
     StrictOpt,
     check_no_extra_columns,
     handle_errors,
     out_format_check,
+    print_json,
     setup_logging,
     split_names,
 )
@@ -27,6 +30,8 @@ Examples:
   funnel encode runs/data data.parquet -o latent.parquet
 
   funnel encode runs/data data.csv -o latent.csv --keep id,label
+
+  funnel encode runs/data data.csv --output latent.parquet --json
 """
 
 
@@ -34,7 +39,7 @@ Examples:
 def encode(
     model: ModelArg,
     data: DataArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output table (.parquet/.csv).")],
+    output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="Output table (.parquet/.csv).")],
     keep: Annotated[
         str | None,
         typer.Option(help="Comma-separated columns of DATA to pass through unchanged (ids, labels)."),
@@ -44,12 +49,13 @@ def encode(
     force: ForceOpt = False,
     strict: StrictOpt = False,
     prefix: Annotated[str, typer.Option("--prefix", help="Names of the latent columns: PREFIX0, PREFIX1, ...")] = "z",
+    json_output: JsonOpt = False,
 ) -> None:
     """Write the latent code z0 ... z{k-1} of every row of DATA (k = the model's latent size).
 
     A kept column named like a latent column is refused; --prefix names the latent columns otherwise.
     """
-    setup_logging(False)
+    warnings = setup_logging(False, json_output=json_output)
     from funnelcli.apply import encode_file
     from funnelcli.data.prepared import split_file
     from funnelcli.estimator import FunnelDensity
@@ -61,4 +67,9 @@ def encode(
     if strict:
         check_no_extra_columns(data, estimator, key=key, keep=passed)
     rows = encode_file(estimator, data, output, keep=passed, key=key, overwrite=force, prefix=prefix)
+    if json_output:
+        latent = [f"{prefix}{j}" for j in range(estimator.latent_dim_)]
+        document = {"output": str(output), "rows": rows, "columns": [*(passed or []), *latent]}
+        print_json({**document, "latent_dim": estimator.latent_dim_}, warnings)
+        return
     typer.echo(f"wrote {output}: {rows:,} rows, {estimator.latent_dim_} latent columns")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from funnelcli.cli._common import (
+    OUTPUT_FLAGS,
     DataArg,
     DeviceOpt,
     ForceOpt,
@@ -39,7 +40,9 @@ Examples:
 
   funnel report runs/digits test.csv -o report/
 
-  funnel report runs/digits test.csv --ood other.csv -o report/ --force
+  funnel report runs/digits test.csv --ood other.csv --output report/ --force
+
+  funnel report runs/digits test.csv -o report/ --json
 """
 
 COMPARE_EXAMPLES = """
@@ -210,7 +213,7 @@ def evaluate(
 
     A model that reports a lower bound (a VAE's ELBO) has its likelihoods labelled as a bound.
     """
-    setup_logging(json_output)
+    warnings = setup_logging(False, json_output=json_output)
     from funnelcli.evaluation.report import check_report_folder, error_bars, metric_rows
 
     stderr_multiple = _stderr_multiple(error)
@@ -223,7 +226,7 @@ def evaluate(
         index = _report(report_dir, estimator, evaluation, data, ood, force, seed, stderr_multiple)
         document["report"] = str(index)
     if json_output:
-        print_json(document)
+        print_json(document, warnings)
         return
     rows = metric_rows(evaluation.metrics, stderr_multiple=stderr_multiple)
     width = max(len(name) for name, _ in rows)
@@ -237,12 +240,13 @@ def evaluate(
 def report(
     model: ModelArg,
     data: DataArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the figures and index.html.")],
+    output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="Folder for the figures and index.html.")],
     ood: OodOpt = None,
     key: KeyOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
+    json_output: JsonOpt = False,
 ) -> None:
     """Write a model's evaluation report: PNG figures and an index.html that shows them with the metrics.
 
@@ -252,12 +256,16 @@ def report(
 
     With --ood OTHER: the two log-likelihood histograms and the ROC curve. Prints the path of index.html.
     """
-    setup_logging(False)
+    warnings = setup_logging(False, json_output=json_output)
     from funnelcli.evaluation.report import check_report_folder
 
     check_report_folder(output, overwrite=force, inputs=(model, data, *([ood] if ood else [])))
-    estimator, evaluation = _run(model, data, ood, key, device, seed, progress=True)
-    typer.echo(str(_report(output, estimator, evaluation, data, ood, force, seed)))
+    estimator, evaluation = _run(model, data, ood, key, device, seed, progress=not json_output)
+    index = _report(output, estimator, evaluation, data, ood, force, seed)
+    if json_output:
+        print_json({"output": str(output), "report": str(index)}, warnings)
+        return
+    typer.echo(str(index))
 
 
 @handle_errors
@@ -290,7 +298,7 @@ def compare(
 
     --markdown sets the best log-likelihood in bold; --json prints one object with a row per model.
     """
-    setup_logging(json_output)
+    warnings = setup_logging(False, json_output=json_output)
     from funnelcli.evaluation.report import (
         baseline_summaries,
         best_index,
@@ -325,7 +333,7 @@ def compare(
         best = best_index(rows)
         best_model = None if best is None else rows[best]["model"]
         document = {"data": str(data), "models": rows, "best": best_model, "error": error_bars(stderr_multiple)}
-        print_json(json_safe(document))
+        print_json(json_safe(document), warnings)
         return
     typer.echo(format_comparison(rows, markdown=markdown, stderr_multiple=stderr_multiple))
 

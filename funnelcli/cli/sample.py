@@ -8,11 +8,14 @@ from typing import Annotated
 import typer
 
 from funnelcli.cli._common import (
+    OUTPUT_FLAGS,
     DeviceOpt,
     ForceOpt,
+    JsonOpt,
     ModelArg,
     handle_errors,
     out_format_check,
+    print_json,
     setup_logging,
 )
 
@@ -22,6 +25,8 @@ Examples:
   funnel sample runs/data -n 10000 -o fake.parquet
 
   funnel sample runs/data -n 500 -o cool.csv --temperature 0.7 --seed 1
+
+  funnel sample runs/data -n 100 --output few.csv --json
 """
 
 
@@ -29,7 +34,7 @@ Examples:
 def sample(
     model: ModelArg,
     n: Annotated[int, typer.Option("-n", "--n", help="Number of rows to draw (1 to 10,000,000).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output table (.parquet/.csv).")],
+    output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="Output table (.parquet/.csv).")],
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible samples (0 to 2**32 - 1).")] = None,
     temperature: Annotated[
         float,
@@ -37,9 +42,10 @@ def sample(
     ] = 1.0,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
+    json_output: JsonOpt = False,
 ) -> None:
     """Draw N rows in the training columns and units."""
-    setup_logging(False)
+    warnings = setup_logging(False, json_output=json_output)
     import pandas as pd
 
     from funnelcli.data import write_table
@@ -50,4 +56,7 @@ def sample(
     estimator = FunnelDensity.load(model, device=device)
     rows = estimator.sample(n, random_state=seed, temperature=temperature)
     write_table(pd.DataFrame(rows, columns=estimator.columns_), output, overwrite=force)
+    if json_output:
+        print_json({"output": str(output), "rows": n, "columns": [str(c) for c in estimator.columns_]}, warnings)
+        return
     typer.echo(f"wrote {output}: {n:,} samples of {len(estimator.columns_)} columns")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from funnelcli.cli._common import (
+    OUTPUT_FLAGS,
     DataArg,
     DeviceOpt,
     ForceOpt,
@@ -40,7 +41,7 @@ def score(
     data: DataArg,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write the rows with a log_prob column (.parquet/.csv)."),
+        typer.Option(*OUTPUT_FLAGS, help="Write the rows with a log_prob column (.parquet/.csv)."),
     ] = None,
     key: KeyOpt = None,
     iw_samples: Annotated[
@@ -64,7 +65,7 @@ def score(
     For integer columns that training dequantized, the score is log p(x + u) with u ~ U[0, 1) drawn with a
     fixed seed: a density of the dequantized data, which lower-bounds the integers' log-probability.
     """
-    setup_logging(json_output)
+    warnings = setup_logging(False, json_output=json_output)
     from funnelcli.apply import score_file
     from funnelcli.data.prepared import split_file
     from funnelcli.estimator import FunnelDensity
@@ -91,6 +92,10 @@ def score(
     dequantized = estimator.dequantized_columns_
     rows = summary.count + summary.nonfinite
     mean = summary.mean if summary.count else None
+    underflow = (
+        f"{summary.nonfinite:,} row(s) have a density that underflows to zero (log p = -inf), far from the training "
+        "data; the mean is over the other rows"
+    )
     if json_output:
         report = {
             "rows": rows,
@@ -105,7 +110,9 @@ def score(
             report["dequantized_columns"] = dequantized
         if bound:
             report.update(bound=True, bound_kind=what)
-        print_json(report)
+        if output is not None:
+            report["output"] = str(output)
+        print_json(report, [*warnings, *([underflow] if summary.nonfinite else [])])
         return
     if bound:
         typer.echo(f"lower bound: a VAE's {what} on log p(x), not an exact log-likelihood")
@@ -116,11 +123,7 @@ def score(
         + (f"; wrote {output}" if output is not None else "")
     )
     if summary.nonfinite:
-        typer.echo(
-            f"warning: {summary.nonfinite:,} row(s) have a density that underflows to zero (log p = -inf), far from "
-            "the training data; the mean is over the other rows",
-            err=True,
-        )
+        typer.echo(f"warning: {underflow}", err=True)
     if dequantized:
         typer.echo(
             f"note: integer column(s) {', '.join(dequantized)} were dequantized: this is the density of x + u, "

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from funnelcli.cli._common import (
+    OUTPUT_FLAGS,
     BatchSizeOpt,
     ColumnsOpt,
     DataArg,
@@ -36,7 +37,7 @@ from funnelcli.errors import UserError
 EXAMPLES = """
 Examples:
 
-  funnel sweep data.parquet --out runs/sweep
+  funnel sweep data.parquet --output runs/sweep
 
   funnel sweep data.csv --latent-dims 1,2,3,4,6 --steps 3000 --jobs 2
 
@@ -50,7 +51,7 @@ Examples:
 def sweep(
     data: DataArg,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Sweep folder (default: runs/<DATA name>-sweep).")
+        Path | None, typer.Option(*OUTPUT_FLAGS, help="Sweep folder (default: runs/<DATA name>-sweep).")
     ] = None,
     latent_dims: Annotated[
         str | None, typer.Option("--latent-dims", help="Latent sizes to try, comma-separated (1,2,4,8).")
@@ -102,8 +103,8 @@ def sweep(
 ) -> None:
     """Train one funnel per latent size on DATA and choose how many dimensions the table needs.
 
-    Every level is an ordinary model folder under OUT (latent-1, latent-2, ..., and `full` for the
-    full-dimension flow), trained on the same rows; OUT also gets sweep.json, sweep.csv and sweep.png
+    Every level is an ordinary model folder under OUTPUT (latent-1, latent-2, ..., and `full` for the
+    full-dimension flow), trained on the same rows; OUTPUT also gets sweep.json, sweep.csv and sweep.png
     (validation log-likelihood against latent size, with the full-dimension flow, a full Gaussian, a Gaussian
     mixture and probabilistic PCA of the same size as references).
 
@@ -118,7 +119,7 @@ def sweep(
     The default sizes are every one from 1 to 8 (at most D - 1), then about 1.5 times larger, up to D - 1.
     Running the same command again reuses every finished level (Ctrl-C keeps them); --force starts over.
     """
-    setup_logging(quiet or json_output)
+    warnings = setup_logging(quiet, json_output=json_output)
     from funnelcli import sweep as sweeping
     from funnelcli.data import read_table
     from funnelcli.data.prepared import is_prepared, split_file
@@ -211,7 +212,7 @@ def sweep(
         raise typer.Exit(143 if type(stop).__name__ == "_Terminated" else 130) from None
     sweeping.write_outputs(out, result, settings)
     if json_output:
-        print_json({**result.to_dict(), "folder": str(out)})
+        print_json({**result.to_dict(), "folder": str(out)}, warnings)
         return
     typer.echo(format_sweep(result))
     written = [str(out / name) for name in (sweeping.JSON, sweeping.CSV, sweeping.PNG) if (out / name).is_file()]

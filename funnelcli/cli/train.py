@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from funnelcli.cli._common import (
+    OUTPUT_FLAGS,
     BatchSizeOpt,
     ColumnsOpt,
     DataArg,
@@ -43,13 +44,13 @@ Examples:
 
   funnel train data.parquet --latent-dim 3
 
-  funnel train data.csv --recipe nsf --steps 5000 --out runs/nsf
+  funnel train data.csv --recipe nsf --steps 5000 --output runs/nsf
 
   funnel train data.h5 --key table --columns a,b,c --validation val.h5 --ansatz gaussian
 
-  funnel train data.csv --out runs/long --checkpoint-every 500
+  funnel train data.csv --output runs/long --checkpoint-every 500
 
-  funnel train data.csv --out runs/long --checkpoint-every 500 --resume
+  funnel train data.csv --output runs/long --checkpoint-every 500 --resume
 """
 
 
@@ -76,19 +77,20 @@ def train(
     dequantize: DequantizeOpt = "uniform",
     drop_constant: DropConstantOpt = False,
     device: DeviceOpt = "auto",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Model folder (default: runs/<DATA name>).")] = None,
+    out: Annotated[Path | None, typer.Option(*OUTPUT_FLAGS, help="Model folder (default: runs/<DATA name>).")] = None,
     force: ForceOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
     checkpoint_every: Annotated[
         int,
         typer.Option(
-            "--checkpoint-every", help="Also write checkpoints to OUT/checkpoints every N steps (0: only on Ctrl-C)."
+            "--checkpoint-every",
+            help="Also write checkpoints to OUTPUT/checkpoints every N steps (0: only on Ctrl-C).",
         ),
     ] = 0,
     resume: Annotated[
         bool,
-        typer.Option("--resume", help="Continue the interrupted run in --out from its latest checkpoint, exactly."),
+        typer.Option("--resume", help="Continue the interrupted run in --output from its latest checkpoint, exactly."),
     ] = False,
     max_nonfinite: Annotated[
         int,
@@ -115,16 +117,16 @@ def train(
     DATA is a table, or a folder from `funnel data prepare`, whose train and validation splits are then used.
 
     Ctrl-C or SIGTERM stops training after the current step and writes the latest and the best checkpoint to
-    OUT/checkpoints; the same command with --resume then continues exactly where it stopped.
+    OUTPUT/checkpoints; the same command with --resume then continues exactly where it stopped.
 
     Started by torchrun (torchrun --nproc_per_node=N -m funnelcli train ...), the N processes train one model
     data-parallel, each on every N-th row (NCCL between GPUs, gloo between CPU processes); rank 0 alone
-    prints progress and writes OUT.
+    prints progress and writes OUTPUT.
     """
     given = dict(locals())  # first: the arguments as given, for the command that resumes this run
     ranks = from_environment()  # under torchrun; the process group itself is joined when training starts
     main = ranks.is_main
-    setup_logging(quiet or json_output or not main)
+    warnings = setup_logging(quiet or not main, json_output=json_output)
     from funnelcli import artifact
     from funnelcli.data import read_table
     from funnelcli.data.prepared import is_prepared, split_file
@@ -206,8 +208,9 @@ def train(
     }
     if summary.get("resumed_at_step") is not None:
         report["resumed_at_step"] = summary["resumed_at_step"]
+    report["dequantized_columns"] = [str(column) for column in estimator.dequantized_columns_]
     if json_output:
-        print_json(report)
+        print_json(report, warnings)
         return
     typer.echo(
         f"saved {out}: {resolved.family} ({resolved.name}), {report['input_dim']} -> {report['latent_dim']} dims, "
@@ -223,7 +226,7 @@ _FLAGS = {"json_output": "--json"}
 
 
 def _resume_command(given: dict, out: Path, ranks: Ranks) -> str:
-    """The command that continues this run: the options that were given, ``--out`` and ``--resume``; under
+    """The command that continues this run: the options that were given, ``--output`` and ``--resume``; under
     torchrun, with as many processes."""
     launcher = ["torchrun", f"--nproc_per_node={ranks.world_size}", "-m", "funnelcli"] if ranks.active else ["funnel"]
     words = [*launcher, "train", str(given["data"])]
@@ -233,7 +236,7 @@ def _resume_command(given: dict, out: Path, ranks: Ranks) -> str:
             continue
         flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
         words += [flag] if isinstance(value, bool) else [flag, str(value)]
-    return shlex.join([*words, "--out", str(out), "--resume"])
+    return shlex.join([*words, "--output", str(out), "--resume"])
 
 
 def _checkpoint_files(out: Path) -> dict[Path, tuple[int, int]]:

@@ -81,7 +81,7 @@ def check_writable(folder: Path, *, overwrite: bool, resume: bool = False, input
             f"{folder} holds the checkpoints of an unfinished run{_progress_of(latest)}; pass --resume to continue "
             "it, or --force to start over"
         )
-    raise UserError(f"{folder} already holds a model; pass --force to replace it or choose another --out")
+    raise UserError(f"{folder} already holds a model; pass --force to replace it or choose another --output")
 
 
 def holds_only_checkpoints(folder: str | Path) -> bool:

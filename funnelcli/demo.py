@@ -58,7 +58,7 @@ def main(out: Path) -> None:
     results = {}
     for recipe in ("small-f-nsf", "small-nsf"):
         run = out / "runs" / recipe
-        _funnel("train", str(train), "--recipe", recipe, "--out", str(run), "--force")
+        _funnel("train", str(train), "--recipe", recipe, "--output", str(run), "--force")
         results[recipe] = json.loads(_funnel("score", str(run), str(test), "--json"))
         results[recipe]["info"] = json.loads((run / "model.json").read_text())
         print()

@@ -154,7 +154,7 @@ def is_kind(folder: PathLike, kind: FolderKind) -> bool:
 
 
 def check_output_folder(
-    folder: PathLike, kind: FolderKind, *, overwrite: bool, inputs: Iterable[PathLike] = (), flag: str = "--out"
+    folder: PathLike, kind: FolderKind, *, overwrite: bool, inputs: Iterable[PathLike] = (), flag: str = "--output"
 ) -> None:
     """Refuse, before any work, an output folder that this command may not write or replace.
 

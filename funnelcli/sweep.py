@@ -600,7 +600,7 @@ def prepare_folder(out: Path, settings: dict[str, Any], *, overwrite: bool, inpu
     if not overwrite:
         what = "data" if previous and previous.get("data_sha256") != settings["data_sha256"] else "settings"
         raise UserError(
-            f"{out} holds a sweep of other {what}; pass --force to replace it, or choose another --out "
+            f"{out} holds a sweep of other {what}; pass --force to replace it, or choose another --output "
             "(the same command with the same data and settings continues a sweep)"
         )
     _clear(out)

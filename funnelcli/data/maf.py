@@ -163,7 +163,7 @@ def _check_out(out: Path, *, overwrite: bool, inputs: tuple[str | os.PathLike[st
     inside the raw input."""
     from funnelcli import outputs
 
-    outputs.check_output_folder(out, outputs.PREPARED, overwrite=overwrite, inputs=inputs, flag="-o/--out")
+    outputs.check_output_folder(out, outputs.PREPARED, overwrite=overwrite, inputs=inputs, flag="-o/--output")
 
 
 def _manifest(dataset: Dataset, files: list[Path], recipe: _Recipe, shapes: dict[str, tuple[int, int]]) -> dict:

@@ -29,8 +29,8 @@ from funnelcli.errors import UserError
 from funnelcli.models import Recipe, build_model, load_recipe
 from funnelcli.models.families import DEFAULT_MAX_PARAMETERS, MAX_PARAMETERS_LIMIT, check_size, estimate_size
 from funnelcli.models.recipe import MAX_COLUMNS, MAX_SEED, _shown, field_names
-from funnelcli.rows import fits_on_device, place_rows
 from funnelcli.training import MAX_NONFINITE_IN_A_ROW, TrainingDiverged, TrainingSummary, fit, resolve_device
+from funnelcli.training.rows import fits_on_device, place_rows
 
 log = logging.getLogger("funnelcli")
 

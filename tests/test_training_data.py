@@ -13,8 +13,8 @@ import torch
 
 import funnelcli.estimator
 from funnelcli.estimator import FunnelDensity
-from funnelcli.rows import HostBatches, fits_on_device
 from funnelcli.training import TrainingInterrupted
+from funnelcli.training.rows import HostBatches, fits_on_device
 from tests.conftest import manifold_table, tiny_recipe
 
 

@@ -1,4 +1,4 @@
-"""The model folder and training checkpoints: safetensors for tensors, JSON for everything else.
+"""Writing model folders and loading their weights; training checkpoints: safetensors for tensors, JSON else.
 
 A model folder holds ``model.safetensors`` (weights), ``model.json`` (everything else, with the weights'
 SHA-256) and ``metrics.jsonl``. A training run that is interrupted also leaves ``checkpoints/`` in it:
@@ -8,7 +8,8 @@ one file whose safetensors header carries its JSON document and a SHA-256 of its
 Nothing here unpickles: loading reads JSON and safetensors only, so no file in a model folder can run code.
 Every file is written beside its target and renamed into place, so an interrupted write never leaves half a
 file or half a model, and an existing model is only replaced once the new one is complete. Nothing
-non-finite is ever written.
+non-finite is ever written. ``model.json`` is read and verified by :mod:`funnelcli.model_json`, which needs
+no torch; its names are available here too.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,32 +27,55 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save, save_file
 
-from funnelcli import outputs
+from funnelcli import atomic, outputs
 from funnelcli.checksum import sha256
 from funnelcli.errors import UserError
+from funnelcli.model_json import (
+    CHECKPOINTS,
+    FORMAT,
+    FORMAT_VERSION,
+    LATEST,
+    METADATA,
+    METRICS,
+    RECORD_KEY,
+    WEIGHTS,
+    canonical,
+    read_metadata,
+    read_metrics,
+    reason,
+    record,
+    verify_folder,
+)
 
-FORMAT = "funnelcli-model"
-#: 2: the weights' safetensors header records the fields of model.json that change numbers; they must match it.
-FORMAT_VERSION = 2
-WEIGHTS = "model.safetensors"
-METADATA = "model.json"
-METRICS = "metrics.jsonl"
+__all__ = [
+    "BEST",
+    "CHECKPOINTS",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "LATEST",
+    "METADATA",
+    "METRICS",
+    "WEIGHTS",
+    "check_writable",
+    "holds_only_checkpoints",
+    "is_checkpoint",
+    "read_checkpoint",
+    "read_folder",
+    "read_metadata",
+    "read_metrics",
+    "sha256",
+    "verify_folder",
+    "write_checkpoint",
+    "write_folder",
+]
 
-CHECKPOINTS = "checkpoints"
-LATEST = "latest.safetensors"
 BEST = "best.safetensors"
 CHECKPOINT_FORMAT = "funnelcli-checkpoint"
 #: 2: a SHA-256 of the whole header document (which holds the tensors' SHA-256) is recorded and checked.
 CHECKPOINT_VERSION = 2
 _HEADER_KEY = "funnelcli"
-#: The key of the model weights' safetensors header that records model.json's fields (all but _UNBOUND) as
-#: canonical JSON. The weights_sha256 in model.json covers the whole file, header included, so those fields
-#: cannot be edited without the difference showing.
-_RECORD_KEY = "funnelcli-model"
-#: The fields of model.json that are not recorded: its checksum of the file itself, and what differs between
-#: two runs that give the same weights (the date, the duration, the library versions), so that the same seed,
-#: data, recipe and device still give a byte-identical model.safetensors. None of them changes a number.
-_UNBOUND = ("weights_sha256", "training", "versions", "created")
 
 
 # -- the model folder ------------------------------------------------------------------------------------------
@@ -113,75 +137,21 @@ def write_folder(
     check_writable(folder, overwrite=overwrite)
     weights = _cpu_copies(tensors)
     _check_finite(weights, "the model")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
-    try:
+    # Checked again before an existing folder is replaced: it may have changed during the hours this model trained
+    check = partial(outputs.check_output_folder, folder, outputs.MODEL, overwrite=True)
+    with atomic.staged_folder(folder, check=check) as staging:
         # As model.json reads back (tuples become lists): that is what the weights' header records.
         document = json.loads(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}))
-        save_file(weights, str(staging / WEIGHTS), metadata={_RECORD_KEY: _canonical(_bound(document))})
+        save_file(weights, str(staging / WEIGHTS), metadata={RECORD_KEY: record(document)})
         document["weights_sha256"] = sha256(staging / WEIGHTS)
         (staging / METADATA).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         with open(staging / METRICS, "w", encoding="utf-8") as handle:
-            for record in metrics:
-                handle.write(json.dumps(record) + "\n")
-        # mkdtemp makes the folder private (and a writer may make its file private); a model folder is meant
-        # to be shared like any folder the user makes
+            for entry in metrics:
+                handle.write(json.dumps(entry) + "\n")
+        # A writer may make its file private; a model folder is meant to be shared like any folder the user makes
         for entry in staging.iterdir():
-            os.chmod(entry, 0o666 & ~_umask())
-        os.chmod(staging, 0o777 & ~_umask())
-        if folder.exists():
-            # Checked again: the folder may have changed during the hours this model trained
-            outputs.check_output_folder(folder, outputs.MODEL, overwrite=True)
-            retired = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
-            os.replace(folder, retired / folder.name)
-            os.replace(staging, folder)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            os.chmod(entry, 0o666 & ~atomic.umask())
     return folder
-
-
-def read_metadata(folder: str | Path) -> dict[str, Any]:
-    """``model.json`` of a model folder, checked for format, version and the type and range of every field.
-
-    It is not compared with the weights here: :func:`verify_folder` does that.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"{folder}: no such model folder; pass the folder that `funnel train` wrote")
-    path = folder / METADATA
-    if not path.is_file():
-        if (folder / CHECKPOINTS / LATEST).is_file():
-            raise UserError(
-                f"{folder} holds only the checkpoints of an unfinished run; finish it with `funnel train ... --resume`"
-            )
-        raise UserError(f"{folder} is not a model folder ({METADATA} is missing); pass a folder from `funnel train`")
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON ({error}); the model folder is damaged, retrain it") from None
-    except RecursionError:
-        raise UserError(
-            f"{path} is nested too deeply to be a model description; the folder is damaged, retrain it"
-        ) from None
-    except ValueError as error:  # an integer with more digits than Python converts
-        raise UserError(f"{path} is not valid model JSON ({error}); the model folder is damaged, retrain it") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise UserError(f"{path} is not a funnelcli model description; pass a folder from `funnel train`")
-    version = metadata.get("format_version")
-    if isinstance(version, bool) or version != FORMAT_VERSION:
-        shown = version if isinstance(version, int) and not isinstance(version, bool) and abs(version) < 10**9 else "?"
-        raise UserError(
-            f"{path} has format version {shown}; this funnelcli reads version {FORMAT_VERSION}: use the funnelcli "
-            "version that wrote it, or retrain"
-        )
-    from funnelcli.models.document import check_document
-
-    check_document(path, metadata)
-    return metadata
 
 
 def read_folder(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -196,66 +166,11 @@ def read_folder(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     try:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as error:
-        raise UserError(f"{weights} is not a valid safetensors file ({_reason(error)}); retrain the model") from None
+        raise UserError(f"{weights} is not a valid safetensors file ({reason(error)}); retrain the model") from None
     bad = _non_finite(tensors)
     if bad:
         raise UserError(f"{weights}: weight {bad!r} holds NaN or infinite values; retrain the model")
     return tensors, metadata
-
-
-def verify_folder(folder: str | Path) -> dict[str, Any]:
-    """``model.json`` of a model folder (checked as :func:`read_metadata` does), verified against its weights.
-
-    The weights must match the SHA-256 in ``model.json``, and every field of ``model.json`` but the training
-    summary, the date and the versions must match what the weights' safetensors header recorded when ``funnel
-    train`` wrote them, so that an edited field (a recipe size, the columns, the scaler...) is refused before
-    anything is built. Reads the weights' header, not their tensors.
-    """
-    folder = Path(folder)
-    metadata = read_metadata(folder)
-    weights = folder / WEIGHTS
-    if not weights.is_file():
-        raise UserError(f"{folder}: {WEIGHTS} is missing; the model folder is incomplete, retrain it")
-    if sha256(weights) != metadata["weights_sha256"]:
-        raise UserError(
-            f"{weights} does not match the checksum in {METADATA}: the file was altered, truncated or replaced; "
-            "use the folder as `funnel train` wrote it, or retrain"
-        )
-    try:
-        with safe_open(str(weights), framework="pt") as file:
-            header = file.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise UserError(f"{weights} is not a valid safetensors file ({_reason(error)}); retrain the model") from None
-    record = header.get(_RECORD_KEY)
-    if not isinstance(record, str):
-        raise UserError(
-            f"{weights} holds no record of its {METADATA} (it was not written by this funnelcli's `funnel train`); "
-            "retrain the model"
-        )
-    document = _bound(metadata)
-    if _canonical(document) != record:
-        field = _first_difference(document, record)
-        raise UserError(
-            f"{folder / METADATA} was edited, or the weights replaced: its field {field} differs from the record in "
-            f"{WEIGHTS}, so the weights do not fit the recipe and columns in {METADATA}; use the folder as "
-            "`funnel train` wrote it, or retrain"
-        )
-    return metadata
-
-
-def _bound(document: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a model.json document that its weights record."""
-    return {key: value for key, value in document.items() if key not in _UNBOUND}
-
-
-def read_metrics(folder: str | Path) -> list[dict]:
-    path = Path(folder) / METRICS
-    if not path.is_file():
-        return []
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON lines ({error}); the model folder is damaged, retrain it") from None
 
 
 # -- checkpoints -----------------------------------------------------------------------------------------------
@@ -288,7 +203,7 @@ def write_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], documen
             file.write(payload)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(name, 0o666 & ~_umask())
+        os.chmod(name, 0o666 & ~atomic.umask())
         os.replace(name, path)
     except BaseException:
         Path(name).unlink(missing_ok=True)
@@ -331,7 +246,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     except (SafetensorError, OSError, ValueError) as error:
         if isinstance(error, UserError):
             raise
-        raise UserError(f"{damaged} (not a safetensors file: {_reason(error)}); {way_out}") from None
+        raise UserError(f"{damaged} (not a safetensors file: {reason(error)}); {way_out}") from None
     if document.get("tensors_sha256") != _tensors_sha256(tensors):
         raise UserError(f"{damaged} (its tensors do not match their checksum); {way_out}")
     return tensors, document
@@ -412,60 +327,10 @@ def _check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
 _MAX_STEPS = 100_000_000
 
 
-def _canonical(document: Any) -> str:
-    """One JSON text per value: sorted keys, no spaces (NaN and infinities as Python's json writes them)."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":"))
-
-
 def _header_sha256(document: dict[str, Any]) -> str:
     """The SHA-256 of a checkpoint header's canonical JSON, less the field that records it."""
     body = {key: value for key, value in document.items() if key != "header_sha256"}
-    return hashlib.sha256(_canonical(body).encode("utf-8")).hexdigest()
-
-
-#: The fields of model.json that change a model's numbers, named first when several differ from the record.
-_NUMBERS_FIRST = (
-    "recipe",
-    "columns",
-    "input_columns",
-    "fitted_on_names",
-    "dtypes",
-    "scaler",
-    "dequantize",
-    "dequantized_columns",
-    "dropped_constant_columns",
-    "input_dim",
-    "latent_dim",
-    "parameters",
-    "max_parameters",
-)
-
-
-def _first_difference(document: dict[str, Any], record: str) -> str:
-    """The dotted name of the first field of ``document`` that differs from the recorded JSON document."""
-    try:
-        recorded = json.loads(record)
-    except (ValueError, RecursionError):
-        return "(all of them: the record is not JSON)"
-    if not isinstance(recorded, dict):
-        return "(all of them: the record is not a JSON object)"
-
-    def walk(left: Any, right: Any, prefix: str) -> str | None:
-        if _canonical(left) == _canonical(right):
-            return None
-        if isinstance(left, dict) and isinstance(right, dict):
-            others = sorted(set(left) | set(right))
-            for key in [*(k for k in _NUMBERS_FIRST if k in others), *others]:
-                found = walk(left.get(key), right.get(key), f"{prefix}{key}.")
-                if found is not None:
-                    return found
-        return prefix.rstrip(".") or "(the document)"
-
-    return walk(document, recorded, "") or "(the document)"
-
-
-def _reason(error: Exception) -> str:
-    return " ".join(str(error).split())[:120]
+    return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
 
 
 def _tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -476,13 +341,6 @@ def _tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def _umask() -> int:
-    # The umask can only be read by setting it; it is put back at once.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -657,6 +657,7 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
 
 
 def count_parameters(model: torch.nn.Module) -> int:
+    """The number of numbers a model learns: every element of every parameter tensor."""
     return sum(p.numel() for p in model.parameters())
 
 

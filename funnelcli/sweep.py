@@ -36,9 +36,11 @@ import numpy as np
 import pandas as pd
 
 from funnelcli import outputs
+from funnelcli.atomic import atomic_path
 from funnelcli.errors import UserError
 from funnelcli.models.recipe import FAMILY_FIELDS, Recipe, latent_dim
 from funnelcli.stats import mean_and_stderr
+from funnelcli.strict_json import json_safe
 
 log = logging.getLogger("funnelcli")
 
@@ -164,8 +166,6 @@ class Sweep:
         return [*self.levels, *([self.full] if self.full is not None else [])]
 
     def to_dict(self) -> dict[str, Any]:
-        from funnelcli.evaluation.report import json_safe
-
         return json_safe(
             {
                 "format": FORMAT,
@@ -303,6 +303,8 @@ def _still_improving(history: list[dict], steps: int, stderr: float) -> bool:
 
 
 def _level_from(task: _Task, estimator, train, validation, test, *, reused: bool) -> Level:
+    from funnelcli.estimator import count_parameters
+
     val_mean, val_stderr = mean_and_stderr(estimator.score_samples(validation))
     if test is not None:
         test_mean, test_stderr = mean_and_stderr(estimator.score_samples(test))
@@ -317,7 +319,7 @@ def _level_from(task: _Task, estimator, train, validation, test, *, reused: bool
         val_stderr=val_stderr,
         test_log_prob=test_mean,
         test_stderr=test_stderr,
-        parameters=sum(p.numel() for p in estimator.model_.parameters()),
+        parameters=count_parameters(estimator.model_),
         ms_per_step=float(summary.get("ms_per_step") or 0.0),
         seconds=float(summary.get("seconds") or 0.0),
         best_step=int(summary.get("best_step") or 0),
@@ -615,8 +617,6 @@ def _clear(out: Path) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from funnelcli.data import atomic_path
-
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
 

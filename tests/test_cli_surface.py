@@ -291,3 +291,22 @@ def test_python_m_funnelcli_prints_the_same_script_for_the_funnel_command(tmp_pa
     assert result.returncode == 0, result.stderr
     assert "complete -o default -F _funnel_completion funnel" in result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_info_reads_a_model_folder_without_importing_torch(tmp_path):
+    import subprocess
+    import sys
+
+    from funnelcli.estimator import FunnelDensity
+    from tests.conftest import manifold_table, tiny_recipe
+
+    FunnelDensity(tiny_recipe("f-nsf"), steps=3, device="cpu").fit(manifold_table(200)).save(tmp_path / "model")
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "funnelcli", "info", str(tmp_path / "model"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = [line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time")]
+    assert imported and not [name for name in imported if name.split(".")[0] == "torch"]

@@ -117,6 +117,7 @@ def inspect(data: InspectArg, key: KeyOpt = None, json_output: JsonOpt = False) 
     """
     warnings = setup_logging(False, json_output=json_output)
     from funnelcli.data.inspect import inspect_table
+    from funnelcli.data.messages import plural
 
     report = inspect_table(data, key=key)
     if json_output:
@@ -126,8 +127,8 @@ def inspect(data: InspectArg, key: KeyOpt = None, json_output: JsonOpt = False) 
     for warning in report["warnings"]:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(
-        f"{_count(report['rows'], 'row')}, {_count(len(report['columns']), 'column')}, "
-        f"{_count(len(report['warnings']), 'warning')}"
+        f"{plural(report['rows'], 'row')}, {plural(len(report['columns']), 'column')}, "
+        f"{plural(len(report['warnings']), 'warning')}"
     )
 
 
@@ -178,8 +179,3 @@ def _flags(column: dict[str, Any]) -> str:
         if on
     ]
     return ",".join(flags) or "-"
-
-
-def _count(n: int, noun: str) -> str:
-    """Return "1 noun" or "n nouns"."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -18,7 +18,7 @@ def info(model: ModelArg, json_output: JsonOpt = False) -> None:
     """Show a model's recipe, dimensions, parameter count and training summary."""
     import typer
 
-    from funnelcli.artifact import verify_folder
+    from funnelcli.model_json import verify_folder
 
     metadata = verify_folder(model)  # model.json checked, and checked against the weights' record of it
     if json_output:

@@ -130,7 +130,7 @@ def train(
     from funnelcli import artifact
     from funnelcli.data import read_table
     from funnelcli.data.prepared import is_prepared, split_file
-    from funnelcli.estimator import FunnelDensity
+    from funnelcli.estimator import FunnelDensity, count_parameters
     from funnelcli.training import TrainingDiverged, TrainingInterrupted
 
     out = out or Path("runs") / data_stem(data)
@@ -198,7 +198,7 @@ def train(
         "rows": len(table),
         "input_dim": estimator.n_features_in_,
         "latent_dim": estimator.latent_dim_,
-        "parameters": sum(p.numel() for p in estimator.model_.parameters()),
+        "parameters": count_parameters(estimator.model_),
         "best_val_log_prob": summary["best_val_log_prob"],
         "best_step": summary["best_step"],
         "steps": summary["steps"],

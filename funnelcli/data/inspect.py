@@ -20,25 +20,26 @@ import numpy as np
 import pandas as pd
 
 from funnelcli.data.columns import constant_columns, integer_columns
+from funnelcli.data.messages import cut, plural, reason, shown_value
 
-# Private on purpose: the same file, extension, shape and width checks, and the HDF5 reader, as read_table's own
+# The same file, extension, shape and width checks, and the HDF5 reader, as read_table's own
 from funnelcli.data.tables import (
-    _READ_FORMATS,
+    READ_FORMATS,
     PathArg,
-    _check_is_file,
-    _check_width,
-    _format_for,
-    _read_hdf5,
+    check_is_file,
+    check_width,
     delimited_frames,
     delimited_start,
+    format_for,
+    read_hdf5,
 )
 from funnelcli.errors import UserError
+from funnelcli.strict_json import json_safe
 
 __all__ = ["HUGE", "inspect_table"]
 
 HUGE = 1e15  # finite magnitudes above this are almost never measurements: sentinel codes such as 9.99e30
 _NAME_LIMIT = 10  # columns named in one warning before the list is cut short
-_REASON_LIMIT = 200  # characters kept of a library's error message
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,8 @@ def inspect_table(path: PathArg, *, key: str | None = None) -> dict[str, Any]:
     """
     shown = os.fspath(path)
     source = Path(path)
-    _check_is_file(source, shown)
-    fmt = _format_for(source, shown, _READ_FORMATS, "supported extensions")
+    check_is_file(source, shown)
+    fmt = format_for(source, shown, READ_FORMATS, "supported extensions")
     raw = _read_raw(source, shown, fmt, key)
     names = [str(name) for name in raw.columns]
     with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -105,7 +106,7 @@ def _read_raw(source: Path, shown: str, fmt: str, key: str | None) -> pd.DataFra
         return _read_delimited(source, shown, fmt)
     if fmt == "Parquet":
         return _read_parquet(source, shown)
-    return _read_hdf5(source, shown, key)
+    return read_hdf5(source, shown, key)
 
 
 def _read_delimited(source: Path, shown: str, fmt: str) -> pd.DataFrame:
@@ -136,7 +137,7 @@ def _read_parquet(source: Path, shown: str) -> pd.DataFrame:
             stored = (schema.pandas_metadata or {}).get("index_columns", [])
             index_columns = {name for name in stored if isinstance(name, str)}
             to_read = [name for name in schema.names if name not in index_columns]
-            _check_width(shown, len(to_read))
+            check_width(shown, len(to_read))
             table = parquet.read(columns=to_read, use_pandas_metadata=False)
         return table.to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -147,11 +148,7 @@ def _unreadable(shown: str, fmt: str, exc: BaseException) -> UserError:
     """Return the one-line error for a file the library could not parse, with the library's short reason."""
     if isinstance(exc, UserError):  # our own finding inside the reader's try block: keep its message
         return exc
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reason = lines[0] if lines else type(exc).__name__
-    if len(reason) > _REASON_LIMIT:
-        reason = reason[: _REASON_LIMIT - 3] + "..."
-    return UserError(f"{shown}: could not be read as {fmt}: {reason}")
+    return UserError(f"{shown}: could not be read as {fmt}: {reason(exc)}")
 
 
 # ------------------------------------------------------------------------------------------------ columns
@@ -226,7 +223,8 @@ def _as_numbers(series: pd.Series) -> tuple[np.ndarray | None, _StrayText | None
     first = int(np.argmax(bad))
     n_present = int(present.sum())
     # The same rule as read_table: a column mostly of numbers is a typo to fix, not a label to skip
-    stray = _StrayText(n_bad, first + 1, _short(text[first]), mostly_numeric=(n_present - n_bad) > n_present / 2)
+    shown = shown_value(text[first], squeeze=True)
+    stray = _StrayText(n_bad, first + 1, shown, mostly_numeric=(n_present - n_bad) > n_present / 2)
     return None, stray
 
 
@@ -272,12 +270,7 @@ def _statistics(series: pd.Series, numbers: np.ndarray) -> dict[str, Any]:
     # Values near the float64 limit overflow in the sums; such a statistic is reported as unknown (null)
     with np.errstate(over="ignore", invalid="ignore"):
         mean, std = float(np.mean(finite)), float(np.std(finite))
-    return {"min": low, "max": high, "mean": _finite_or_none(mean), "std": _finite_or_none(std)}
-
-
-def _finite_or_none(value: float) -> float | None:
-    """Strict JSON has no NaN or Infinity: an overflowed statistic becomes null."""
-    return value if np.isfinite(value) else None
+    return {"min": low, "max": high, "mean": json_safe(mean), "std": json_safe(std)}
 
 
 # ------------------------------------------------------------------------------------------------ warnings
@@ -295,7 +288,7 @@ def _warnings(rows: int, names: list[str], columns: list[_Column]) -> list[str]:
     if rows == 0 or not columns:
         # Every column of an empty table is "constant" and "non-numeric"; those lines would only bury this one
         found.append(
-            f"the table is empty ({_count(rows, 'row')}, {_count(len(columns), 'column')}): funnel train refuses it"
+            f"the table is empty ({plural(rows, 'row')}, {plural(len(columns), 'column')}): funnel train refuses it"
         )
         return found
     numeric = [column.entry for column in columns if column.entry["numeric"]]
@@ -309,11 +302,11 @@ def _warnings(rows: int, names: list[str], columns: list[_Column]) -> list[str]:
         found.append("the table has no numeric columns: funnel train refuses it")
     if stray:
         described = [
-            f"{entry['name']!r} ({_count(facts.count, 'non-numeric value')}, first at row {facts.row}: {facts.value})"
+            f"{entry['name']!r} ({plural(facts.count, 'non-numeric value')}, first at row {facts.row}: {facts.value})"
             for entry, facts in stray
         ]
         found.append(
-            f"column(s) with stray text among numbers: {_cut(described)}: funnel train refuses them; "
+            f"column(s) with stray text among numbers: {_listed(described)}: funnel train refuses them; "
             "fix those values or leave the column(s) out with --columns"
         )
     missing = [entry for entry in numeric if entry["missing"]]
@@ -338,7 +331,7 @@ def _warnings(rows: int, names: list[str], columns: list[_Column]) -> list[str]:
     if huge:
         described = [f"{entry['name']!r} (largest magnitude {_magnitude(entry):.3g})" for entry in huge]
         found.append(
-            f"values beyond 1e15 in magnitude in column(s) {_cut(described)}: likely sentinel codes for "
+            f"values beyond 1e15 in magnitude in column(s) {_listed(described)}: likely sentinel codes for "
             "missing values, which would swamp the column's scale; replace them, then drop or impute those rows"
         )
     integer = [entry["name"] for entry in numeric if entry["integer_valued"]]
@@ -363,28 +356,14 @@ def _magnitude(entry: dict[str, Any]) -> float:
 
 def _names(names: Sequence[str]) -> str:
     """Return names quoted and comma-separated, cut short after a few."""
-    return _cut([repr(name) for name in names])
+    return _listed([repr(name) for name in names])
 
 
 def _counted(entries: Sequence[dict[str, Any]], field: str) -> str:
     """Return "'a' (3), 'b' (1)": each column's name and its count of ``field``."""
-    return _cut([f"{entry['name']!r} ({entry[field]})" for entry in entries])
+    return _listed([f"{entry['name']!r} ({entry[field]})" for entry in entries])
 
 
-def _cut(items: Sequence[str]) -> str:
+def _listed(items: Sequence[str]) -> str:
     """Return items comma-separated, ending in "and N more" beyond a few, so a warning stays one short line."""
-    shown = ", ".join(items[:_NAME_LIMIT])
-    rest = len(items) - _NAME_LIMIT
-    return shown if rest <= 0 else f"{shown} and {rest} more"
-
-
-def _count(n: int, noun: str) -> str:
-    """Return "1 noun" or "n nouns"."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _short(value: object) -> str:
-    """Return a short, one-line rendering of a cell value for a warning."""
-    text = repr(value) if isinstance(value, str | bytes) else repr(str(value))
-    text = " ".join(text.split())
-    return text if len(text) <= 40 else text[:36] + "...'"
+    return cut(items, _NAME_LIMIT, more=" and {} more")

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from funnelcli import atomic
 from funnelcli._version import __version__
 from funnelcli.checksum import sha256
 from funnelcli.data import prepared
@@ -642,51 +641,20 @@ def _write_parquet(x: np.ndarray, path: Path) -> None:
 
 @contextmanager
 def _staged_folder(out: Path, *, overwrite: bool) -> Iterator[Path]:
-    """Yield a hidden folder beside ``out``; on success rename it to ``out``, on any failure remove it.
+    """Yield a hidden folder beside ``out`` that replaces ``out`` on success (:func:`funnelcli.atomic.staged_folder`).
 
-    An existing ``out`` (with ``overwrite``) is moved aside first and deleted only once the new one is in place.
+    An existing ``out`` (with ``overwrite``) is moved aside first and deleted only once the new one is in place;
+    on any failure the hidden folder is removed, and an OSError becomes a UserError that names ``out``.
     """
+    created = False
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        # Checked again before ``out`` is replaced: another process may have made it while this one worked
+        with atomic.staged_folder(out, check=partial(_check_out, out, overwrite=overwrite)) as staging:
+            created = True
+            yield staging
     except OSError as error:
-        raise UserError(f"{out}: could not create the folder: {error.strerror or error}") from None
-    try:
-        yield staging
-        # mkdtemp makes the folder private; the output is as readable as any folder the user makes
-        os.chmod(staging, 0o777 & ~_umask())
-        _replace(staging, out, overwrite=overwrite)
-    except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise UserError(f"{out}: could not write the data set: {error.strerror or error}") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _replace(staging: Path, out: Path, *, overwrite: bool) -> None:
-    """Rename ``staging`` to ``out``, retiring an existing ``out`` (only with ``overwrite``)."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    # Checked again: another process may have made ``out`` while this one worked
-    _check_out(out, overwrite=overwrite)
-    retired = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-    os.replace(out, retired / out.name)
-    try:
-        os.replace(staging, out)
-    except OSError:
-        os.replace(retired / out.name, out)
-        raise
-    finally:
-        shutil.rmtree(retired, ignore_errors=True)
-
-
-def _umask() -> int:
-    """The process's umask (it can only be read by setting it; it is put back at once)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
+        what = "write the data set" if created else "create the folder"
+        raise UserError(f"{out}: could not {what}: {error.strerror or error}") from None
 
 
 # -------------------------------------------------------------------------------------------------- helpers

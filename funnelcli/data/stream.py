@@ -14,20 +14,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from funnelcli.atomic import atomic_path
+from funnelcli.data.messages import reason
 from funnelcli.data.tables import (
-    _READ_FORMATS,
+    READ_FORMATS,
     PathArg,
-    _check_is_file,
     _check_selection,
     _check_unique,
-    _check_width,
     _error,
-    _format_for,
     _numeric_frame,
-    _reason,
     _unreadable,
-    atomic_path,
+    check_is_file,
     check_output_path,
+    check_width,
+    format_for,
     iter_delimited,
     read_columns,
     read_table,
@@ -44,8 +44,8 @@ def iter_table(
     :func:`read_table` validates a whole table (NaN, infinities, stray text: one error naming file row)."""
     shown = os.fspath(path)
     source = Path(path)
-    _check_is_file(source, shown)
-    fmt = _format_for(source, shown, _READ_FORMATS, "supported extensions")
+    check_is_file(source, shown)
+    fmt = format_for(source, shown, READ_FORMATS, "supported extensions")
     wanted = [str(c) for c in columns]
     if fmt == "HDF5":
         frame = read_table(path, key=key, columns=wanted)
@@ -66,8 +66,8 @@ def iter_columns(
     """The named columns as they are (any type), in the same chunks as :func:`iter_table`."""
     shown = os.fspath(path)
     source = Path(path)
-    _check_is_file(source, shown)
-    fmt = _format_for(source, shown, _READ_FORMATS, "supported extensions")
+    check_is_file(source, shown)
+    fmt = format_for(source, shown, READ_FORMATS, "supported extensions")
     wanted = [str(c) for c in columns]
     if fmt == "HDF5":
         frame = read_columns(path, wanted, key=key)
@@ -90,7 +90,7 @@ def _raw_chunks(source: Path, shown: str, fmt: str, wanted: list[str], batch_row
             raise _unreadable(shown, fmt, exc) from None
         with parquet:
             names = parquet.schema_arrow.names
-            _check_width(shown, len(names))
+            check_width(shown, len(names))
             _check_unique(shown, names)
             _check_selection(shown, names, wanted)
             try:
@@ -121,7 +121,7 @@ class TableWriter:
         try:
             self._write(frame)
         except OSError as exc:
-            raise _error(f"{os.fspath(self.path)}: could not write the file: {_reason(exc)}") from None
+            raise _error(f"{os.fspath(self.path)}: could not write the file: {reason(exc)}") from None
         self.rows += len(frame)
 
     def _write(self, frame: pd.DataFrame) -> None:

@@ -18,11 +18,9 @@ import logging
 import os
 import re
 import stat
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -31,7 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from funnelcli.atomic import atomic_path
 from funnelcli.data.hdf5 import OutsideTheFile, local, read_pandas_group
+from funnelcli.data.messages import cut, plural, reason, shown_value
 from funnelcli.errors import UserError
 
 __all__ = [
@@ -51,7 +51,7 @@ log = logging.getLogger("funnelcli")
 PathArg = str | os.PathLike[str]
 
 # Extension -> format; matched case-insensitively against the end of the file name.
-_READ_FORMATS: dict[str, str] = {
+READ_FORMATS: dict[str, str] = {
     ".csv": "CSV",
     ".csv.gz": "CSV",
     ".tsv": "TSV",
@@ -68,12 +68,11 @@ _WRITE_FORMATS: dict[str, str] = {
     ".parquet": "Parquet",
     ".pq": "Parquet",
 }
-READ_EXTENSIONS: tuple[str, ...] = tuple(_READ_FORMATS)
+READ_EXTENSIONS: tuple[str, ...] = tuple(READ_FORMATS)
 WRITE_EXTENSIONS: tuple[str, ...] = tuple(_WRITE_FORMATS)
 
 _LIST_LIMIT = 20  # names shown before a list is cut short with "... (N more)"
 _REPORT_LIMIT = 10  # columns described in one NaN/inf or non-numeric message
-_REASON_LIMIT = 200  # characters kept of a library's error message
 _HDF5_INSTALL = "pip install 'funnelcli[hdf5]'"
 #: The most columns a table may have. Wider files are refused from their header alone, before any row is read:
 #: a density model of more columns is out of reach anyway, and describing 10^6 columns takes minutes and GBs.
@@ -99,8 +98,8 @@ def read_table(path: PathArg, *, key: str | None = None, columns: Sequence[str] 
     """
     shown = os.fspath(path)
     source = Path(path)
-    _check_is_file(source, shown)
-    fmt = _format_for(source, shown, _READ_FORMATS, "supported extensions")
+    check_is_file(source, shown)
+    fmt = format_for(source, shown, READ_FORMATS, "supported extensions")
     wanted = _normalise_selection(columns)
     skipped: list[str] = []
     if fmt in ("CSV", "TSV"):
@@ -108,7 +107,7 @@ def read_table(path: PathArg, *, key: str | None = None, columns: Sequence[str] 
     elif fmt == "Parquet":
         raw, skipped = _read_parquet(source, shown, wanted)
     else:
-        raw = _read_hdf5(source, shown, key)
+        raw = read_hdf5(source, shown, key)
     return _numeric_frame(raw, shown, wanted, skipped=skipped)
 
 
@@ -116,8 +115,8 @@ def read_columns(path: PathArg, columns: Sequence[str], *, key: str | None = Non
     """Read the named columns as they are (ids, labels: any type), for passing them through to an output."""
     shown = os.fspath(path)
     source = Path(path)
-    _check_is_file(source, shown)
-    fmt = _format_for(source, shown, _READ_FORMATS, "supported extensions")
+    check_is_file(source, shown)
+    fmt = format_for(source, shown, READ_FORMATS, "supported extensions")
     wanted = _normalise_selection(columns) or []
     if fmt in ("CSV", "TSV"):
         raw = _read_delimited(source, shown, fmt, wanted)
@@ -125,16 +124,16 @@ def read_columns(path: PathArg, columns: Sequence[str], *, key: str | None = Non
         import pyarrow.parquet as pq
 
         with pq.ParquetFile(source) as parquet:
-            _check_width(shown, len(parquet.schema_arrow.names))
+            check_width(shown, len(parquet.schema_arrow.names))
             _check_selection(shown, parquet.schema_arrow.names, wanted)
         raw = pq.read_table(source, columns=wanted).to_pandas()
     else:
-        raw = _read_hdf5(source, shown, key)
+        raw = read_hdf5(source, shown, key)
         _check_selection(shown, [str(c) for c in raw.columns], wanted)
     return raw[wanted].reset_index(drop=True)
 
 
-def _check_is_file(source: Path, shown: str) -> None:
+def check_is_file(source: Path, shown: str) -> None:
     """Refuse a path that does not exist, is a directory, or is not a regular file, before anything opens it.
 
     A FIFO, socket or device (and a link to one) would block a reader forever or stream without end, and a
@@ -157,7 +156,7 @@ def not_a_regular_file(path: PathArg) -> str | None:
     except FileNotFoundError:
         return ": no such file"
     except OSError as exc:
-        return f": cannot be read: {_reason(exc)}"
+        return f": cannot be read: {reason(exc)}"
     mode = info.st_mode
     if stat.S_ISDIR(mode):
         return " is a directory; expected a file"
@@ -183,7 +182,7 @@ def not_a_regular_file(path: PathArg) -> str | None:
     return None
 
 
-def _format_for(source: Path, shown: str, formats: dict[str, str], what: str) -> str:
+def format_for(source: Path, shown: str, formats: dict[str, str], what: str) -> str:
     """Return the format whose extension ends the file name, or refuse the name listing the extensions."""
     name = source.name.lower()
     # Longest first, so a specific suffix such as ".csv.gz" wins over any shorter one that also matches
@@ -251,7 +250,7 @@ def delimited_start(source: Path, shown: str, fmt: str, *, allow_empty: bool = F
                 if allow_empty:
                     return DelimitedStart([], sep)
                 raise _error(f"{shown} has no rows")
-            _check_width(shown, len(header))
+            check_width(shown, len(header))
             first = next((row for row in reader if not _blank(row)), None)
             if first is not None and len(first) != len(header):
                 raise _misshapen(shown, sep, header, 1, reader.line_num, first)
@@ -404,7 +403,7 @@ def _misshapen(shown: str, sep: str, header: Sequence[str], row: int, line: int,
     else:
         hint = "; every row needs one field per column of the header: fix or remove that row"
     return _error(
-        f"{shown}: row {row} (line {line} of the file) has {_count(len(fields), 'field')}, {what} than the "
+        f"{shown}: row {row} (line {line} of the file) has {plural(len(fields), 'field')}, {what} than the "
         f"header's {width}{hint}"
     )
 
@@ -423,7 +422,7 @@ def _read_parquet(source: Path, shown: str, columns: list[str] | None) -> tuple[
             schema = parquet.schema_arrow
             index_columns = _parquet_index_columns(schema)
             fields = [field for field in schema if field.name not in index_columns]
-            _check_width(shown, len(fields))
+            check_width(shown, len(fields))
             _check_unique(shown, [field.name for field in fields])
             if parquet.metadata.num_rows == 0:
                 raise _error(f"{shown} has no rows")
@@ -456,7 +455,7 @@ def _refuse_nested(shown: str, columns: list[str], nested: dict[str, Any]) -> No
         raise _error(f"{shown}: {described}, not numbers; leave the column(s) out of --columns")
 
 
-def _read_hdf5(source: Path, shown: str, key: str | None) -> pd.DataFrame:
+def read_hdf5(source: Path, shown: str, key: str | None) -> pd.DataFrame:
     """Read one pandas object or plain h5py dataset from an HDF5 file, choosing it by ``key``.
 
     Read with h5py only, never with PyTables or ``pd.read_hdf``, which unpickle (see :mod:`funnelcli.data.hdf5`).
@@ -473,7 +472,7 @@ def _read_hdf5(source: Path, shown: str, key: str | None) -> pd.DataFrame:
             node = local(handle, name)
             if kind == "dataset":
                 return _dataset_frame(shown, node, name)
-            return read_pandas_group(shown, node, name, lambda width: _check_width(shown, width))
+            return read_pandas_group(shown, node, name, lambda width: check_width(shown, width))
     except (OSError, RuntimeError, RecursionError, TypeError, KeyError, ValueError) as exc:
         raise _unreadable(shown, "HDF5", exc) from None
 
@@ -533,7 +532,7 @@ def _dataset_frame(shown: str, dataset: Any, name: str) -> pd.DataFrame:
     """Turn a plain h5py dataset into a frame: 2-D is a table, 1-D a column, compound a column per field."""
     if dataset.dtype.names:
         # Compound datasets (e.g. tables written with PyTables itself) have one named field per column
-        _check_width(shown, len(dataset.dtype.names))
+        check_width(shown, len(dataset.dtype.names))
         try:
             return pd.DataFrame(dataset[()])
         except ValueError as exc:
@@ -543,7 +542,7 @@ def _dataset_frame(shown: str, dataset: Any, name: str) -> pd.DataFrame:
     if dataset.ndim not in (1, 2):
         raise _error(f"{shown}: dataset {name!r} has {dataset.ndim} dimensions; expected a 2-D table or a 1-D column")
     if dataset.ndim == 2:
-        _check_width(shown, dataset.shape[1])
+        check_width(shown, dataset.shape[1])
     # Cast once here so the float64 frame below is the only copy (no copy at all for float64 data)
     values = dataset[()].astype(np.float64, copy=False)
     if dataset.ndim == 1:
@@ -632,7 +631,7 @@ def _delimiter_hint(names: Sequence[str], raw: pd.DataFrame | None = None) -> st
                 if first is not None and _DECIMAL_COMMA.match(str(column.iloc[first])):
                     return (
                         f"; column {names[position]!r} holds numbers written with a decimal comma (first "
-                        f"{_shown_value(column.iloc[first])}): save the file with '.' as the decimal mark"
+                        f"{shown_value(column.iloc[first])}): save the file with '.' as the decimal mark"
                     )
     if len(names) == 1:
         for delimiter, label in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")):
@@ -659,7 +658,7 @@ def _inspect_column(series: pd.Series, name: str, explicit: bool, row_offset: in
     if explicit:
         first = _first_present(series.to_numpy(dtype=object))
         where = (
-            f" (first at row {row_offset + first + 1}: {_shown_value(series.iloc[first])})" if first is not None else ""
+            f" (first at row {row_offset + first + 1}: {shown_value(series.iloc[first])})" if first is not None else ""
         )
         return _Verdict(problem=f"column {name!r} holds {dtype} values, not numbers{where}")
     return _Verdict()
@@ -686,8 +685,8 @@ def _inspect_text(series: pd.Series, name: str, explicit: bool, row_offset: int 
     if explicit or (n_present - n_bad) > n_present / 2:
         first = int(np.argmax(bad))
         return _Verdict(
-            problem=f"column {name!r} has {_count(n_bad, 'non-numeric value')} "
-            f"(first at row {row_offset + first + 1}: {_shown_value(text[first])})"
+            problem=f"column {name!r} has {plural(n_bad, 'non-numeric value')} "
+            f"(first at row {row_offset + first + 1}: {shown_value(text[first])})"
         )
     return _Verdict()
 
@@ -702,7 +701,7 @@ def _check_finite(shown: str, names: Sequence[str], values: Iterable[np.ndarray]
         nan = np.isnan(column)
         infinite = ~finite & ~nan
         parts = [
-            f"{_count(int(mask.sum()), label)} (first at row {row_offset + int(np.argmax(mask)) + 1})"
+            f"{plural(int(mask.sum()), label)} (first at row {row_offset + int(np.argmax(mask)) + 1})"
             for mask, label in ((nan, "NaN value"), (infinite, "infinite value"))
             if mask.any()
         ]
@@ -723,7 +722,7 @@ def _assemble(raw: pd.DataFrame, names: list[str], values: list[np.ndarray]) -> 
     return pd.DataFrame(block, columns=names, copy=False)
 
 
-def _check_width(shown: str, n_columns: int) -> None:
+def check_width(shown: str, n_columns: int) -> None:
     """Refuse a table of more than MAX_COLUMNS columns (before its rows are read)."""
     if n_columns > MAX_COLUMNS:
         raise _error(
@@ -767,7 +766,7 @@ def split_validation(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[p
     n = len(frame)
     if n < 2:
         raise _error(
-            f"the table has {_count(n, 'row')}; a validation split needs at least 2 rows, or pass --validation FILE"
+            f"the table has {plural(n, 'row')}; a validation split needs at least 2 rows, or pass --validation FILE"
         )
     n_val = min(max(1, round(fraction * n)), n - 1)
     order = np.random.default_rng(seed).permutation(n)
@@ -800,14 +799,14 @@ def write_table(frame: pd.DataFrame, path: PathArg, *, overwrite: bool = True) -
             else:
                 _write_delimited(frame, temporary, fmt, target.name.lower().endswith(".gz"))
     except OSError as exc:
-        raise _error(f"{shown}: could not write the file: {_reason(exc)}") from None
+        raise _error(f"{shown}: could not write the file: {reason(exc)}") from None
 
 
 def check_output_path(path: PathArg, *, overwrite: bool = True) -> str:
     """Refuse an output path before any work is done; return the output format its extension names."""
     shown = os.fspath(path)
     target = Path(path)
-    fmt = _format_for(target, shown, _WRITE_FORMATS, "supported output extensions")
+    fmt = format_for(target, shown, _WRITE_FORMATS, "supported output extensions")
     if target.is_dir():
         raise _error(f"{shown} is a directory; give a file name ending in one of {', '.join(WRITE_EXTENSIONS)}")
     if not overwrite and target.exists():
@@ -834,40 +833,6 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
 
 
-@contextmanager
-def atomic_path(path: PathArg) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on any error remove it.
-
-    The temporary file is hidden (``.<name>.<random>.tmp``) and in the same directory, so the final rename
-    is atomic and a reader never sees a partial file. Missing parent directories are created. The result
-    keeps the mode of the file it replaces, or gets the usual mode for new files (0666 less the umask).
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        yield temporary
-        # mkstemp creates the file private (0600); an output file should be as readable as any other
-        os.chmod(temporary, _mode_for(target))
-        os.replace(temporary, target)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
-
-
-def _mode_for(target: Path) -> int:
-    """Return the permission bits for ``target``: those of the file it replaces, else 0666 less the umask."""
-    with suppress(FileNotFoundError):
-        return stat.S_IMODE(target.stat().st_mode)
-    # The umask can only be read by setting it; it is put back at once
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 # ------------------------------------------------------------------------------------------------ messages
 
 
@@ -881,49 +846,22 @@ def _unreadable(shown: str, fmt: str, exc: BaseException) -> UserError:
     if isinstance(exc, UserError):  # our own finding inside the reader's try block: keep its message
         return exc
     hint = "; save it as UTF-8" if isinstance(exc, UnicodeDecodeError) else ""
-    return _error(f"{shown}: could not be read as {fmt}: {_reason(exc)}{hint}")
-
-
-def _reason(exc: BaseException) -> str:
-    """Return the first non-blank line of an exception's message, shortened, or its type's name."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reason = lines[0] if lines else type(exc).__name__
-    return reason if len(reason) <= _REASON_LIMIT else reason[: _REASON_LIMIT - 3] + "..."
+    return _error(f"{shown}: could not be read as {fmt}: {reason(exc)}{hint}")
 
 
 def _quoted(names: Iterable[str]) -> str:
     """Return names quoted and comma-separated, cut short after a screenful."""
-    return _cut([repr(str(name)) for name in names], _LIST_LIMIT)
+    return cut([repr(str(name)) for name in names], _LIST_LIMIT)
 
 
 def _plain_list(names: Iterable[str]) -> str:
     """Return names comma-separated without quotes (HDF5 keys), cut short after a screenful."""
-    return _cut(list(names), _LIST_LIMIT)
+    return cut(list(names), _LIST_LIMIT)
 
 
 def _joined(reports: Sequence[str]) -> str:
     """Return per-column reports comma-separated, cut short after a few columns."""
-    shown = ", ".join(reports[:_REPORT_LIMIT])
-    rest = len(reports) - _REPORT_LIMIT
-    return shown if rest <= 0 else f"{shown} and {rest} more column(s)"
-
-
-def _cut(items: list[str], limit: int) -> str:
-    """Return items comma-separated, ending in "... (N more)" beyond ``limit``."""
-    if len(items) <= limit:
-        return ", ".join(items)
-    return ", ".join(items[:limit]) + f", ... ({len(items) - limit} more)"
-
-
-def _count(n: int, noun: str) -> str:
-    """Return "1 noun" or "n nouns"."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _shown_value(value: object) -> str:
-    """Return a short, one-line rendering of a cell value for an error message."""
-    text = repr(value) if isinstance(value, str | bytes) else repr(str(value))
-    return text if len(text) <= 40 else text[:36] + "...'"
+    return cut(reports, _REPORT_LIMIT, more=" and {} more column(s)")
 
 
 def _first_present(values: np.ndarray) -> int | None:

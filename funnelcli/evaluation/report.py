@@ -37,6 +37,7 @@ import pandas as pd
 from funnelcli._version import __version__
 from funnelcli.errors import UserError
 from funnelcli.evaluation import metrics as m
+from funnelcli.strict_json import json_safe
 
 log = logging.getLogger("funnelcli")
 
@@ -83,7 +84,12 @@ def parameter_count(estimator: Any) -> int | None:
     if "parameters" in metadata:
         return int(metadata["parameters"])
     model = getattr(estimator, "model_", None)
-    return sum(p.numel() for p in model.parameters()) if model is not None else None
+    if model is None:
+        return None
+    # Only a fitted model is counted, so torch is imported already
+    from funnelcli.estimator import count_parameters
+
+    return count_parameters(model)
 
 
 def recipe_name(estimator: Any) -> str | None:
@@ -151,21 +157,6 @@ def _checked_multiple(stderr_multiple: float) -> float:
 def _error_bar(stderr: float | None, stderr_multiple: float) -> float | None:
     """The half-width printed after "±": ``stderr_multiple`` standard errors."""
     return None if stderr is None else stderr * stderr_multiple
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with numpy scalars made Python numbers and non-finite floats made ``None`` (JSON has no inf)."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 @dataclass
@@ -373,6 +364,8 @@ def write_report(
             evaluation.log_prob, evaluation.ood_log_prob, bound=bound, labels=(test_name, ood_name)
         )
         figures["roc"] = lambda: plots.roc_curve_figure(*evaluation.roc, auroc, bound=bound)
+    # Not funnelcli.atomic.staged_folder: the report goes into the folder, which is kept (it may be one the user
+    # made, with its own mode, or the current folder), and only the report's own files in it are replaced.
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.report-", dir=folder.parent))
     try:
         for key, make in figures.items():

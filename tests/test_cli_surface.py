@@ -21,33 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from funnelcli.cli import app
 from funnelcli.evaluation import plots
 from tests.conftest import manifold_table
 
+# The tiny recipe of the robustness tests, and one thread per test (an autouse fixture).
+from tests.test_robustness import RECIPE, one_thread  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Trains in a fraction of a second: these tests are about the surface, not about the fit.
-RECIPE = """
-family = "f-nsf"
-description = "tiny, for the surface tests"
-[model]
-flow_steps = 2
-hidden_features = 8
-residual_blocks = 1
-bins = 4
-funnel_level = 0
-ansatz = "gaussian"
-ansatz_hidden_features = 8
-ansatz_layers = 1
-[training]
-batch_size = 64
-steps = 10
-eval_every = 5
-"""
 
 runner = CliRunner()
 
@@ -86,15 +70,6 @@ PRINTERS = {
 }
 
 SPELLINGS = ["--output", "-o", "--out"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine threads that wait for each other lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def run(*args, **kwargs):

@@ -19,6 +19,7 @@ from funnelcli import artifact
 from funnelcli.distributed import Ranks
 from funnelcli.errors import UserError
 from funnelcli.models.recipe import TrainingSettings
+from funnelcli.strict_json import json_safe
 
 _START_OVER = "start over with --force (without --resume)"
 
@@ -149,14 +150,14 @@ class TrainState:
             "device": run.device,
             "world_size": run.world_size,
             "cursor": self.cursor,
-            "best_val": _json(self.best_val),
+            "best_val": json_safe(self.best_val),
             "best_step": self.best_step,
             "evaluations_without_gain": self.evaluations_without_gain,
             "skipped": self.skipped,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "train_rows": self.train_rows,
-            "history": _strict(self.history),
-            "last_train": _json(self.last_train),
+            "history": json_safe(self.history),
+            "last_train": json_safe(self.last_train),
             "stopped_early": self.stopped_early,
             "seconds": self.seconds,
             "step_seconds": self.step_seconds,
@@ -205,7 +206,7 @@ def write_latest(folder: Path, state: TrainState, run: RunIdentity) -> None:
 
 
 def write_best(folder: Path, weights: dict[str, torch.Tensor], *, step: int, steps: int, val_log_prob: float) -> None:
-    document = {"kind": "best", "step": step, "steps": steps, "val_log_prob": _json(val_log_prob)}
+    document = {"kind": "best", "step": step, "steps": steps, "val_log_prob": json_safe(val_log_prob)}
     artifact.write_checkpoint(folder / artifact.BEST, dict(weights), document)
 
 
@@ -324,22 +325,6 @@ def _check_latest(path: Path, document: dict, rows: int) -> None:
             raise UserError(
                 f"checkpoint {path} is damaged (header field {name} = {value} exceeds {high}); {_START_OVER}"
             )
-
-
-def _json(value: float) -> float | None:
-    """A float for JSON, which has no NaN or infinity: those become null."""
-    return value if math.isfinite(value) else None
-
-
-def _strict(value):
-    """``value`` (nested lists and dicts) with every NaN or infinity replaced by null, for strict JSON."""
-    if isinstance(value, float):
-        return _json(value)
-    if isinstance(value, dict):
-        return {key: _strict(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_strict(item) for item in value]
-    return value
 
 
 def _float(value: float | None, default: float) -> float:

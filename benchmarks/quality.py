@@ -149,9 +149,7 @@ def split(frame: pd.DataFrame, log_p: np.ndarray | None, seed: int = 0):
 
 def funnelcli_model(recipe: str, reduce: float | None, **fields):
     def fit_and_score(train, val, test, steps, seed):
-        estimator = FunnelDensity(
-            recipe,
-            **fields,
+        settings = dict(
             reduce=reduce,
             steps=steps,
             batch_size=BATCH,
@@ -161,6 +159,10 @@ def funnelcli_model(recipe: str, reduce: float | None, **fields):
             device="cpu",
             dequantize="none",
         )
+        if fields.get("eval_every") == "epoch":
+            settings["eval_every"] = min(settings["eval_every"], max(1, -(-len(train) // BATCH)))
+        settings.update({k: v for k, v in fields.items() if k != "eval_every"})
+        estimator = FunnelDensity(recipe, **settings)
         estimator.fit(train, validation=val)
         return estimator.score_samples(test), estimator.summary_["ms_per_step"], estimator.latent_dim_
 
@@ -271,6 +273,11 @@ MODELS = {
         "f-nsf", 0.5, transform="autoregressive", flow_steps=5, hidden_features=256, ansatz="gaussian"
     ),
     "ar-nsf": funnelcli_model("nsf", None, transform="autoregressive", flow_steps=5, hidden_features=256),
+    # The Gaussian start (training.start = "gaussian"), with validation every 250 steps or once an epoch.
+    "gs-f-nsf-50": funnelcli_model("f-nsf", 0.5, start="gaussian"),
+    "gs-nsf": funnelcli_model("nsf", None, start="gaussian"),
+    "gse-f-nsf-50": funnelcli_model("f-nsf", 0.5, start="gaussian", eval_every="epoch", patience=0),
+    "gse-nsf": funnelcli_model("nsf", None, start="gaussian", eval_every="epoch", patience=0),
     "zuko-nsf": torch_model(zuko_nsf),
     "gmm": baseline("gmm"),
     "gaussian": baseline("gaussian"),

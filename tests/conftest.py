@@ -1,16 +1,19 @@
-"""Shared fixtures: tiny recipes that train in seconds, and small tables with known structure."""
+"""Shared fixtures: small tables, one torch thread, and a tiny model trained once per module that asks for it.
+
+Helpers that are not fixtures (tiny recipes, the tables, running a command) are in tests/helpers.py.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from funnelcli.models import Recipe
-from funnelcli.models.recipe import FAMILY_FIELDS
+from funnelcli.models.flow import FunnelFlow
+from tests.helpers import manifold_table, run, write_recipe
 
 # `make test` runs one pytest-xdist worker per core: each then computes on one thread (and so do the commands it
 # starts), because two workers of two threads each on two cores wait for each other far more than they gain.
@@ -20,42 +23,57 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 else:
     torch.set_num_threads(2)
 
-TINY_MODEL = {
-    "vae_layers": 1,
-    "mlp_layout": ["preserve", "halfway", "latent", "preserve"],
-    "flow_steps": 3,
-    "hidden_features": 32,
-    "residual_blocks": 1,
-    "bins": 6,
-    "funnel_level": 1,
-    "ansatz_hidden_features": 16,
-    "ansatz_layers": 2,
-    "ansatz_flow_steps": 1,
-}
-TINY_TRAINING = {"batch_size": 128, "steps": 60, "eval_every": 20, "lr": 3e-3}
-
-
-def tiny_recipe(family: str = "f-nsf", **model) -> Recipe:
-    """A recipe of ``family`` small enough to train in a second; ``model`` overrides its fields."""
-    settings = {key: value for key, value in TINY_MODEL.items() if key in FAMILY_FIELDS[family]}
-    settings.update(model)
-    return Recipe.from_dict({"family": family, "model": settings, "training": dict(TINY_TRAINING)}, name="tiny")
-
-
-def manifold_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
-    """Four columns near a two-dimensional surface: c and d are functions of a and b plus small noise."""
-    rng = np.random.default_rng(seed)
-    a, b = rng.normal(size=n), rng.normal(size=n)
-    return pd.DataFrame(
-        {
-            "a": 3.0 + 2.0 * a,
-            "b": b,
-            "c": a * b + 0.05 * rng.normal(size=n),
-            "d": np.sin(a) + 0.05 * rng.normal(size=n),
-        }
-    )
-
 
 @pytest.fixture
 def table() -> pd.DataFrame:
     return manifold_table()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine threads that wait for each other lose a lot.
+
+    A module that trains tiny models asks for it in every test: ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A folder holding ``tiny.toml`` (helpers.RECIPE) and ``data.csv`` (300 rows of the manifold table)."""
+    root = tmp_path_factory.mktemp("robust")
+    write_recipe(root)
+    manifold_table(300).to_csv(root / "data.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(workdir) -> Path:
+    """``workdir/model``: a model folder that `funnel train` wrote from workdir's recipe and data."""
+    result = run("train", workdir / "data.csv", "--recipe", workdir / "tiny.toml", "--out", workdir / "model", "-q")
+    assert result.exit_code == 0, result.output
+    return workdir / "model"
+
+
+@pytest.fixture
+def nan_after(monkeypatch):
+    """Make every training-mode log-likelihood NaN from the given training step on (validation stays sane)."""
+
+    def install(first_bad_step: int):
+        original = FunnelFlow.log_prob
+        calls = {"train": 0}
+
+        def log_prob(self, x):
+            value = original(self, x)
+            if self.training:
+                calls["train"] += 1
+                if calls["train"] >= first_bad_step:
+                    return value * float("nan")
+            return value
+
+        monkeypatch.setattr(FunnelFlow, "log_prob", log_prob)
+
+    return install

@@ -9,7 +9,7 @@ import pytest
 from funnelcli.apply import RunningMean, encode_file, score_file
 from funnelcli.estimator import FunnelDensity
 from funnelcli.stats import mean_and_stderr
-from tests.conftest import manifold_table, tiny_recipe
+from tests.helpers import manifold_table, tiny_recipe
 
 
 @pytest.fixture(scope="module")

@@ -26,16 +26,17 @@ from funnelcli.errors import UserError
 from funnelcli.estimator import FunnelDensity
 from funnelcli.models import build_model, bundled_recipes, load_recipe
 from funnelcli.models.families import DEFAULT_MAX_PARAMETERS, estimate_size
-from tests.conftest import manifold_table, tiny_recipe
-from tests.test_robustness import (  # noqa: F401 (one_thread: an autouse fixture, active here once imported)
-    RECIPE,
+from tests.helpers import (
     SignalAt,
     assert_one_line_error,
     feed_training_to,
-    one_thread,
+    manifold_table,
     run,
+    tiny_recipe,
     write_recipe,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run on one torch thread
 
 #: A test that runs longer than this has hung (an unchecked size looping or allocating): it fails.
 HANG_SECONDS = 120

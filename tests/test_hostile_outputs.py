@@ -1,5 +1,6 @@
-"""Hostile outputs: funnelcli removes only what it wrote, checks every output path before it works, never
-leaves debris when a signal arrives, and never lets an output column take the name of another.
+"""Hostile outputs: funnelcli removes only what it wrote, checks every output path before it works, replaces an
+output only with --force, leaves the previous file or nothing when a write fails or a signal arrives, and never
+lets an output column take the name of another.
 
 Each case sets up a folder, runs the real command, and checks the exit code, the one-line message and the file
 system afterwards: nothing of the user's deleted or renamed, no output and no temporary file left behind.
@@ -22,14 +23,11 @@ import torch
 from funnelcli import artifact
 from funnelcli.errors import UserError
 from funnelcli.estimator import FunnelDensity
-from tests import test_robustness as robustness
-from tests.conftest import manifold_table
-from tests.test_robustness import assert_one_line_error, copy_model, run
+from tests.helpers import assert_one_line_error, copy_model, manifold_table, run
 
-# Fixtures shared with the robustness tests: one torch thread, a folder with data and a recipe, a model of it,
-# and losses that turn NaN after a given step.
-one_thread, workdir, model = robustness.one_thread, robustness.workdir, robustness.model
-nan_after = robustness.nan_after
+# From conftest.py: workdir (data and the tiny recipe), model (trained from them once for this module), and
+# nan_after (losses that turn NaN after a given step).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def snapshot(folder: Path) -> dict[str, bytes | None]:
@@ -331,6 +329,63 @@ def test_a_column_kept_twice_is_refused(place, model):
     assert not (place / "o.csv").exists()
 
 
+# -- an output is replaced only with --force, and a write that fails leaves the previous file or nothing -----
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        lambda model, data, out: ["score", model, data, "-o", out],
+        lambda model, data, out: ["encode", model, data, "-o", out],
+        lambda model, data, out: ["sample", model, "-n", "5", "-o", out],
+    ],
+    ids=["score", "encode", "sample"],
+)
+def test_an_existing_output_is_replaced_only_with_force(model, workdir, tmp_path, command):
+    out = tmp_path / "out.csv"
+    out.write_text("precious\n")
+    result = run(*command(model, workdir / "data.csv", out))
+    assert_one_line_error(result, str(out), "--force")
+    assert out.read_text() == "precious\n"
+    assert run(*command(model, workdir / "data.csv", out), "--force").exit_code == 0
+    assert out.read_text() != "precious\n"
+
+
+def test_an_output_whose_write_fails_midway_leaves_no_file_behind(model, workdir, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    def half_then_fail(self, table, *args, **kwargs):
+        Path(self.where).write_bytes(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", half_then_fail)
+    result = run("score", model, workdir / "data.csv", "-o", tmp_path / "scores.parquet")
+    assert_one_line_error(result, "disk full")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_whose_save_fails_midway_leaves_no_folder_behind(workdir, tmp_path, monkeypatch):
+    def half_then_fail(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(artifact, "save_file", half_then_fail)
+    out = tmp_path / "runs" / "model"
+    result = run("train", workdir / "data.csv", "--recipe", workdir / "tiny.toml", "--out", out, "--steps", "2")
+    assert result.exit_code == 1 and "disk full" in result.stderr
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_checkpoint_whose_write_fails_leaves_the_previous_one_intact(tmp_path, monkeypatch):
+    path = tmp_path / artifact.LATEST
+    artifact.write_checkpoint(path, {"w": torch.ones(3)}, {"step": 1})
+    before = path.read_bytes()
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        artifact.write_checkpoint(path, {"w": torch.zeros(3)}, {"step": 2})
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [artifact.LATEST]
+
+
 # -- signals leave the previous file or nothing ---------------------------------------------------------------
 
 
@@ -370,3 +425,9 @@ def test_a_signal_while_writing_leaves_no_temporary_and_no_output(workdir, model
 def test_the_weights_file_is_as_readable_as_the_rest_of_the_model_folder(model):
     modes = {path.name: path.stat().st_mode & 0o777 for path in model.iterdir()}
     assert len(set(modes.values())) == 1, modes
+
+
+def test_a_model_folder_is_as_readable_as_any_folder_the_user_makes(model):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert model.stat().st_mode & 0o777 == 0o777 & ~mask

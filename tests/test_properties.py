@@ -20,14 +20,9 @@ from hypothesis.extra.numpy import arrays
 from funnelcli.errors import UserError
 from funnelcli.estimator import FunnelDensity
 from funnelcli.training import TrainingInterrupted
-from tests.conftest import manifold_table, tiny_recipe
-from tests.test_robustness import (
-    SignalAt,
-    one_thread,  # noqa: F401 (an autouse fixture: one torch thread)
-    run,
-    same_weights,
-    write_recipe,
-)
+from tests.helpers import SignalAt, manifold_table, run, same_weights, tiny_recipe, write_recipe
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run on one torch thread
 
 FEW = settings(
     max_examples=25,

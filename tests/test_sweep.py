@@ -20,7 +20,7 @@ from funnelcli.errors import UserError
 from funnelcli.estimator import FunnelDensity
 from funnelcli.evaluation.plots import sweep_figure
 from funnelcli.models import Recipe
-from tests.test_robustness import assert_one_line_error, run
+from tests.helpers import assert_one_line_error, run
 
 TINY = """
 family = "f-nsf"

@@ -233,10 +233,27 @@ class TrainingSettings:
     eval_every: int = _spec(100, _int(1, 100_000_000), "steps between validation passes")
     patience: int = _spec(10, _int(0, 1_000_000), "validation passes without improvement before stopping (0: never)")
     seed: int = _spec(0, _int(0, MAX_SEED), "seed of weights, permutations, batches and the validation split")
+    start: str = _spec(
+        "random",
+        _choice("random", "gaussian"),
+        "initial weights: random, or gaussian (spline flows start as the training rows' full-covariance Gaussian)",
+    )
+    fallback: str = _spec(
+        "gaussian",
+        _choice("gaussian", "none"),
+        "weights kept if no trained ones beat them on the validation rows: the training rows' full-covariance "
+        "Gaussian (spline flows), or none",
+    )
 
 
 _SECTIONS = {"model": ModelSettings, "training": TrainingSettings}
-_OPTIONAL_DEFAULTS = {"ansatz_layer": "spline", "ansatz_lu": False, "ansatz_spline": False}
+_OPTIONAL_DEFAULTS = {
+    "ansatz_layer": "spline",
+    "ansatz_lu": False,
+    "ansatz_spline": False,
+    "start": "random",
+    "fallback": "gaussian",
+}
 _TOP_LEVEL = ("family", "description", "input_dim")
 _FIELD_SECTION = {f.name: name for name, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
 
@@ -344,7 +361,11 @@ class Recipe:
         data = {"family": self.family, "description": self.description}
         if self.input_dim is not None:
             data["input_dim"] = self.input_dim
-        return {**data, "model": model, "training": dataclasses.asdict(self.training)}
+        training = dataclasses.asdict(self.training)
+        for key in ("start", "fallback"):
+            if training[key] == _OPTIONAL_DEFAULTS[key]:
+                del training[key]
+        return {**data, "model": model, "training": training}
 
     def with_overrides(self, **overrides: Any) -> Recipe:
         """A copy with fields replaced by name (``reduce=0.25``, ``steps=500``); ``None`` values are ignored.

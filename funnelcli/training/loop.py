@@ -21,6 +21,7 @@ import torch
 from funnelcli.distributed import Ranks, current
 from funnelcli.errors import UserError
 from funnelcli.models.flow import FunnelFlow
+from funnelcli.models.start import gaussian_start
 from funnelcli.models.recipe import TrainingSettings
 from funnelcli.training import checkpoint
 from funnelcli.training.checkpoint import RankState, RunIdentity, TrainState
@@ -30,6 +31,7 @@ from funnelcli.training.signals import SIGNAL_NAMES, Signals, TrainingInterrupte
 #: Non-finite steps in a row after which training gives up (the default of ``max_nonfinite``).
 MAX_NONFINITE_IN_A_ROW = 20
 _EVAL_BATCH = 8192
+_START_ROWS = 100_000  # enough for a covariance; the whole table may be far larger
 
 
 class TrainingDiverged(RuntimeError):
@@ -136,13 +138,28 @@ def fit(
     # Every draw training makes comes from the seed (and the rank); the caller's global RNG is restored afterwards.
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(settings.seed + ranks.rank)
+        fallback = None
+        if not resume:
+            rows = _start_rows(train, dequantize, device) if "gaussian" in (settings.start, settings.fallback) else None
+            if settings.start == "gaussian":
+                gaussian_start(model, rows)
+            elif settings.fallback == "gaussian":
+                fallback = copy.deepcopy(model)
+                fallback = fallback if gaussian_start(fallback, rows) else None
         loop = _Loop(model, train, validation, settings, dequantize, checkpoint_dir, max_nonfinite, ranks, stream_rows)
+        loop.fallback = fallback
         if compile:
             loop.steps.objective = torch.compile(loop.steps.objective)
         if resume:
             loop.restore()
         with Signals(enabled=checkpoint_dir is not None) as signals:
             return loop.run(callback, checkpoint_every, signals)
+
+
+def _start_rows(train: torch.Tensor, dequantize: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """Up to ``_START_ROWS`` evenly spaced training rows, on the device, with the dequantization noise's mean."""
+    rows = train[:: max(1, -(-train.shape[0] // _START_ROWS))].to(device)
+    return rows if dequantize is None else rows + 0.5 * dequantize
 
 
 # -- the step ------------------------------------------------------------------------------------------------
@@ -330,6 +347,7 @@ class _Validation:
         self.rows = validation[ranks.rank :: ranks.world_size]  # the score is summed over the ranks' shares
         self.device = _model_device(model)
         self.best_val, self.best_step = -math.inf, 0
+        self.best_trained_val = -math.inf
         self.best_state = copy.deepcopy(model.state_dict())
         self.evaluations_without_gain = 0
         self.history: list[dict] = []
@@ -348,7 +366,7 @@ class _Validation:
         if self.ranks.active:
             sums = _all_reduce(sums, "sum")
         train_sum, train_rows, val_sum, val_rows = sums.tolist()
-        self.last_train = train_sum / max(train_rows, 1)
+        self.last_train = train_sum / train_rows if train_rows else math.nan
         val = val_sum / val_rows
         steps.reset_running_sums()
         scores = {
@@ -361,13 +379,33 @@ class _Validation:
         self._judge(step, val)
         return scores
 
+    def offer(self, candidate: torch.nn.Module) -> None:
+        """Score other weights of the same model (the Gaussian fallback) on the validation rows, as the best of
+        step 0: trained weights replace them only by beating them. They do not count for patience."""
+        sums = torch.stack(
+            [
+                total_log_prob(candidate, self.rows),
+                torch.tensor(float(self.rows.shape[0]), dtype=torch.float64, device=self.device),
+            ]
+        )
+        if self.ranks.active:
+            sums = _all_reduce(sums, "sum")
+        val_sum, val_rows = sums.tolist()
+        if math.isfinite(val_sum / val_rows):
+            self.best_val, self.best_step = val_sum / val_rows, 0
+            self.best_state = copy.deepcopy(candidate.state_dict())
+
     def _judge(self, step: int, val: float) -> None:
-        if math.isfinite(val) and val > self.best_val and _finite_state(self.model):
-            self.best_val, self.best_step = val, step
-            self.best_state = copy.deepcopy(self.model.state_dict())
+        usable = math.isfinite(val) and _finite_state(self.model)
+        # Patience counts passes without a gain over the best trained weights, not over the fallback.
+        if usable and val > self.best_trained_val:
+            self.best_trained_val = val
             self.evaluations_without_gain = 0
         else:
             self.evaluations_without_gain += 1
+        if usable and val > self.best_val:
+            self.best_val, self.best_step = val, step
+            self.best_state = copy.deepcopy(self.model.state_dict())
         if self.patience and self.evaluations_without_gain >= self.patience:
             self.stopped_early = True
 
@@ -381,6 +419,8 @@ class _Validation:
         self.best_val, self.best_step = state.best_val, state.best_step
         self.evaluations_without_gain = state.evaluations_without_gain
         self.history = state.history
+        scores = [h.get("val_log_prob") for h in self.history]  # NaN is written as null
+        self.best_trained_val = max((v for v in scores if isinstance(v, float) and math.isfinite(v)), default=-math.inf)
         self.last_train = state.last_train
         self.stopped_early = state.stopped_early
 
@@ -409,9 +449,16 @@ class _Loop:
         self.step_seconds = 0.0
         self.resumed_at: int | None = None
         self.best_written = -1  # best_step of the best checkpoint on disk
+        self.fallback: torch.nn.Module | None = None  # weights offered as the best of step 0
 
     def run(self, callback, checkpoint_every: int, signals: Signals) -> TrainingSummary:
         self.started = time.perf_counter()
+        if self.step == 0 and self.settings.start == "gaussian":
+            # The starting weights are the training rows' Gaussian: a candidate that training must beat.
+            self.validation.evaluate(0, self.steps, self._seconds)
+        elif self.step == 0 and self.fallback is not None:
+            self.validation.offer(self.fallback)
+        self.fallback = None
         self.model.train()
         while self.step < self.settings.steps and not self.validation.stopped_early:
             self.step += 1

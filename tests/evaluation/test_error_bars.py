@@ -8,38 +8,20 @@ import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from funnelcli.cli import app
 from funnelcli.estimator import FunnelDensity
 from funnelcli.evaluation import format_comparison
 from funnelcli.evaluation.report import INDEX, error_bar_label, error_bars, metric_rows
-from tests.conftest import manifold_table, tiny_recipe
-
-runner = CliRunner()
+from tests.helpers import assert_one_line_error, manifold_table, run, tiny_recipe
 
 #: A log-likelihood printed for people: the mean, "±", the error bar and, in evaluate's rows, what it is.
 PLUS_MINUS = re.compile(r"(-?\d[\d,]*\.\d+) ± (\d[\d,]*\.\d+)")
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def ok(*args) -> str:
     result = run(*args)
     assert result.exit_code == 0, result.output
     return result.stdout
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    """Exit 2, one ``error:`` line on stderr holding every fragment, no traceback, nothing on stdout."""
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output and result.stdout == ""
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ from funnelcli.errors import UserError
 from funnelcli.models import Recipe, build_model, load_recipe
 from funnelcli.models.families import estimate_size
 from funnelcli.models.recipe import FAMILY_FIELDS
-from tests.conftest import TINY_MODEL, TINY_TRAINING, tiny_recipe
-from tests.helpers import perturb
+from tests.helpers import TINY_MODEL, TINY_TRAINING, perturb, tiny_recipe
 
 TWO_FUNNELS = [{"level": 0, "latent_dim": 2}, {"level": 2, "drop": 1}]
 

@@ -14,8 +14,7 @@ from safetensors.torch import load_file
 from funnelcli.errors import UserError
 from funnelcli.estimator import FunnelDensity
 from funnelcli.models import Recipe
-from tests.conftest import manifold_table, tiny_recipe
-from tests.test_robustness import assert_one_line_error, run
+from tests.helpers import assert_one_line_error, manifold_table, run, tiny_recipe, write_recipe
 
 FAMILIES = ("f-nsf", "f-glow", "f-mlp", "vae")
 
@@ -94,8 +93,6 @@ def test_latent_dim_is_a_parameter_that_clone_and_get_params_carry():
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("latent")
     manifold_table(300).to_csv(root / "data.csv", index=False)
-    from tests.test_robustness import write_recipe
-
     write_recipe(root)
     return root
 

@@ -13,8 +13,7 @@ from funnelcli import estimator as estimator_module
 from funnelcli.baselines import fit_baselines, gaussian_parameters
 from funnelcli.estimator import FunnelDensity
 from funnelcli.evaluation import report
-from tests.conftest import manifold_table, tiny_recipe
-from tests.test_evaluate import assert_one_line_error, run
+from tests.helpers import assert_one_line_error, manifold_table, run, tiny_recipe
 
 BASELINE_KEYS = {"name", "label", "mean_log_prob", "stderr", "parameters", "latent_dim"}
 

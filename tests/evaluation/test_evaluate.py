@@ -13,9 +13,7 @@ import pytest
 import scipy.stats
 from scipy.integrate import quad
 from sklearn.metrics import average_precision_score, roc_auc_score
-from typer.testing import CliRunner
 
-from funnelcli.cli import app
 from funnelcli.errors import UserError
 from funnelcli.estimator import FunnelDensity
 from funnelcli.evaluation import (
@@ -34,25 +32,10 @@ from funnelcli.evaluation import (
 )
 from funnelcli.evaluation.report import FIGURES, GENERATOR, INDEX, metric_rows
 from funnelcli.models import FAMILIES
-from tests.conftest import manifold_table, tiny_recipe
-
-runner = CliRunner()
+from tests.helpers import assert_one_line_error, manifold_table, run, tiny_recipe
 
 LOG_PROB_IN = np.array([-1.2, -0.7, -2.5, -0.9, -1.8, -3.1, -1.1, -0.4])
 LOG_PROB_OUT = np.array([-2.6, -4.0, -1.0, -5.5, -3.2, -2.5])
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 # ---------------------------------------------------------------------------------------------------- metrics

@@ -14,7 +14,7 @@ from funnelcli.cli import app
 from funnelcli.data import integer_columns
 from funnelcli.errors import UserError
 from funnelcli.estimator import FunnelDensity
-from tests.conftest import manifold_table, tiny_recipe
+from tests.helpers import manifold_table, tiny_recipe
 
 runner = CliRunner()
 # Entropy of the table below: a ~ N(0, 1) (differential) plus k ~ Bernoulli(1/2).

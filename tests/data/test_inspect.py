@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from funnelcli.cli import app
 from funnelcli.data.columns import integer_columns
 from funnelcli.data.inspect import inspect_table
 from funnelcli.errors import UserError
+from tests.helpers import run
 
 COLUMN_KEYS = {
     "name",
@@ -30,8 +29,6 @@ COLUMN_KEYS = {
     "numeric",
 }
 FORMATS = ("csv", "parquet", "h5")
-
-runner = CliRunner()
 
 
 def crafted_table() -> pd.DataFrame:
@@ -81,10 +78,6 @@ def warning_about(report: dict, fragment: str) -> str:
     matches = [line for line in report["warnings"] if fragment in line]
     assert len(matches) == 1, report["warnings"]
     return matches[0]
-
-
-def run(*args: object):
-    return runner.invoke(app, [str(arg) for arg in args])
 
 
 # ------------------------------------------------------------------------------------------------ the report

@@ -26,31 +26,13 @@ from funnelcli import __version__
 from funnelcli.cli import data as data_cli
 from funnelcli.data.maf import DATASETS, prepare
 from funnelcli.errors import UserError
+from tests.helpers import write_power
 
 TOL = 1e-6
 SPLITS = ("train", "validation", "test")
 
 # ------------------------------------------------------------------------------------ synthetic raw inputs
-
-
-def write_power(root: Path, n: int = 1000, width: int = 8) -> Path:
-    """(n, 8): active power, reactive power, voltage, intensity, sub-metering 1-3, time (quantised, as UCI's)."""
-    rng = np.random.default_rng(1)
-    columns = [
-        np.round(rng.gamma(2.0, 0.5, n), 3),
-        np.round(rng.gamma(1.0, 0.1, n), 3),
-        np.round(240 + 3 * rng.normal(size=n), 2),
-        np.round(rng.gamma(2.0, 2.0, n), 1),
-        rng.poisson(1.0, n).astype(float),
-        rng.poisson(2.0, n).astype(float),
-        rng.poisson(6.0, n).astype(float),
-        rng.integers(0, 1440, n) + rng.random(n),
-    ]
-    path = root / "power" / "data.npy"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, np.column_stack(columns)[:, :width])
-    return path
-
+# POWER's is tests/helpers.py's write_power: test_prepared_training.py prepares it too.
 
 GAS_EXPECTED_REMOVED = ["Meth", "Eth", "Time", "s00", "s01", "s04"]
 

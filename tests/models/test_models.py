@@ -11,8 +11,7 @@ import torch
 
 from funnelcli.estimator import FunnelDensity
 from funnelcli.models import build_model
-from tests.conftest import manifold_table, tiny_recipe
-from tests.helpers import assert_bijection, perturb
+from tests.helpers import assert_bijection, manifold_table, perturb, tiny_recipe
 
 VARIANTS = {
     "nsf-coupling": dict(family="nsf", transform="coupling"),

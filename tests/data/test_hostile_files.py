@@ -26,15 +26,13 @@ import pandas as pd
 import pytest
 
 from funnelcli.data.tables import MAX_COLUMNS
-from tests import test_robustness as robustness
-from tests.conftest import manifold_table
-from tests.test_robustness import assert_one_line_error, run, write_recipe
+from tests.helpers import assert_one_line_error, manifold_table, run, write_recipe
 
 COMMANDS = ("inspect", "train", "score", "encode")
 COLUMNS = ["a", "b", "c", "d"]  # the columns of the model that score and encode use
 
 
-one_thread = robustness.one_thread  # an autouse fixture: tiny models run on one torch thread
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run on one torch thread
 
 
 @pytest.fixture(scope="module")

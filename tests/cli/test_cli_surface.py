@@ -25,12 +25,10 @@ from typer.testing import CliRunner
 
 from funnelcli.cli import app
 from funnelcli.evaluation import plots
-from tests.conftest import manifold_table
+from tests.helpers import RECIPE, manifold_table
 
-# The tiny recipe of the robustness tests, and one thread per test (an autouse fixture).
-from tests.test_robustness import RECIPE, one_thread  # noqa: F401
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run on one torch thread
 
 
 runner = CliRunner()
@@ -273,7 +271,7 @@ def test_info_reads_a_model_folder_without_importing_torch(tmp_path):
     import sys
 
     from funnelcli.estimator import FunnelDensity
-    from tests.conftest import manifold_table, tiny_recipe
+    from tests.helpers import manifold_table, tiny_recipe
 
     FunnelDensity(tiny_recipe("f-nsf"), steps=3, device="cpu").fit(manifold_table(200)).save(tmp_path / "model")
     result = subprocess.run(

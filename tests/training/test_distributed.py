@@ -18,9 +18,10 @@ import torch
 from safetensors.torch import load_file
 
 from funnelcli.estimator import FunnelDensity
-from tests.conftest import manifold_table
+from tests.helpers import manifold_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = str(Path(__file__).with_name("_distributed_worker.py"))
 pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch has no gloo backend")
 
 
@@ -74,7 +75,7 @@ def worker_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ranks")
     manifold_table(800, seed=3).to_csv(out / "train.csv", index=False)
     recipe = "small-f-nsf"
-    result = torchrun(str(ROOT / "tests" / "_distributed_worker.py"), str(out), "resume", recipe, cwd=out)
+    result = torchrun(WORKER, str(out), "resume", recipe, cwd=out)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -100,7 +101,7 @@ def test_only_rank_0_writes_checkpoints(worker_run):
 
 
 def test_every_family_trains_data_parallel_to_the_same_weights_on_every_rank(tmp_path):
-    result = torchrun(str(ROOT / "tests" / "_distributed_worker.py"), str(tmp_path), "families", cwd=tmp_path)
+    result = torchrun(WORKER, str(tmp_path), "families", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     # Glow's ActNorm starts from its first batch, which differs between ranks: rank 0's start must win.
     same = json.loads((tmp_path / "families.json").read_text())

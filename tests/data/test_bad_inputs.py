@@ -16,14 +16,9 @@ import pandas as pd
 import pytest
 
 from funnelcli import artifact
-from tests.conftest import manifold_table
-from tests.test_robustness import (
-    RECIPE,
-    assert_one_line_error,
-    one_thread,  # noqa: F401 (an autouse fixture: one torch thread)
-    run,
-    write_recipe,
-)
+from tests.helpers import RECIPE, assert_one_line_error, manifold_table, run, write_recipe
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run on one torch thread
 
 COMMANDS = ("train", "score", "encode")
 

@@ -15,7 +15,7 @@ import funnelcli.estimator
 from funnelcli.estimator import FunnelDensity
 from funnelcli.training import TrainingInterrupted
 from funnelcli.training.rows import HostBatches, fits_on_device
-from tests.conftest import manifold_table, tiny_recipe
+from tests.helpers import manifold_table, tiny_recipe
 
 
 class SignalAt:

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from funnelcli.models.recipe import FAMILIES, bundled_recipes, load_recipe
-from tests.test_robustness import one_thread, run  # noqa: F401 (one_thread: an autouse fixture, one thread each)
+from tests.helpers import run
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run on one torch thread
 
 #: The general recipes sized for small tables that mirror small-nsf and small-f-nsf for Glow.
 SMALL_GLOW = {"small-glow": "glow", "small-f-glow": "f-glow"}

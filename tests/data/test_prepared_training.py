@@ -8,7 +8,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from funnelcli.cli import app
-from tests.test_prepare import write_power
+from tests.helpers import write_power
 
 runner = CliRunner()
 

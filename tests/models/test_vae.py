@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from funnelcli.cli import app
 from funnelcli.errors import UserError
 from funnelcli.estimator import FunnelDensity
-from tests.conftest import manifold_table, tiny_recipe
+from tests.helpers import manifold_table, tiny_recipe
 
 COVARIANCE = np.array([[1.0, 0.9], [0.9, 1.0]])
 

@@ -1,4 +1,4 @@
-"""One rank of the data-parallel tests (started by torchrun from tests/test_distributed.py).
+"""One rank of the data-parallel tests (started by torchrun from tests/training/test_distributed.py).
 
 _distributed_worker.py OUT resume RECIPE
     Every rank fits RECIPE to OUT/train.csv and writes its final weights to ``OUT/rank{r}.safetensors``, then
@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from funnelcli.distributed import leave
 from funnelcli.estimator import FunnelDensity
-from tests.conftest import manifold_table, tiny_recipe
+from tests.helpers import manifold_table, tiny_recipe
 
 FAMILIES = {
     "nsf": {},

@@ -46,6 +46,7 @@ from funnelcli.model_json import (
     record,
     verify_folder,
 )
+from funnelcli.model_metadata import ModelMetadata
 
 __all__ = [
     "BEST",
@@ -57,6 +58,7 @@ __all__ = [
     "LATEST",
     "METADATA",
     "METRICS",
+    "ModelMetadata",
     "WEIGHTS",
     "check_writable",
     "holds_only_checkpoints",
@@ -123,16 +125,18 @@ def is_checkpoint(path: str | Path) -> bool:
 def write_folder(
     folder: str | Path,
     tensors: dict[str, torch.Tensor],
-    metadata: dict[str, Any],
+    metadata: ModelMetadata | dict[str, Any],
     metrics: list[dict] = (),
     *,
     overwrite: bool = False,
 ) -> Path:
     """Write a complete model folder atomically and return its path.
 
-    ``metadata`` is stored in ``model.json`` with the format, its version and the weights' SHA-256 added.
-    Raises ValueError, before anything is written, when a weight is NaN or infinite.
+    ``metadata`` (or its fields as a dict) is stored in ``model.json`` with the format, its version and the
+    weights' SHA-256 added. Raises ValueError, before anything is written, when a weight is NaN or infinite.
     """
+    if isinstance(metadata, ModelMetadata):
+        metadata = metadata.to_dict()
     folder = Path(folder)
     check_writable(folder, overwrite=overwrite)
     weights = _cpu_copies(tensors)

@@ -23,12 +23,14 @@ from sklearn.utils.validation import validate_data
 
 from funnelcli import artifact, distributed
 from funnelcli._version import __version__
-from funnelcli.data import split_validation
-from funnelcli.data.columns import constant_columns, integer_columns
+from funnelcli.data.columns import constant_columns
 from funnelcli.errors import UserError
+from funnelcli.model_metadata import ModelMetadata
 from funnelcli.models import Recipe, build_model, load_recipe
+from funnelcli.models.contract import DensityModel, count_parameters
 from funnelcli.models.families import DEFAULT_MAX_PARAMETERS, MAX_PARAMETERS_LIMIT, check_size, estimate_size
 from funnelcli.models.recipe import MAX_COLUMNS, MAX_SEED, _shown, field_names
+from funnelcli.preparation import DEQUANTIZE, PreparedRows, input_dtypes, modelled_dtypes, prepare_rows, split_rows
 from funnelcli.training import MAX_NONFINITE_IN_A_ROW, TrainingDiverged, TrainingSummary, fit, resolve_device
 from funnelcli.training.rows import fits_on_device, place_rows
 
@@ -84,7 +86,7 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
 
     Attributes (after ``fit`` or ``load``)
     ----------
-    model_ : FunnelFlow
+    model_ : DensityModel, a FunnelFlow or the VAE (:mod:`funnelcli.models.contract`)
     recipe_ : Recipe, with every override applied
     columns_ : list of str, the modelled columns (``x0, x1, ...`` for arrays)
     feature_names_in_ : array of str, only when fitted on a DataFrame
@@ -238,114 +240,87 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         on rank 0 only (``torch.distributed.get_rank() == 0``), and :func:`funnelcli.distributed.leave` at the
         end on every rank.
         """
+        recipe, limit = self._checked_settings(X)
+        if self.latent_dim == AUTO:
+            return self._fit_auto(X, validation, recipe)
+        frame, held_out = self._validated_rows(X, validation, recipe, limit)
+        rows = self._prepared(frame, held_out, recipe, input_dtypes(X))
+        self.recipe_, self.model_ = recipe, build_model(recipe, rows.mean, rows.std)
+        options = {"callback": callback, "checkpoint_dir": checkpoint_dir, "resume": resume, "compile": compile}
+        self._train(rows, recipe, checkpoint_every=checkpoint_every, max_nonfinite=max_nonfinite, **options)
+        return self
+
+    def _checked_settings(self, X) -> tuple[Recipe, int]:
+        """(the resolved recipe, the parameter limit), once the settings and the number of rows are checked."""
         try:
             rows = len(X)
-        except TypeError:  # a sparse matrix or a scalar: scikit-learn's checks below say what is wrong
+        except TypeError:  # a sparse matrix or a scalar: scikit-learn's checks say what is wrong
             rows = None
         if rows is not None and rows < 2:
             raise UserError(
                 f"the table has {rows} row(s) (n_samples = {rows}); fitting a density needs at least 3 rows "
                 "(2 to train on and 1 to validate on), or 2 with --validation FILE"
             )
-        if self.dequantize not in ("uniform", "none"):
+        if self.dequantize not in DEQUANTIZE:
             raise UserError(f"--dequantize {self.dequantize!r} is unknown; use uniform or none")
         limit = self._parameter_limit()
-        recipe = self.resolved_recipe()
-        if self.latent_dim == AUTO:
-            return self._fit_auto(X, validation, recipe)
-        dtypes = _dtypes(X)
-        frame = self._validate(X, reset=True)
-        frame = self._drop_constant(frame)
+        return self.resolved_recipe(), limit
+
+    def _validated_rows(self, X, validation, recipe: Recipe, limit: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """(the rows of ``X``, the rows of ``validation`` or None) in the modelled columns, checked as
+        scikit-learn checks them; constant columns are refused or left out, and so is a model over ``limit``
+        parameters (counted from ``recipe`` before anything is built)."""
+        frame = self._drop_constant(self._validate(X, reset=True))
         self.columns_ = [str(c) for c in frame.columns]
         if len(self.columns_) > MAX_COLUMNS:
             raise UserError(
                 f"the table has {len(self.columns_):,} columns; a model takes at most {MAX_COLUMNS:,}: choose "
                 "columns with --columns"
             )
-        # The model's size, counted from the recipe before anything is built: refused here if it is too large.
         check_size(recipe, len(self.columns_), limit)
-        self.dtypes_ = {name: dtypes.get(name, "float64") for name in self.columns_}
-        if validation is None:
-            train, held_out = split_validation(frame, self.val_fraction, recipe.training.seed)
-        else:
-            train, held_out = frame, self._select(validation)
-        if len(train) < 2:
-            raise UserError(
-                f"the table has {len(frame)} rows and {len(held_out)} of them are held out for validation, which "
-                f"leaves {len(train)} to train on; give at least 3 rows, or pass --validation FILE"
-            )
-        self.dequantized_columns_ = integer_columns(train) if self.dequantize == "uniform" else []
-        if self.dequantized_columns_:
-            log.warning(
-                "integer-valued column(s) %s: adding uniform noise in [0, 1) (dequantization); scores are densities "
-                "of the dequantized data, a lower bound on the integers' log-probability (--dequantize none: off)",
-                ", ".join(repr(c) for c in self.dequantized_columns_),
-            )
-        mask = np.isin(self.columns_, self.dequantized_columns_)
-        held_out = held_out + mask * np.random.default_rng(recipe.training.seed).random(held_out.shape)
-        mean = train.mean().to_numpy() + 0.5 * mask  # the dequantized column's mean
-        std = train.std(ddof=0).to_numpy()
-        if not np.all(std > 0):
-            constant = [name for name, s in zip(self.columns_, std, strict=True) if not s > 0]
-            raise UserError(
-                f"column(s) {', '.join(repr(c) for c in constant)} are constant in the training rows and have no "
-                "density; leave them out with --columns or pass --drop-constant"
-            )
-        # The model computes in float32: refuse what float32 cannot hold or resolve rather than train on NaN.
-        f32 = np.finfo(np.float32)
-        largest = np.maximum(np.abs(train.to_numpy()).max(axis=0), np.abs(held_out.to_numpy()).max(axis=0))
-        for bad, problem, way_out in (
-            (
-                largest >= f32.max,
-                "hold values beyond float32's range (3.4e38), in which the model computes",
-                "rescale them",
-            ),
-            (
-                (largest < f32.max) & (std < np.maximum(f32.tiny, 10 * f32.eps * np.abs(mean))),
-                "vary too little around their mean for the model's float32 arithmetic to resolve",
-                "subtract an offset from them or rescale them",
-            ),
-        ):
-            if bad.any():
-                names = ", ".join(repr(c) for c, b in zip(self.columns_, bad, strict=True) if b)
-                raise UserError(f"column(s) {names} {problem}; {way_out}")
-        self.recipe_ = recipe
-        self.model_ = build_model(recipe, mean, std)
+        return frame, None if validation is None else self._select(validation)
+
+    def _prepared(
+        self, frame: pd.DataFrame, held_out: pd.DataFrame | None, recipe: Recipe, dtypes: dict[str, str]
+    ) -> PreparedRows:
+        """:func:`~funnelcli.preparation.prepare_rows` with this estimator's settings, keeping the modelled
+        columns' dtypes and the dequantized columns."""
+        rows = prepare_rows(
+            frame,
+            held_out,
+            seed=recipe.training.seed,
+            val_fraction=self.val_fraction,
+            dequantize=self.dequantize,
+            dtypes=dtypes,
+        )
+        self.dtypes_ = rows.dtypes
+        self.dequantized_columns_ = list(rows.dequantized_columns)
+        return rows
+
+    def _train(self, rows: PreparedRows, recipe: Recipe, **options: Any) -> None:
+        """Train ``model_`` on ``rows`` with ``recipe``'s settings and keep the summary; ``options`` are
+        :func:`funnelcli.training.fit`'s. After :class:`TrainingDiverged` the model keeps its best weights."""
         # Under torchrun, each process joins the group here and trains on its share of the rows.
         device, _ = distributed.join(resolve_device(self.device))
         self.model_.to(device)
-        rows = _tensor(train, torch.device("cpu")), _tensor(held_out, torch.device("cpu"))
-        n_bytes = sum(t.nbytes for t in rows)
-        on_device = fits_on_device(n_bytes, device)
-        if not on_device:
-            log.warning(
-                "the %.2f GB of training and validation rows do not fit in %s's free memory: each batch is copied "
-                "from pinned host memory instead",
-                n_bytes / 1e9,
-                device,
-            )
+        train, held_out, on_device = _placed(rows, device)
+        counts = {"n_train": len(rows.train), "n_validation": len(rows.held_out)}
         try:
             summary = fit(
                 self.model_,
-                place_rows(rows[0], device, on_device=on_device),
-                place_rows(rows[1], device, on_device=on_device),
+                train,
+                held_out,
                 recipe.training,
-                callback=callback,
-                dequantize=torch.as_tensor(mask, device=device) if mask.any() else None,
-                checkpoint_dir=checkpoint_dir,
-                resume=resume,
-                checkpoint_every=checkpoint_every,
-                max_nonfinite=max_nonfinite,
+                dequantize=torch.as_tensor(rows.mask, device=device) if rows.mask.any() else None,
                 stream_rows=not on_device,
-                compile=compile,
+                **options,
             )
         except TrainingDiverged as error:
             # The model holds the best weights so far: keep them fitted, so that nothing is lost.
             if error.summary is not None:
-                self._set_summary(error.summary, n_train=len(train), n_validation=len(held_out))
+                self._set_summary(error.summary, **counts)
             raise
-        self._set_summary(summary, n_train=len(train), n_validation=len(held_out))
-        return self
+        self._set_summary(summary, **counts)
 
     def _fit_auto(self, X, validation, recipe: Recipe) -> FunnelDensity:
         """``latent_dim="auto"``: sweep the default ladder of sizes and keep the chosen level's model."""
@@ -353,13 +328,10 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
 
         if self.ansatz is None and recipe.has_funnel:
             recipe = recipe.with_overrides(ansatz=DEFAULT_ANSATZ)
-        dtypes = _dtypes(X)
         frame = self._drop_constant(self._validate(X, reset=True))
-        self.dtypes_ = {name: dtypes.get(name, "float64") for name in frame.columns}
-        if validation is None:
-            train, held_out = split_validation(frame, self.val_fraction, recipe.training.seed)
-        else:
-            train, held_out = frame, self._select(validation)
+        self.dtypes_ = modelled_dtypes(input_dtypes(X), frame.columns)
+        held_out = None if validation is None else self._select(validation)
+        train, held_out = split_rows(frame, held_out, self.val_fraction, recipe.training.seed)
         options = {"device": self.device, "dequantize": self.dequantize, "max_parameters": self.max_parameters}
         result = run_sweep(
             train,
@@ -413,7 +385,7 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
     def is_bound_(self) -> bool:
         """Whether scores are lower bounds on log p(x) (the VAE) rather than exact log-likelihoods."""
         self._check_fitted()
-        return bool(getattr(self.model_, "is_bound", False))
+        return bool(self.model_.is_bound)
 
     def score_samples(self, X, *, iw_samples: int | None = None, row_offset: int = 0) -> np.ndarray:
         """Exact log p(x) per row, in nats, in the units of the data, shape (n_samples,).
@@ -487,30 +459,31 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         """Write the model folder (``model.safetensors``, ``model.json``, ``metrics.jsonl``)."""
         self._check_fitted()
         scaler = self.model_.scaler
-        metadata = {
-            "recipe_name": self.recipe_.name,
-            "recipe": self.recipe_.to_dict(),
-            "columns": self.columns_,
-            "input_columns": self.input_columns_,
-            "fitted_on_names": hasattr(self, "feature_names_in_"),
-            "dtypes": self.dtypes_,
-            "input_dim": len(self.columns_),
-            "latent_dim": self.latent_dim_,
-            "dequantize": self.dequantize,
-            "dequantized_columns": self.dequantized_columns_,
-            "dropped_constant_columns": self.dropped_constant_columns_,
-            "scaler": {"mean": scaler.mean.double().tolist(), "std": scaler.std.double().tolist()},
-            "parameters": count_parameters(self.model_),
-            "max_parameters": self._parameter_limit(),
-            "training": self.summary_,
-            "versions": {
+        metadata = ModelMetadata(
+            recipe_name=self.recipe_.name,
+            recipe=self.recipe_.to_dict(),
+            columns=tuple(self.columns_),
+            input_columns=tuple(self.input_columns_),
+            fitted_on_names=hasattr(self, "feature_names_in_"),
+            dtypes=self.dtypes_,
+            input_dim=len(self.columns_),
+            latent_dim=self.latent_dim_,
+            dequantize=self.dequantize,
+            dequantized_columns=tuple(self.dequantized_columns_),
+            dropped_constant_columns=tuple(self.dropped_constant_columns_),
+            mean=tuple(scaler.mean.double().tolist()),
+            std=tuple(scaler.std.double().tolist()),
+            parameters=count_parameters(self.model_),
+            max_parameters=self._parameter_limit(),
+            training=self.summary_,
+            versions={
                 "funnelcli": __version__,
                 "torch": torch.__version__,
                 "nflows": metadata_version("nflows"),
                 "python": platform.python_version(),
             },
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
         return artifact.write_folder(path, self.model_.state_dict(), metadata, self.history_, overwrite=overwrite)
 
     @classmethod
@@ -521,60 +494,26 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         it, before anything is built; the model's size is then counted from its recipe and must not exceed
         ``max_parameters`` (default: the limit it was trained under, recorded in ``model.json``).
         """
-        tensors, metadata = artifact.read_folder(path)
-        recipe = Recipe.from_dict(metadata["recipe"], name=metadata["recipe_name"])
-        mean = np.asarray(metadata["scaler"]["mean"], dtype=np.float64)
-        std = np.asarray(metadata["scaler"]["std"], dtype=np.float64)
-        columns = list(metadata["columns"])
-        limit = metadata["max_parameters"] if max_parameters is None else max_parameters
-        if not _whole(limit, 1, MAX_PARAMETERS_LIMIT):
-            raise UserError(f"max_parameters must be a whole number in 1..{MAX_PARAMETERS_LIMIT:,}, got {limit!r}")
-        estimate = estimate_size(recipe, len(columns))
-        if estimate.parameters > limit:
-            raise UserError(
-                f"{path}: its recipe gives a model of {estimate.parameters:,} parameters, above the limit of "
-                f"{limit:,}; raise it with FunnelDensity.load(..., max_parameters=N)"
-            )
-        if (estimate.parameters, estimate.latent_dim) != (metadata["parameters"], metadata["latent_dim"]) or (
-            estimate.parameters > sum(tensor.numel() for tensor in tensors.values())
-        ):
-            raise UserError(
-                f"{path}: the weights do not fit the recipe in model.json (another model's files?); retrain it"
-            )
-        model = build_model(recipe, mean, std)
-        try:
-            model.load_state_dict(tensors, strict=True)
-        except RuntimeError:
-            raise UserError(
-                f"{path}: the weights do not fit the recipe in model.json (another model's files?); retrain it"
-            ) from None
+        tensors, document = artifact.read_folder(path)
+        metadata = ModelMetadata.from_dict(document)
+        recipe = Recipe.from_dict(metadata.recipe, name=metadata.recipe_name)
+        model = _rebuilt(path, recipe, metadata, tensors, max_parameters)
         estimator = cls(
-            recipe=recipe, device=device, dequantize=metadata["dequantize"], max_parameters=metadata["max_parameters"]
+            recipe=recipe, device=device, dequantize=metadata.dequantize, max_parameters=metadata.max_parameters
         )
         estimator.recipe_ = recipe
         estimator.model_ = model.to(resolve_device(device)).eval()
-        estimator.columns_ = columns
-        input_columns = list(metadata["input_columns"])
-        if metadata["fitted_on_names"]:
-            estimator.feature_names_in_ = np.asarray(input_columns, dtype=object)
-        estimator.dtypes_ = metadata["dtypes"]
-        estimator.dequantized_columns_ = list(metadata["dequantized_columns"])
-        estimator.dropped_constant_columns_ = list(metadata["dropped_constant_columns"])
-        estimator.n_features_in_ = len(input_columns)
+        estimator.columns_ = list(metadata.columns)
+        if metadata.fitted_on_names:
+            estimator.feature_names_in_ = np.asarray(metadata.input_columns, dtype=object)
+        estimator.dtypes_ = metadata.dtypes
+        estimator.dequantized_columns_ = list(metadata.dequantized_columns)
+        estimator.dropped_constant_columns_ = list(metadata.dropped_constant_columns)
+        estimator.n_features_in_ = len(metadata.input_columns)
         estimator.latent_dim_ = model.latent_dim
-        estimator.summary_ = metadata["training"]
-        try:
-            history = artifact.read_metrics(path)
-        except UserError:
-            raise
-        except (RecursionError, ValueError):  # nested too deeply, or an integer too long to read
-            history = None
-        if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
-            raise UserError(
-                f"{path}: metrics.jsonl is not one JSON record per line; the model folder is damaged, retrain it"
-            )
-        estimator.history_ = history
-        estimator.metadata_ = metadata
+        estimator.summary_ = metadata.training
+        estimator.history_ = _read_history(path)
+        estimator.metadata_ = document
         return estimator
 
     # -- helpers -----------------------------------------------------------------------------------------------
@@ -656,11 +595,6 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         return np.concatenate(outputs)
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    """The number of numbers a model learns: every element of every parameter tensor."""
-    return sum(p.numel() for p in model.parameters())
-
-
 def check_sampling(n_samples: Any, temperature: Any = 1.0, random_state: Any = None) -> None:
     """Refuse (:class:`UserError`) a number of rows, temperature or seed that ``sample`` does not take:
     ``n_samples`` in 1..10,000,000, ``temperature`` in (0, 10], ``random_state`` None or in 0..2**32 - 1."""
@@ -683,11 +617,66 @@ def _whole(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_) and low <= value <= high
 
 
-def _dtypes(X) -> dict[str, str]:
-    """The input's dtypes by column name, recorded in the model folder."""
-    if isinstance(X, pd.DataFrame):
-        return {str(c): str(t) for c, t in X.dtypes.items()}
-    return {}
+def _placed(rows: PreparedRows, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(training rows, validation rows, whether they are on ``device``): both on ``device`` when they fit there
+    together, else both in host memory, each batch copied over as training needs it."""
+    tensors = _tensor(rows.train, torch.device("cpu")), _tensor(rows.held_out, torch.device("cpu"))
+    n_bytes = sum(t.nbytes for t in tensors)
+    on_device = fits_on_device(n_bytes, device)
+    if not on_device:
+        log.warning(
+            "the %.2f GB of training and validation rows do not fit in %s's free memory: each batch is copied "
+            "from pinned host memory instead",
+            n_bytes / 1e9,
+            device,
+        )
+    train, held_out = (place_rows(t, device, on_device=on_device) for t in tensors)
+    return train, held_out, on_device
+
+
+def _rebuilt(
+    path: str | Path, recipe: Recipe, metadata: ModelMetadata, tensors: dict[str, torch.Tensor], limit: int | None
+) -> DensityModel:
+    """The model of a folder's ``recipe`` holding its weights ``tensors``, on the CPU; refused when its size
+    exceeds ``limit`` (default: the folder's ``max_parameters``) or the weights do not fit the recipe."""
+    limit = metadata.max_parameters if limit is None else limit
+    if not _whole(limit, 1, MAX_PARAMETERS_LIMIT):
+        raise UserError(f"max_parameters must be a whole number in 1..{MAX_PARAMETERS_LIMIT:,}, got {limit!r}")
+    estimate = estimate_size(recipe, len(metadata.columns))
+    if estimate.parameters > limit:
+        raise UserError(
+            f"{path}: its recipe gives a model of {estimate.parameters:,} parameters, above the limit of "
+            f"{limit:,}; raise it with FunnelDensity.load(..., max_parameters=N)"
+        )
+    mismatch = f"{path}: the weights do not fit the recipe in model.json (another model's files?); retrain it"
+    # Every number in the file, buffers too: fewer than the recipe's parameters cannot be its weights.
+    numbers = sum(tensor.numel() for tensor in tensors.values())
+    if (estimate.parameters, estimate.latent_dim) != (metadata.parameters, metadata.latent_dim) or (
+        estimate.parameters > numbers
+    ):
+        raise UserError(mismatch)
+    mean, std = (np.asarray(values, dtype=np.float64) for values in (metadata.mean, metadata.std))
+    model = build_model(recipe, mean, std)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError:
+        raise UserError(mismatch) from None
+    return model
+
+
+def _read_history(path: str | Path) -> list[dict]:
+    """A model folder's validation curve, ``metrics.jsonl``: one JSON record per line."""
+    try:
+        history = artifact.read_metrics(path)
+    except UserError:
+        raise
+    except (RecursionError, ValueError):  # nested too deeply, or an integer too long to read
+        history = None
+    if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
+        raise UserError(
+            f"{path}: metrics.jsonl is not one JSON record per line; the model folder is damaged, retrain it"
+        )
+    return history
 
 
 def _tensor(frame: pd.DataFrame, device: torch.device) -> torch.Tensor:

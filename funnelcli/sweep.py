@@ -303,7 +303,7 @@ def _still_improving(history: list[dict], steps: int, stderr: float) -> bool:
 
 
 def _level_from(task: _Task, estimator, train, validation, test, *, reused: bool) -> Level:
-    from funnelcli.estimator import count_parameters
+    from funnelcli.models.contract import count_parameters
 
     val_mean, val_stderr = mean_and_stderr(estimator.score_samples(validation))
     if test is not None:

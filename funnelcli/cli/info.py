@@ -19,24 +19,25 @@ def info(model: ModelArg, json_output: JsonOpt = False) -> None:
     import typer
 
     from funnelcli.model_json import verify_folder
+    from funnelcli.model_metadata import ModelMetadata
 
-    metadata = verify_folder(model)  # model.json checked, and checked against the weights' record of it
+    # model.json checked, and checked against the weights' record of it
+    metadata = ModelMetadata.from_dict(verify_folder(model))
     if json_output:
-        print_json({key: value for key, value in metadata.items() if key != "scaler"})
+        print_json({key: value for key, value in metadata.to_dict().items() if key != "scaler"})
         return
-    training = metadata.get("training", {})
-    recipe = metadata.get("recipe", {})
+    training, recipe = metadata.training, metadata.recipe
     lines = [
         f"model        {model}",
-        f"recipe       {metadata.get('recipe_name')} (family {recipe.get('family')})",
-        f"dimensions   {metadata.get('input_dim')} -> {metadata.get('latent_dim')}",
-        f"parameters   {metadata.get('parameters'):,}",
-        f"columns      {', '.join(metadata.get('columns', []))}",
+        f"recipe       {metadata.recipe_name} (family {metadata.family})",
+        f"dimensions   {metadata.input_dim} -> {metadata.latent_dim}",
+        f"parameters   {metadata.parameters:,}",
+        f"columns      {', '.join(metadata.columns)}",
         f"training     {training.get('steps')} steps, best validation log-likelihood "
         f"{training.get('best_val_log_prob', float('nan')):.4f} nats/row at step {training.get('best_step')}, "
         f"{training.get('seconds')} s ({training.get('ms_per_step')} ms/step) on {training.get('device')}",
         f"rows         {training.get('train_rows')} train, {training.get('validation_rows')} validation",
-        "versions     " + ", ".join(f"{k} {v}" for k, v in metadata.get("versions", {}).items()),
+        "versions     " + ", ".join(f"{k} {v}" for k, v in metadata.versions.items()),
         "model        " + ", ".join(f"{k}={v}" for k, v in recipe.get("model", {}).items()),
         "training     " + ", ".join(f"{k}={v}" for k, v in recipe.get("training", {}).items()),
     ]

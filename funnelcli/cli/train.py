@@ -130,7 +130,8 @@ def train(
     from funnelcli import artifact
     from funnelcli.data import read_table
     from funnelcli.data.prepared import is_prepared, split_file
-    from funnelcli.estimator import FunnelDensity, count_parameters
+    from funnelcli.estimator import FunnelDensity
+    from funnelcli.models.contract import count_parameters
     from funnelcli.training import TrainingDiverged, TrainingInterrupted
 
     out = out or Path("runs") / data_stem(data)

@@ -13,9 +13,12 @@
   baselines of :mod:`funnelcli.baselines` (full Gaussian, Gaussian mixture, PPCA) beside a model, fitted on
   training rows in the model's columns.
 
-The estimator is used through its public methods only (``score_samples``, ``transform``, ``sample``,
-``columns_``, ``latent_dim_``, ``history_``), so this module never imports torch. A model that reports a lower
-bound rather than an exact likelihood sets ``is_bound_ = True``; its numbers are labelled as a bound.
+The estimator (a fitted or loaded :class:`~funnelcli.estimator.FunnelDensity`) is used through its public
+methods and attributes only (``score_samples``, ``transform``, ``sample``, ``columns_``, ``latent_dim_``,
+``history_``, ``is_bound_``; a loaded one's ``metadata_`` read as a
+:class:`~funnelcli.model_metadata.ModelMetadata`), so this module never imports torch. A model whose scores are
+lower bounds rather than exact likelihoods (``is_bound_``, from its :class:`~funnelcli.models.contract.DensityModel`)
+has its numbers labelled as a bound.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +40,12 @@ import pandas as pd
 from funnelcli._version import __version__
 from funnelcli.errors import UserError
 from funnelcli.evaluation import metrics as m
+from funnelcli.model_metadata import ModelMetadata
+from funnelcli.models.contract import count_parameters
 from funnelcli.strict_json import json_safe
+
+if TYPE_CHECKING:
+    from funnelcli.estimator import FunnelDensity
 
 log = logging.getLogger("funnelcli")
 
@@ -67,45 +75,40 @@ FIGURES = {
 }
 
 
-def is_bound(estimator: Any) -> bool:
+def is_bound(estimator: FunnelDensity) -> bool:
     """Whether the estimator reports a lower bound (a VAE's ELBO) instead of an exact log-likelihood."""
-    return bool(getattr(estimator, "is_bound_", False))
+    return bool(estimator.is_bound_)
 
 
-def input_columns(estimator: Any) -> list[str]:
+def input_columns(estimator: FunnelDensity) -> list[str]:
     """The columns a table must have for ``estimator``: its training input, constant columns included."""
     names = getattr(estimator, "feature_names_in_", None)
     return [str(c) for c in (names if names is not None else estimator.columns_)]
 
 
-def parameter_count(estimator: Any) -> int | None:
+def _saved_metadata(estimator: FunnelDensity) -> ModelMetadata | None:
+    """The ``model.json`` of a loaded model's folder; None for a model fitted in this process."""
+    document = getattr(estimator, "metadata_", None)  # only a loaded estimator has one
+    return ModelMetadata.from_dict(document) if document else None
+
+
+def parameter_count(estimator: FunnelDensity) -> int:
     """The model's parameter count, from its folder's metadata or by counting."""
-    metadata = getattr(estimator, "metadata_", None) or {}
-    if "parameters" in metadata:
-        return int(metadata["parameters"])
-    model = getattr(estimator, "model_", None)
-    if model is None:
-        return None
-    # Only a fitted model is counted, so torch is imported already
-    from funnelcli.estimator import count_parameters
-
-    return count_parameters(model)
+    saved = _saved_metadata(estimator)
+    return int(saved.parameters) if saved is not None else count_parameters(estimator.model_)
 
 
-def recipe_name(estimator: Any) -> str | None:
-    metadata = getattr(estimator, "metadata_", None) or {}
-    recipe = getattr(estimator, "recipe_", None)
-    return metadata.get("recipe_name") or getattr(recipe, "name", None)
+def recipe_name(estimator: FunnelDensity) -> str | None:
+    saved = _saved_metadata(estimator)
+    return (saved.recipe_name if saved is not None else None) or estimator.recipe_.name
 
 
-def family_name(estimator: Any) -> str | None:
-    recipe = getattr(estimator, "recipe_", None)
-    return getattr(recipe, "family", None) or (getattr(estimator, "metadata_", None) or {}).get("recipe", {}).get(
-        "family"
-    )
+def family_name(estimator: FunnelDensity) -> str | None:
+    saved = _saved_metadata(estimator)
+    return estimator.recipe_.family or (saved.family if saved is not None else None)
 
 
-def modelled_values(estimator: Any, table: pd.DataFrame | np.ndarray) -> np.ndarray:
+def modelled_values(estimator: FunnelDensity, table: pd.DataFrame | np.ndarray) -> np.ndarray:
     """The rows of ``table`` restricted to the modelled columns, in the model's order, shape (N, D).
 
     These are the values that model samples (in the same columns) are compared with. A DataFrame's columns are
@@ -186,7 +189,7 @@ class Evaluation:
 
 
 def evaluate(
-    estimator: Any,
+    estimator: FunnelDensity,
     test: pd.DataFrame | np.ndarray,
     ood: pd.DataFrame | np.ndarray | None = None,
     *,
@@ -223,7 +226,7 @@ def evaluate(
     nonfinite = int(np.sum(~np.isfinite(log_prob)))
     if nonfinite:
         metrics["nonfinite_rows"] = nonfinite
-    dequantized = list(getattr(estimator, "dequantized_columns_", []) or [])
+    dequantized = list(estimator.dequantized_columns_)
     if dequantized:
         metrics["dequantized_columns"] = dequantized
     if baselines is not None:
@@ -282,7 +285,7 @@ def evaluate(
         samples=samples,
         latent=latent,
         latent_distances=distances,
-        history=list(getattr(estimator, "history_", []) or []),
+        history=list(estimator.history_ or []),
         ood_log_prob=ood_log_prob,
         roc=roc,
         bound=bound,
@@ -317,7 +320,7 @@ def is_report_page(path: str | Path) -> bool:
 
 def write_report(
     folder: str | Path,
-    estimator: Any,
+    estimator: FunnelDensity,
     evaluation: Evaluation,
     *,
     overwrite: bool = False,
@@ -556,15 +559,15 @@ footer {{ color: #888; font-size: 0.8em; margin-top: 2em; }}
 # ------------------------------------------------------------------------------------------------- comparison
 
 
-def compare_row(name: str, estimator: Any, test: pd.DataFrame | np.ndarray) -> dict[str, Any]:
+def compare_row(name: str, estimator: FunnelDensity, test: pd.DataFrame | np.ndarray) -> dict[str, Any]:
     """One row of the comparison table: the model's test log-likelihood with its standard error, latent size,
     parameters and training milliseconds per step (``summary_["ms_per_step"]``)."""
     row = _likelihood_summary(name, estimator, estimator.score_samples(test))
-    row["ms_per_step"] = (getattr(estimator, "summary_", None) or {}).get("ms_per_step")
+    row["ms_per_step"] = (estimator.summary_ or {}).get("ms_per_step")
     return row
 
 
-def _likelihood_summary(name: str | None, estimator: Any, log_prob: np.ndarray) -> dict[str, Any]:
+def _likelihood_summary(name: str | None, estimator: FunnelDensity, log_prob: np.ndarray) -> dict[str, Any]:
     """What ``evaluate`` and ``compare`` both report of a model: its test log-likelihood (mean and standard
     error), sizes and parameters, and ``bound`` for a model whose scores are lower bounds."""
     mean, stderr = m.mean_and_stderr(log_prob)
@@ -653,19 +656,19 @@ def format_comparison(rows: Sequence[dict[str, Any]], *, markdown: bool = False,
 # -------------------------------------------------------------------------------------------------- baselines
 
 
-def baseline_values(estimator: Any, table: pd.DataFrame | np.ndarray, *, noise_seed: int = SCORE_NOISE_SEED):
+def baseline_values(estimator: FunnelDensity, table: pd.DataFrame | np.ndarray, *, noise_seed: int = SCORE_NOISE_SEED):
     """The rows of ``table`` as ``estimator`` scores them, shape (N, D): the modelled columns, plus the U[0, 1)
     noise the model adds to its dequantized (integer) columns, drawn with ``noise_seed`` (by default the noise
     of the model's own scores, so that baselines are scored at the same points)."""
     values = modelled_values(estimator, table)
-    mask = np.isin(list(estimator.columns_), list(getattr(estimator, "dequantized_columns_", []) or []))
+    mask = np.isin(list(estimator.columns_), list(estimator.dequantized_columns_))
     if mask.any():
         values = values + mask * np.random.default_rng(noise_seed).random(values.shape)
     return values
 
 
 def fit_model_baselines(
-    estimator: Any,
+    estimator: FunnelDensity,
     train: pd.DataFrame | np.ndarray,
     validation: pd.DataFrame | np.ndarray | None = None,
     *,
@@ -693,7 +696,7 @@ def fit_model_baselines(
 
 
 def baseline_summaries(
-    baselines: Mapping[str, Any], estimator: Any, test: pd.DataFrame | np.ndarray
+    baselines: Mapping[str, Any], estimator: FunnelDensity, test: pd.DataFrame | np.ndarray
 ) -> list[dict[str, Any]]:
     """Each baseline's test log-likelihood: ``name``, ``label``, ``rows``, ``mean_log_prob``, ``stderr`` (nats
     per row), ``parameters`` and ``latent_dim`` (PPCA's K; None for the others)."""

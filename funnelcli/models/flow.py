@@ -14,6 +14,7 @@ class FunnelFlow(nn.Module):
 
     T maps R^D to R^k (k = ``latent_dim`` <= D) through bijections and funnels; with no funnel k = D and this
     is an ordinary normalizing flow. Every method takes and returns float tensors of shape (N, D) or (N, k).
+    It is a :class:`~funnelcli.models.contract.DensityModel` whose scores are exact.
     """
 
     #: Scores are exact log-likelihoods (a VAE's are bounds).

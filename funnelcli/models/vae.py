@@ -33,7 +33,8 @@ def _gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Ten
 
 
 class VAE(nn.Module):
-    """A variational autoencoder with the interface of :class:`FunnelFlow`; ``log_prob`` is a lower bound.
+    """A variational autoencoder, a :class:`~funnelcli.models.contract.DensityModel` whose ``log_prob`` is a
+    lower bound.
 
     Shapes: x (N, D), latent z (N, k).
     """

@@ -21,8 +21,8 @@ import torch
 from funnelcli.distributed import Ranks, current
 from funnelcli.errors import UserError
 from funnelcli.models.flow import FunnelFlow
-from funnelcli.models.start import gaussian_start
 from funnelcli.models.recipe import TrainingSettings
+from funnelcli.models.start import gaussian_start
 from funnelcli.training import checkpoint
 from funnelcli.training.checkpoint import RankState, RunIdentity, TrainState
 from funnelcli.training.rows import HostBatches

@@ -1,0 +1,156 @@
+"""Rows made ready for training: the validation split, dequantization, the scaling statistics and the checks
+that the model's float32 arithmetic can hold and resolve them.
+
+:func:`prepare_rows` takes rows already checked as scikit-learn checks them (numeric, finite, float64, the
+modelled columns only) and returns a :class:`PreparedRows`, from which :class:`funnelcli.estimator.FunnelDensity`
+builds the model (``mean``, ``std``) and trains it (``train``, ``held_out``, ``mask``). Imports no torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from funnelcli.data import split_validation
+from funnelcli.data.columns import integer_columns
+from funnelcli.errors import UserError
+
+log = logging.getLogger("funnelcli")
+
+#: What ``dequantize`` may be: ``uniform`` noise on integer-valued columns, or ``none``.
+DEQUANTIZE = ("uniform", "none")
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedRows:
+    """The rows a model is fitted to, and what is derived from them. D modelled columns.
+
+    - ``train`` (n_train, D) and ``held_out`` (n_validation, D): float64 frames named by ``columns``, each with a
+      fresh RangeIndex. ``train`` is as given (training adds fresh dequantization noise to every batch);
+      ``held_out`` has its noise added once, seeded, so that every validation pass scores the same points.
+    - ``columns``: the modelled columns, in order; ``dtypes``: each one's dtype in the input (float64 for an
+      array's).
+    - ``dequantized_columns``: the integer-valued training columns that get uniform noise in [0, 1); ``mask``
+      (D,) bool marks them.
+    - ``mean``, ``std`` (D,) float64: the model's standardisation, the training rows' mean (plus 0.5 on a
+      dequantized column: the mean of its noise) and standard deviation (ddof 0, of the rows without noise).
+    """
+
+    train: pd.DataFrame
+    held_out: pd.DataFrame
+    columns: tuple[str, ...]
+    dtypes: dict[str, str]
+    dequantized_columns: tuple[str, ...]
+    mask: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def prepare_rows(
+    frame: pd.DataFrame,
+    validation: pd.DataFrame | None,
+    *,
+    seed: int,
+    val_fraction: float,
+    dequantize: str,
+    dtypes: Mapping[str, str],
+) -> PreparedRows:
+    """Split, dequantize and measure ``frame`` for training.
+
+    ``frame`` holds the checked rows in the modelled columns (constant ones left out). ``validation`` holds rows
+    in the same columns, or is None for a seeded (``seed``) ``val_fraction`` of ``frame``. ``dequantize`` is
+    ``uniform`` (integer-valued columns get noise in [0, 1), seeded ``seed`` on the held-out rows, and a warning
+    names them) or ``none``. ``dtypes`` maps the input's column names to their dtypes (empty for an array).
+
+    Raises :class:`UserError` when fewer than 2 rows are left to train on, when a column is constant in the
+    training rows, or when a column holds values float32 cannot hold or varies too little for it to resolve.
+    """
+    columns = tuple(str(c) for c in frame.columns)
+    train, held_out = split_rows(frame, validation, val_fraction, seed)
+    if len(train) < 2:
+        raise UserError(
+            f"the table has {len(frame)} rows and {len(held_out)} of them are held out for validation, which "
+            f"leaves {len(train)} to train on; give at least 3 rows, or pass --validation FILE"
+        )
+    dequantized = tuple(integer_columns(train)) if dequantize == "uniform" else ()
+    if dequantized:
+        log.warning(
+            "integer-valued column(s) %s: adding uniform noise in [0, 1) (dequantization); scores are densities "
+            "of the dequantized data, a lower bound on the integers' log-probability (--dequantize none: off)",
+            ", ".join(repr(c) for c in dequantized),
+        )
+    mask = np.isin(columns, dequantized)
+    held_out = held_out + mask * np.random.default_rng(seed).random(held_out.shape)
+    mean = train.mean().to_numpy() + 0.5 * mask  # the dequantized column's mean
+    std = train.std(ddof=0).to_numpy()
+    _check_spread(columns, std)
+    _check_float32(columns, train, held_out, mean, std)
+    return PreparedRows(
+        train=train,
+        held_out=held_out,
+        columns=columns,
+        dtypes=modelled_dtypes(dtypes, columns),
+        dequantized_columns=dequantized,
+        mask=mask,
+        mean=mean,
+        std=std,
+    )
+
+
+def split_rows(
+    frame: pd.DataFrame, validation: pd.DataFrame | None, val_fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, validation rows): all of ``frame`` and ``validation`` when it is given, else a seeded
+    split of ``frame`` with ``val_fraction`` of its rows held out (:func:`funnelcli.data.split_validation`)."""
+    if validation is None:
+        return split_validation(frame, val_fraction, seed)
+    return frame, validation
+
+
+def input_dtypes(X) -> dict[str, str]:
+    """The input's dtypes by column name: a DataFrame's own, none for an array."""
+    if isinstance(X, pd.DataFrame):
+        return {str(c): str(t) for c, t in X.dtypes.items()}
+    return {}
+
+
+def modelled_dtypes(dtypes: Mapping[str, str], columns: Sequence[str]) -> dict[str, str]:
+    """Each of ``columns``' dtype in the input (``dtypes`` from :func:`input_dtypes`), float64 where it has none:
+    what the model folder records."""
+    return {name: dtypes.get(name, "float64") for name in columns}
+
+
+def _check_spread(columns: Sequence[str], std: np.ndarray) -> None:
+    if not np.all(std > 0):
+        constant = [name for name, s in zip(columns, std, strict=True) if not s > 0]
+        raise UserError(
+            f"column(s) {', '.join(repr(c) for c in constant)} are constant in the training rows and have no "
+            "density; leave them out with --columns or pass --drop-constant"
+        )
+
+
+def _check_float32(
+    columns: Sequence[str], train: pd.DataFrame, held_out: pd.DataFrame, mean: np.ndarray, std: np.ndarray
+) -> None:
+    # The model computes in float32: refuse what float32 cannot hold or resolve rather than train on NaN.
+    f32 = np.finfo(np.float32)
+    largest = np.maximum(np.abs(train.to_numpy()).max(axis=0), np.abs(held_out.to_numpy()).max(axis=0))
+    for bad, problem, way_out in (
+        (
+            largest >= f32.max,
+            "hold values beyond float32's range (3.4e38), in which the model computes",
+            "rescale them",
+        ),
+        (
+            (largest < f32.max) & (std < np.maximum(f32.tiny, 10 * f32.eps * np.abs(mean))),
+            "vary too little around their mean for the model's float32 arithmetic to resolve",
+            "subtract an offset from them or rescale them",
+        ),
+    ):
+        if bad.any():
+            names = ", ".join(repr(c) for c, b in zip(columns, bad, strict=True) if b)
+            raise UserError(f"column(s) {names} {problem}; {way_out}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import math
 import time
 import warnings
@@ -31,6 +32,7 @@ from funnelcli.training.signals import SIGNAL_NAMES, Signals, TrainingInterrupte
 #: Non-finite steps in a row after which training gives up (the default of ``max_nonfinite``).
 MAX_NONFINITE_IN_A_ROW = 20
 _EVAL_BATCH = 8192
+log = logging.getLogger("funnelcli")
 _START_ROWS = 100_000  # enough for a covariance; the whole table may be far larger
 
 
@@ -480,6 +482,13 @@ class _Loop:
                 self.write_checkpoints()
         self.model.load_state_dict(self.validation.best_state)
         self.model.eval()
+        if self.validation.best_step == 0 and math.isfinite(self.validation.best_val) and self.ranks.rank == 0:
+            log.warning(
+                "no trained weights beat the Gaussian fit of the training rows on the validation rows (%.4f "
+                "nats/row), so the model is that Gaussian: on this table a flow gains nothing at this budget "
+                '(training.fallback = "none" keeps the trained weights instead)',
+                self.validation.best_val,
+            )
         return self.summary()
 
     def _agreed_signal(self, signals: Signals) -> int | None:

@@ -136,3 +136,9 @@ def test_the_fallback_does_not_use_up_patience():
     # Every pass is below the fallback; with patience 2 training still runs its passes until two show no gain.
     estimator, _ = _overfitting_run(patience=2, steps=100)
     assert estimator.summary_["steps"] > 40
+
+
+def test_keeping_the_fallback_is_said_in_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="funnelcli"):
+        _overfitting_run()
+    assert any("the model is that Gaussian" in record.getMessage() for record in caplog.records)

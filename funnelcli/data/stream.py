@@ -19,18 +19,18 @@ from funnelcli.data.messages import reason
 from funnelcli.data.tables import (
     READ_FORMATS,
     PathArg,
-    _check_selection,
-    _check_unique,
-    _error,
-    _numeric_frame,
-    _unreadable,
     check_is_file,
     check_output_path,
+    check_selection,
+    check_unique,
     check_width,
     format_for,
     iter_delimited,
+    numeric_frame,
+    one_line_error,
     read_columns,
     read_table,
+    unreadable_error,
 )
 
 #: Rows per chunk: large enough that per-chunk overhead vanishes, small enough to bound memory.
@@ -54,10 +54,10 @@ def iter_table(
         return
     offset = 0
     for raw in _raw_chunks(source, shown, fmt, wanted, batch_rows):
-        yield _numeric_frame(raw, shown, wanted, row_offset=offset)
+        yield numeric_frame(raw, shown, wanted, row_offset=offset)
         offset += len(raw)
     if offset == 0:
-        raise _error(f"{shown} has no rows")
+        raise one_line_error(f"{shown} has no rows")
 
 
 def iter_columns(
@@ -87,17 +87,17 @@ def _raw_chunks(source: Path, shown: str, fmt: str, wanted: list[str], batch_row
             # memory would grow with the file; read one row group's pages at a time instead.
             parquet = pq.ParquetFile(source, pre_buffer=False)
         except (pa.ArrowException, OSError, ValueError) as exc:
-            raise _unreadable(shown, fmt, exc) from None
+            raise unreadable_error(shown, fmt, exc) from None
         with parquet:
             names = parquet.schema_arrow.names
             check_width(shown, len(names))
-            _check_unique(shown, names)
-            _check_selection(shown, names, wanted)
+            check_unique(shown, names)
+            check_selection(shown, names, wanted)
             try:
                 for batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted, use_pandas_metadata=False):
                     yield batch.to_pandas()
             except (pa.ArrowException, OSError) as exc:
-                raise _unreadable(shown, fmt, exc) from None
+                raise unreadable_error(shown, fmt, exc) from None
         return
     yield from iter_delimited(source, shown, fmt, wanted, chunksize=batch_rows)
 
@@ -121,7 +121,7 @@ class TableWriter:
         try:
             self._write(frame)
         except OSError as exc:
-            raise _error(f"{os.fspath(self.path)}: could not write the file: {reason(exc)}") from None
+            raise one_line_error(f"{os.fspath(self.path)}: could not write the file: {reason(exc)}") from None
         self.rows += len(frame)
 
     def _write(self, frame: pd.DataFrame) -> None:

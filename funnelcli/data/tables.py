@@ -108,7 +108,7 @@ def read_table(path: PathArg, *, key: str | None = None, columns: Sequence[str] 
         raw, skipped = _read_parquet(source, shown, wanted)
     else:
         raw = read_hdf5(source, shown, key)
-    return _numeric_frame(raw, shown, wanted, skipped=skipped)
+    return numeric_frame(raw, shown, wanted, skipped=skipped)
 
 
 def read_columns(path: PathArg, columns: Sequence[str], *, key: str | None = None) -> pd.DataFrame:
@@ -125,11 +125,11 @@ def read_columns(path: PathArg, columns: Sequence[str], *, key: str | None = Non
 
         with pq.ParquetFile(source) as parquet:
             check_width(shown, len(parquet.schema_arrow.names))
-            _check_selection(shown, parquet.schema_arrow.names, wanted)
+            check_selection(shown, parquet.schema_arrow.names, wanted)
         raw = pq.read_table(source, columns=wanted).to_pandas()
     else:
         raw = read_hdf5(source, shown, key)
-        _check_selection(shown, [str(c) for c in raw.columns], wanted)
+        check_selection(shown, [str(c) for c in raw.columns], wanted)
     return raw[wanted].reset_index(drop=True)
 
 
@@ -140,10 +140,10 @@ def check_is_file(source: Path, shown: str) -> None:
     file under /proc or /sys is the kernel's, not a table: each is refused. Links are followed first.
     """
     if source.is_dir():
-        raise _error(f"{shown} is a directory; expected a table file ({', '.join(READ_EXTENSIONS)})")
+        raise one_line_error(f"{shown} is a directory; expected a table file ({', '.join(READ_EXTENSIONS)})")
     problem = not_a_regular_file(source)
     if problem is not None:
-        raise _error(f"{shown}{problem}")
+        raise one_line_error(f"{shown}{problem}")
 
 
 def not_a_regular_file(path: PathArg) -> str | None:
@@ -190,7 +190,7 @@ def format_for(source: Path, shown: str, formats: dict[str, str], what: str) -> 
         if name.endswith(extension):
             return formats[extension]
     found = f"'{source.suffix}'" if source.suffix else "no extension"
-    raise _error(f"{shown}: unsupported file type ({found}); {what}: {', '.join(formats)}")
+    raise one_line_error(f"{shown}: unsupported file type ({found}); {what}: {', '.join(formats)}")
 
 
 def _normalise_selection(columns: Sequence[str] | None) -> list[str] | None:
@@ -217,9 +217,9 @@ def iter_delimited(
     columns after parsing, so that a row with extra fields is noticed wherever they are.
     """
     start = delimited_start(source, shown, fmt)
-    _check_unique(shown, start.names)
+    check_unique(shown, start.names)
     if columns is not None:
-        _check_selection(shown, start.names, columns)
+        check_selection(shown, start.names, columns)
     for raw in delimited_frames(source, shown, fmt, start, chunksize=chunksize):
         yield raw if columns is None else raw[columns]
 
@@ -249,13 +249,13 @@ def delimited_start(source: Path, shown: str, fmt: str, *, allow_empty: bool = F
             if header is None:
                 if allow_empty:
                     return DelimitedStart([], sep)
-                raise _error(f"{shown} has no rows")
+                raise one_line_error(f"{shown} has no rows")
             check_width(shown, len(header))
             first = next((row for row in reader if not _blank(row)), None)
             if first is not None and len(first) != len(header):
                 raise _misshapen(shown, sep, header, 1, reader.line_num, first)
     except (OSError, EOFError, ValueError, csv.Error) as exc:
-        raise _unreadable(shown, fmt, exc) from None
+        raise unreadable_error(shown, fmt, exc) from None
     return DelimitedStart([name if name else f"Unnamed: {i}" for i, name in enumerate(header)], sep)
 
 
@@ -301,13 +301,13 @@ def delimited_frames(
                 if chunksize is not None:
                     result.close()
     except pd.errors.EmptyDataError:
-        raise _error(f"{shown} has no rows") from None
+        raise one_line_error(f"{shown} has no rows") from None
     except pd.errors.ParserError as exc:
         # "Expected 2 fields in line 7, saw 3": find the row with the csv module, which counts lines exactly
         scanner.check(until_row=None)
-        raise _unreadable(shown, fmt, exc) from None
+        raise unreadable_error(shown, fmt, exc) from None
     except (OSError, EOFError, ValueError, csv.Error) as exc:
-        raise _unreadable(shown, fmt, exc) from None
+        raise unreadable_error(shown, fmt, exc) from None
     finally:
         scanner.close()
 
@@ -342,7 +342,7 @@ class _ShapeScanner:
                 if count != width:
                     raise _misshapen(self.shown, self.start.sep, self.start.names, self.row, line, fields())
         except (OSError, EOFError, ValueError, csv.Error) as exc:
-            raise _unreadable(self.shown, self.fmt, exc) from None
+            raise unreadable_error(self.shown, self.fmt, exc) from None
 
     def _records(self) -> Iterator[tuple[int, int, Callable[[], list[str]]]]:
         """(number of fields, line of the file where the row ends, its fields) of each row pandas reads."""
@@ -402,7 +402,7 @@ def _misshapen(shown: str, sep: str, header: Sequence[str], row: int, line: int,
         hint = "; its extra fields are empty: remove the trailing separator(s)"
     else:
         hint = "; every row needs one field per column of the header: fix or remove that row"
-    return _error(
+    return one_line_error(
         f"{shown}: row {row} (line {line} of the file) has {plural(len(fields), 'field')}, {what} than the "
         f"header's {width}{hint}"
     )
@@ -423,19 +423,19 @@ def _read_parquet(source: Path, shown: str, columns: list[str] | None) -> tuple[
             index_columns = _parquet_index_columns(schema)
             fields = [field for field in schema if field.name not in index_columns]
             check_width(shown, len(fields))
-            _check_unique(shown, [field.name for field in fields])
+            check_unique(shown, [field.name for field in fields])
             if parquet.metadata.num_rows == 0:
-                raise _error(f"{shown} has no rows")
+                raise one_line_error(f"{shown} has no rows")
             nested = {field.name: field.type for field in fields if pa.types.is_nested(field.type)}
             if columns is None:
                 to_read = [field.name for field in fields if field.name not in nested]
             else:
-                _check_selection(shown, [field.name for field in fields], columns)
+                check_selection(shown, [field.name for field in fields], columns)
                 _refuse_nested(shown, columns, nested)
                 to_read = columns
             table = parquet.read(columns=to_read, use_pandas_metadata=False)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise _unreadable(shown, "Parquet", exc) from None
+        raise unreadable_error(shown, "Parquet", exc) from None
     frame = table.to_pandas()
     del table  # the Arrow copy is no longer needed; let it go before the float64 copy is made
     return frame, list(nested) if columns is None else []
@@ -452,7 +452,7 @@ def _refuse_nested(shown: str, columns: list[str], nested: dict[str, Any]) -> No
     chosen = [name for name in columns if name in nested]
     if chosen:
         described = ", ".join(f"column {name!r} holds {nested[name]} values" for name in chosen)
-        raise _error(f"{shown}: {described}, not numbers; leave the column(s) out of --columns")
+        raise one_line_error(f"{shown}: {described}, not numbers; leave the column(s) out of --columns")
 
 
 def read_hdf5(source: Path, shown: str, key: str | None) -> pd.DataFrame:
@@ -465,7 +465,7 @@ def read_hdf5(source: Path, shown: str, key: str | None) -> pd.DataFrame:
         with h5py.File(source, "r") as handle:
             name, kind = _choose_hdf5_table(shown, _hdf5_tables(h5py, handle), key)
             if kind.startswith("outside:"):
-                raise _error(
+                raise one_line_error(
                     f"{shown}: key {name!r} is not in the file ({kind.removeprefix('outside:')}); funnelcli reads "
                     "only what the file itself holds: copy the data into it"
                 )
@@ -474,7 +474,7 @@ def read_hdf5(source: Path, shown: str, key: str | None) -> pd.DataFrame:
                 return _dataset_frame(shown, node, name)
             return read_pandas_group(shown, node, name, lambda width: check_width(shown, width))
     except (OSError, RuntimeError, RecursionError, TypeError, KeyError, ValueError) as exc:
-        raise _unreadable(shown, "HDF5", exc) from None
+        raise unreadable_error(shown, "HDF5", exc) from None
 
 
 def _import_hdf5(shown: str) -> ModuleType:
@@ -482,7 +482,7 @@ def _import_hdf5(shown: str) -> ModuleType:
     try:
         import h5py
     except ImportError:
-        raise _error(f"{shown}: reading HDF5 files needs h5py; {_HDF5_INSTALL}") from None
+        raise one_line_error(f"{shown}: reading HDF5 files needs h5py; {_HDF5_INSTALL}") from None
     return h5py
 
 
@@ -517,14 +517,16 @@ def _hdf5_tables(h5py: ModuleType, group: Any, seen: set[int] | None = None) -> 
 def _choose_hdf5_table(shown: str, tables: dict[str, str], key: str | None) -> tuple[str, str]:
     """Return (path, kind) of the table named by ``key``, or of the only table when no key is given."""
     if not tables:
-        raise _error(f"{shown} holds no datasets or pandas tables")
+        raise one_line_error(f"{shown} holds no datasets or pandas tables")
     if key is None:
         if len(tables) == 1:
             return next(iter(tables.items()))
-        raise _error(f"{shown} holds several tables ({_plain_list(tables)}); choose one with --key")
+        raise one_line_error(f"{shown} holds several tables ({_plain_list(tables)}); choose one with --key")
     wanted = key.strip("/")
     if wanted not in tables:
-        raise _error(f"{shown}: no table {key!r}; keys in the file: {_plain_list(tables)}; choose one with --key")
+        raise one_line_error(
+            f"{shown}: no table {key!r}; keys in the file: {_plain_list(tables)}; choose one with --key"
+        )
     return wanted, tables[wanted]
 
 
@@ -536,11 +538,15 @@ def _dataset_frame(shown: str, dataset: Any, name: str) -> pd.DataFrame:
         try:
             return pd.DataFrame(dataset[()])
         except ValueError as exc:
-            raise _unreadable(shown, "HDF5", exc) from None
+            raise unreadable_error(shown, "HDF5", exc) from None
     if dataset.dtype.kind not in "biuf":
-        raise _error(f"{shown}: dataset {name!r} holds {dataset.dtype} values, not numbers; choose another with --key")
+        raise one_line_error(
+            f"{shown}: dataset {name!r} holds {dataset.dtype} values, not numbers; choose another with --key"
+        )
     if dataset.ndim not in (1, 2):
-        raise _error(f"{shown}: dataset {name!r} has {dataset.ndim} dimensions; expected a 2-D table or a 1-D column")
+        raise one_line_error(
+            f"{shown}: dataset {name!r} has {dataset.ndim} dimensions; expected a 2-D table or a 1-D column"
+        )
     if dataset.ndim == 2:
         check_width(shown, dataset.shape[1])
     # Cast once here so the float64 frame below is the only copy (no copy at all for float64 data)
@@ -560,7 +566,7 @@ def _dataset_column_names(shown: str, dataset: Any, name: str) -> list[str]:
         for value in np.atleast_1d(dataset.attrs["columns"])
     ]
     if len(names) != width:
-        raise _error(
+        raise one_line_error(
             f"{shown}: dataset {name!r} has {width} columns but its 'columns' attribute lists {len(names)} "
             "names; fix the attribute or remove it"
         )
@@ -578,7 +584,7 @@ class _Verdict:
     problem: str | None = None
 
 
-def _numeric_frame(
+def numeric_frame(
     raw: pd.DataFrame, shown: str, columns: list[str] | None, *, skipped: Sequence[str] = (), row_offset: int = 0
 ) -> pd.DataFrame:
     """Check ``raw`` and return its selected columns as float64 with a fresh RangeIndex.
@@ -589,11 +595,11 @@ def _numeric_frame(
     """
     raw.columns = [str(name) for name in raw.columns]
     names = list(raw.columns)
-    _check_unique(shown, names)
+    check_unique(shown, names)
     if len(raw) == 0:
-        raise _error(f"{shown} has no rows")
+        raise one_line_error(f"{shown} has no rows")
     if columns is not None:
-        _check_selection(shown, names, columns)
+        check_selection(shown, names, columns)
     explicit = columns is not None
     kept: list[str] = []
     values: list[np.ndarray] = []
@@ -614,9 +620,9 @@ def _numeric_frame(
     if skipped:
         log.warning("skipping non-numeric column(s) %s in %s; choose columns with --columns", _quoted(skipped), shown)
     if problems:
-        raise _error(f"{shown}: {_joined(problems)}; fix these values or exclude the column(s) with --columns")
+        raise one_line_error(f"{shown}: {_joined(problems)}; fix these values or exclude the column(s) with --columns")
     if not kept:
-        raise _error(f"{shown} has no numeric columns{_delimiter_hint(names, raw)}")
+        raise one_line_error(f"{shown} has no numeric columns{_delimiter_hint(names, raw)}")
     _check_finite(shown, kept, values, row_offset)
     return _assemble(raw, kept, values)
 
@@ -707,7 +713,7 @@ def _check_finite(shown: str, names: Sequence[str], values: Iterable[np.ndarray]
         ]
         reports.append(f"column {name!r} has {' and '.join(parts)}")
     if reports:
-        raise _error(f"{shown}: {_joined(reports)}; drop or impute these rows")
+        raise one_line_error(f"{shown}: {_joined(reports)}; drop or impute these rows")
 
 
 def _assemble(raw: pd.DataFrame, names: list[str], values: list[np.ndarray]) -> pd.DataFrame:
@@ -725,30 +731,30 @@ def _assemble(raw: pd.DataFrame, names: list[str], values: list[np.ndarray]) -> 
 def check_width(shown: str, n_columns: int) -> None:
     """Refuse a table of more than MAX_COLUMNS columns (before its rows are read)."""
     if n_columns > MAX_COLUMNS:
-        raise _error(
+        raise one_line_error(
             f"{shown} has {n_columns:,} columns, more than the {MAX_COLUMNS:,} funnelcli reads; "
             "keep the columns you need in a narrower file"
         )
 
 
-def _check_unique(shown: str, names: Sequence[str]) -> None:
+def check_unique(shown: str, names: Sequence[str]) -> None:
     """Refuse a file whose column names repeat."""
     repeated = [name for name, count in Counter(names).items() if count > 1]
     if repeated:
-        raise _error(f"{shown}: duplicate column name(s) {_quoted(repeated)}; give every column a unique name")
+        raise one_line_error(f"{shown}: duplicate column name(s) {_quoted(repeated)}; give every column a unique name")
 
 
-def _check_selection(shown: str, available: Sequence[str], columns: Sequence[str]) -> None:
+def check_selection(shown: str, available: Sequence[str], columns: Sequence[str]) -> None:
     """Refuse an empty selection, a name selected twice, or names the file does not have."""
     if not columns:
-        raise _error(f"{shown}: no columns selected; name at least one with --columns")
+        raise one_line_error(f"{shown}: no columns selected; name at least one with --columns")
     repeated = [name for name, count in Counter(columns).items() if count > 1]
     if repeated:
-        raise _error(f"{shown}: column(s) {_quoted(repeated)} selected more than once in --columns")
+        raise one_line_error(f"{shown}: column(s) {_quoted(repeated)} selected more than once in --columns")
     present = set(available)
     missing = [name for name in columns if name not in present]
     if missing:
-        raise _error(f"{shown}: no column(s) named {_quoted(missing)}; available columns: {_quoted(available)}")
+        raise one_line_error(f"{shown}: no column(s) named {_quoted(missing)}; available columns: {_quoted(available)}")
 
 
 # ---------------------------------------------------------------------------------------------- splitting
@@ -762,10 +768,10 @@ def split_validation(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[p
     strictly between 0 and 1 or the frame has fewer than 2 rows.
     """
     if not 0 < fraction < 1:  # also false for NaN
-        raise _error(f"--val-fraction must be between 0 and 1 (exclusive), got {fraction}")
+        raise one_line_error(f"--val-fraction must be between 0 and 1 (exclusive), got {fraction}")
     n = len(frame)
     if n < 2:
-        raise _error(
+        raise one_line_error(
             f"the table has {plural(n, 'row')}; a validation split needs at least 2 rows, or pass --validation FILE"
         )
     n_val = min(max(1, round(fraction * n)), n - 1)
@@ -799,7 +805,7 @@ def write_table(frame: pd.DataFrame, path: PathArg, *, overwrite: bool = True) -
             else:
                 _write_delimited(frame, temporary, fmt, target.name.lower().endswith(".gz"))
     except OSError as exc:
-        raise _error(f"{shown}: could not write the file: {reason(exc)}") from None
+        raise one_line_error(f"{shown}: could not write the file: {reason(exc)}") from None
 
 
 def check_output_path(path: PathArg, *, overwrite: bool = True) -> str:
@@ -808,9 +814,9 @@ def check_output_path(path: PathArg, *, overwrite: bool = True) -> str:
     target = Path(path)
     fmt = format_for(target, shown, _WRITE_FORMATS, "supported output extensions")
     if target.is_dir():
-        raise _error(f"{shown} is a directory; give a file name ending in one of {', '.join(WRITE_EXTENSIONS)}")
+        raise one_line_error(f"{shown} is a directory; give a file name ending in one of {', '.join(WRITE_EXTENSIONS)}")
     if not overwrite and target.exists():
-        raise _error(f"{shown} already exists; pass --force to overwrite it")
+        raise one_line_error(f"{shown} already exists; pass --force to overwrite it")
     return fmt
 
 
@@ -836,17 +842,17 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ messages
 
 
-def _error(message: str) -> UserError:
+def one_line_error(message: str) -> UserError:
     """Return a UserError whose message is guaranteed to be one line."""
     return UserError(" ".join(message.split("\n")).replace("\r", " "))
 
 
-def _unreadable(shown: str, fmt: str, exc: BaseException) -> UserError:
+def unreadable_error(shown: str, fmt: str, exc: BaseException) -> UserError:
     """Return the error for a file the library could not parse, with the library's short reason."""
     if isinstance(exc, UserError):  # our own finding inside the reader's try block: keep its message
         return exc
     hint = "; save it as UTF-8" if isinstance(exc, UnicodeDecodeError) else ""
-    return _error(f"{shown}: could not be read as {fmt}: {reason(exc)}{hint}")
+    return one_line_error(f"{shown}: could not be read as {fmt}: {reason(exc)}{hint}")
 
 
 def _quoted(names: Iterable[str]) -> str:

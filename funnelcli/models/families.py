@@ -15,12 +15,13 @@
 - ``vae``: the VAE baseline; ``reduce`` sets its latent size as it sets a funnel's.
 
 Every model starts with the standardisation of the training data, so log-likelihoods are in the user's units.
+Each family is declared once, in :mod:`funnelcli.models.registry`, which names its ``build_*`` builder and its
+``count_*`` parameter count below.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -32,6 +33,7 @@ from torch import nn
 from funnelcli.errors import UserError
 from funnelcli.models.flow import FunnelFlow
 from funnelcli.models.recipe import Recipe
+from funnelcli.models.registry import FAMILIES
 from funnelcli.models.vae import VAE
 from funnelcli.transforms import (
     ElementwiseRQSpline,
@@ -48,13 +50,6 @@ from funnelcli.transforms import (
 from funnelcli.transforms.affine import ActNorm, ElementwiseAffine, affine_coupling
 from funnelcli.transforms.conv import conv_funnel, conv_latent_dim, conv_stride1_funnel
 from funnelcli.transforms.mlp import mlp_funnel, mlp_layer
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    build: Callable[[Recipe, Standardize], nn.Module]
-    summary: str
 
 
 def _spline_settings(recipe: Recipe, hidden_features: int | None = None) -> SplineSettings:
@@ -178,16 +173,6 @@ def build_vae(recipe: Recipe, scaler: Standardize) -> VAE:
     return VAE(scaler, _target(recipe, input_dim), m.hidden_features, m.vae_layers)
 
 
-FAMILIES: dict[str, Family] = {
-    "nsf": Family("nsf", build_nsf, "rational-quadratic neural spline flow, full dimension"),
-    "f-nsf": Family("f-nsf", build_nsf, "NSF with one step replaced by a funnel (F-NSF)"),
-    "glow": Family("glow", build_glow, "Glow for tables: ActNorm, LU linear maps, affine couplings"),
-    "f-glow": Family("f-glow", build_glow, "Glow with one step replaced by an affine funnel (F-Glow)"),
-    "f-mlp": Family("f-mlp", build_f_mlp, "the paper's MLP funnel model: y = s(Wx + b) layers (F-MLP)"),
-    "vae": Family("vae", build_vae, "variational autoencoder baseline; scores are lower bounds"),
-}
-
-
 # -- the size of a model, counted from its recipe before anything is built -----------------------------------------
 
 #: The most parameters a model may have unless the caller raises the limit (``FunnelDensity(max_parameters=N)``,
@@ -290,7 +275,7 @@ def _count_ansatz(recipe: Recipe, drop: int, keep: int, kind: str = "coupling") 
     return spline + sum(lu + count(drop, step, settings, keep) for step in range(m.ansatz_flow_steps))
 
 
-def _count_nsf(recipe: Recipe, input_dim: int) -> SizeEstimate:
+def count_nsf(recipe: Recipe, input_dim: int) -> SizeEstimate:
     m = recipe.model
     settings = _spline_settings(recipe)
     funnels = _spline_funnels(recipe, input_dim)
@@ -315,7 +300,7 @@ def _count_nsf(recipe: Recipe, input_dim: int) -> SizeEstimate:
     return SizeEstimate(total + _lu(dim), dim)
 
 
-def _count_glow(recipe: Recipe, input_dim: int) -> SizeEstimate:
+def count_glow(recipe: Recipe, input_dim: int) -> SizeEstimate:
     m = recipe.model
     funnels = _spline_funnels(recipe, input_dim)
     dim, total = input_dim, 0
@@ -334,7 +319,7 @@ def _count_glow(recipe: Recipe, input_dim: int) -> SizeEstimate:
     return SizeEstimate(total + 2 * dim, dim)
 
 
-def _count_f_mlp(recipe: Recipe, input_dim: int) -> SizeEstimate:
+def count_f_mlp(recipe: Recipe, input_dim: int) -> SizeEstimate:
     m = recipe.model
     per = _spline_params(m.bins)  # one spline shared by the layer's features
     dim, total = input_dim, 0
@@ -348,7 +333,7 @@ def _count_f_mlp(recipe: Recipe, input_dim: int) -> SizeEstimate:
     return SizeEstimate(total, dim)
 
 
-def _count_vae(recipe: Recipe, input_dim: int) -> SizeEstimate:
+def count_vae(recipe: Recipe, input_dim: int) -> SizeEstimate:
     m = recipe.model
     latent = _target(recipe, input_dim)
 
@@ -357,10 +342,6 @@ def _count_vae(recipe: Recipe, input_dim: int) -> SizeEstimate:
         return _linear(n_in, hidden) + (m.vae_layers - 1) * _linear(hidden, hidden) + _linear(hidden, n_out)
 
     return SizeEstimate(mlp(input_dim, 2 * latent) + mlp(latent, 2 * input_dim), latent)
-
-
-_COUNTS = {"nsf": _count_nsf, "f-nsf": _count_nsf, "glow": _count_glow, "f-glow": _count_glow}
-_COUNTS.update({"f-mlp": _count_f_mlp, "vae": _count_vae})
 
 
 def estimate_size(recipe: Recipe, input_dim: int) -> SizeEstimate:
@@ -372,7 +353,7 @@ def estimate_size(recipe: Recipe, input_dim: int) -> SizeEstimate:
     """
     if recipe.has_funnel or recipe.family == "vae":
         recipe.latent_size(input_dim)  # refuses a funnel on one column, or a latent_dim that does not fit
-    return _COUNTS[recipe.family](recipe, input_dim)
+    return FAMILIES[recipe.family].count(recipe, input_dim)
 
 
 def check_size(recipe: Recipe, input_dim: int, max_parameters: int | None = None) -> SizeEstimate:
@@ -395,7 +376,7 @@ def build_model(recipe: Recipe, mean: np.ndarray, std: np.ndarray, *, seed: int 
 
     Weights and permutations are drawn from ``seed`` (default: the recipe's) without touching the global RNG.
     """
-    family = FAMILIES[recipe.family]
+    family = FAMILIES[recipe.family]  # its builder is one of this module's build_* functions
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.training.seed if seed is None else seed)
         scaler = Standardize(torch.tensor(np.asarray(mean, dtype=np.float64)), torch.tensor(np.asarray(std)))

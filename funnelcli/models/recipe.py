@@ -28,42 +28,11 @@ from typing import Any
 
 from funnelcli.errors import UserError
 
-_SPLINE = ("flow_steps", "transform", "hidden_features", "residual_blocks", "bins", "tail_bound", "dropout")
-_FUNNEL = (
-    "reduce",
-    "latent_dim",
-    "drop",
-    "funnel_level",
-    "ansatz",
-    "ansatz_hidden_features",
-    "ansatz_layers",
-    "ansatz_flow_steps",
-    "ansatz_layer",
-    "ansatz_lu",
-    "ansatz_spline",
-)
-_GLOW = ("flow_steps", "hidden_features", "residual_blocks", "dropout")
+# The families are declared in the registry; FAMILIES and FAMILY_FIELDS are re-exported for their readers here.
+from funnelcli.models.registry import FAMILIES as FAMILIES
+from funnelcli.models.registry import FAMILY_FIELDS as FAMILY_FIELDS
+from funnelcli.models.registry import FUNNEL_FIELDS
 
-#: The ``[model]`` fields each family reads; any other model field in its recipe is an error that names it.
-FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
-    "nsf": _SPLINE,
-    "f-nsf": (*_SPLINE, *_FUNNEL, "funnel_kind", "funnels"),
-    "glow": _GLOW,
-    "f-glow": (*_GLOW, *_FUNNEL, "bins", "tail_bound", "funnels"),
-    "f-mlp": (
-        "bins",
-        "tail_bound",
-        "mlp_layout",
-        *(f for f in _FUNNEL if f != "funnel_level"),
-        "residual_blocks",
-        "dropout",
-    ),
-    "vae": ("hidden_features", "vae_layers", "reduce", "latent_dim", "drop"),
-}
-FAMILIES = tuple(FAMILY_FIELDS)
-#: Families whose latent size comes from ``latent_dim``, ``drop`` or ``reduce`` (funnels; the VAE reads them too).
-FAMILIES_WITH_FUNNEL = ("f-nsf", "f-glow", "f-mlp")
-FUNNEL_FIELDS = _FUNNEL
 #: The fields that size one funnel; a recipe (or an entry of ``model.funnels``) sets at most one of them.
 SIZE_FIELDS = ("reduce", "latent_dim", "drop")
 MLP_LAYERS = ("preserve", "halfway", "latent")
@@ -272,12 +241,12 @@ class Recipe:
 
     @property
     def has_funnel(self) -> bool:
-        return self.family in FAMILIES_WITH_FUNNEL
+        return FAMILIES[self.family].has_funnel
 
     @property
     def fields(self) -> tuple[str, ...]:
         """The ``[model]`` fields this recipe's family reads."""
-        return FAMILY_FIELDS[self.family]
+        return FAMILIES[self.family].fields
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, name: str = "custom", source: str = "recipe") -> Recipe:

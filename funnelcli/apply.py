@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from funnelcli.data.stream import BATCH_ROWS, TableWriter, iter_columns, iter_table
-from funnelcli.errors import UserError
+from funnelcli.errors import Misused, Refused, UserError
 from funnelcli.estimator import FunnelDensity
 
 
@@ -77,9 +77,9 @@ def score_file(
     """
     extra = [name for name in keep or [] if name not in estimator.input_columns_]  # model columns are written anyway
     if keep and output is None:
-        raise UserError("--keep passes columns through to the -o table; give -o FILE too")
+        raise Misused(["keep"], "passes columns through to the {output} table; give {output=FILE} too")
     if output is not None:
-        check_new_columns([column], [*extra, *estimator.input_columns_], "the score column", "--score-column")
+        check_new_columns([column], [*extra, *estimator.input_columns_], "the score column", "column")
     summary = RunningMean()
     writer = TableWriter(output, overwrite=overwrite) if output is not None else None
     passed = iter_columns(data, extra, key=key, batch_rows=batch_rows) if extra else None
@@ -113,7 +113,7 @@ def encode_file(
 
     Raises UserError, before reading any row, when a latent column would take the name of a kept one."""
     names = [f"{prefix}{j}" for j in range(estimator.latent_dim_)]
-    check_new_columns(names, keep or [], "the latent columns", "--prefix")
+    check_new_columns(names, keep or [], "the latent columns", "prefix")
     chunks = iter_table(data, columns=estimator.input_columns_, key=key, batch_rows=batch_rows)
     passed = iter_columns(data, keep, key=key, batch_rows=batch_rows) if keep else None
     with TableWriter(output, overwrite=overwrite) as writer:
@@ -125,16 +125,17 @@ def encode_file(
         return writer.rows
 
 
-def check_new_columns(new: list[str], present: list[str], what: str, option: str) -> None:
-    """Refuse output columns named like columns already in the output (or named twice, or not at all)."""
+def check_new_columns(new: list[str], present: list[str], what: str, parameter: str) -> None:
+    """Refuse output columns named like columns already in the output (or named twice, or not at all);
+    ``parameter`` is the one that names ``new``."""
     if any(not name.strip() for name in new):
-        raise UserError(f"{what} need a name that is not blank; pass one with {option}")
+        raise Refused(f"{what} need a name that is not blank", f"pass one with {{{parameter}}}")
     repeated = sorted({name for name in present if present.count(name) > 1})
     if repeated:
         raise UserError(f"column(s) {', '.join(map(repr, repeated))} are named more than once; name each once")
     taken = [name for name in new if name in present]
     if taken:
-        raise UserError(
-            f"the output would hold two columns named {taken[0]!r} ({what} and a column of the data); "
-            f"name {what} otherwise with {option}"
+        raise Refused(
+            f"the output would hold two columns named {taken[0]!r} ({what} and a column of the data)",
+            f"name {what} otherwise with {{{parameter}}}",
         )

@@ -24,7 +24,7 @@ from sklearn.utils.validation import validate_data
 from funnelcli import artifact, distributed
 from funnelcli._version import __version__
 from funnelcli.data.columns import constant_columns
-from funnelcli.errors import UserError
+from funnelcli.errors import ConstantColumns, Misused, OutOfRange, Refused, UnknownChoice, UserError
 from funnelcli.model_metadata import ModelMetadata
 from funnelcli.models import Recipe, build_model, load_recipe
 from funnelcli.models.contract import DensityModel, count_parameters
@@ -257,12 +257,13 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         except TypeError:  # a sparse matrix or a scalar: scikit-learn's checks say what is wrong
             rows = None
         if rows is not None and rows < 2:
-            raise UserError(
+            raise Refused(
                 f"the table has {rows} row(s) (n_samples = {rows}); fitting a density needs at least 3 rows "
-                "(2 to train on and 1 to validate on), or 2 with --validation FILE"
+                "(2 to train on and 1 to validate on)",
+                "or 2 with {validation=FILE}",
             )
         if self.dequantize not in DEQUANTIZE:
-            raise UserError(f"--dequantize {self.dequantize!r} is unknown; use uniform or none")
+            raise UnknownChoice("dequantize", self.dequantize, DEQUANTIZE)
         limit = self._parameter_limit()
         return self.resolved_recipe(), limit
 
@@ -273,9 +274,9 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
         frame = self._drop_constant(self._validate(X, reset=True))
         self.columns_ = [str(c) for c in frame.columns]
         if len(self.columns_) > MAX_COLUMNS:
-            raise UserError(
-                f"the table has {len(self.columns_):,} columns; a model takes at most {MAX_COLUMNS:,}: choose "
-                "columns with --columns"
+            raise Refused(
+                f"the table has {len(self.columns_):,} columns; a model takes at most {MAX_COLUMNS:,}",
+                "choose columns with {columns}",
             )
         check_size(recipe, len(self.columns_), limit)
         return frame, None if validation is None else self._select(validation)
@@ -354,9 +355,7 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
     def _parameter_limit(self) -> int:
         limit = DEFAULT_MAX_PARAMETERS if self.max_parameters is None else self.max_parameters
         if not _whole(limit, 1, MAX_PARAMETERS_LIMIT):
-            raise UserError(
-                f"--max-parameters must be a whole number in 1..{MAX_PARAMETERS_LIMIT:,}, got {_shown(limit)}"
-            )
+            raise OutOfRange("max_parameters", limit, f"a whole number in 1..{MAX_PARAMETERS_LIMIT:,}")
         return int(limit)
 
     def _drop_constant(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -366,10 +365,7 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
             return frame
         names = ", ".join(repr(c) for c in constant)
         if not self.drop_constant:
-            raise UserError(
-                f"column(s) {names} are constant and have no density; leave them out with --columns "
-                "or pass --drop-constant"
-            )
+            raise ConstantColumns(constant)
         if len(constant) == frame.shape[1]:
             raise UserError("every column is constant; there is nothing to model")
         log.warning("leaving out constant column(s) %s: the model is a density of the other columns", names)
@@ -407,9 +403,9 @@ class FunnelDensity(TransformerMixin, BaseEstimator):
             generator.bit_generator.advance(row_offset * frame.shape[1])  # one draw per value of earlier rows
             frame = frame + mask * generator.random(frame.shape)
         if iw_samples is not None and not self.is_bound_:
-            raise UserError("--iw-samples applies to VAE models only; this model's scores are exact")
+            raise Misused(["iw_samples"], "applies to VAE models only; this model's scores are exact")
         if iw_samples is not None and not _whole(iw_samples, 1, MAX_IW_SAMPLES):
-            raise UserError(f"--iw-samples must be a whole number in 1..{MAX_IW_SAMPLES:,}, got {_shown(iw_samples)}")
+            raise OutOfRange("iw_samples", iw_samples, f"a whole number in 1..{MAX_IW_SAMPLES:,}")
         function, rows = self.model_.log_prob, _BATCH
         if iw_samples is not None:
             iw_samples = int(iw_samples)
@@ -607,9 +603,9 @@ def check_sampling(n_samples: Any, temperature: Any = 1.0, random_state: Any = N
         or not isinstance(temperature, int | float | np.integer | np.floating)
         or not 0 < temperature <= MAX_TEMPERATURE
     ):
-        raise UserError(f"--temperature must be a number in (0, {MAX_TEMPERATURE:g}], got {_shown(temperature)}")
+        raise OutOfRange("temperature", temperature, f"a number in (0, {MAX_TEMPERATURE:g}]")
     if random_state is not None and not _whole(random_state, 0, MAX_SEED):
-        raise UserError(f"--seed must be a whole number in 0..{MAX_SEED}, got {_shown(random_state)}")
+        raise OutOfRange("random_state", random_state, f"a whole number in 0..{MAX_SEED}")
 
 
 def _whole(value: Any, low: int, high: int) -> bool:

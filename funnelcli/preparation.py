@@ -17,7 +17,7 @@ import pandas as pd
 
 from funnelcli.data import split_validation
 from funnelcli.data.columns import integer_columns
-from funnelcli.errors import UserError
+from funnelcli.errors import ConstantColumns, Refused, UserError
 
 log = logging.getLogger("funnelcli")
 
@@ -72,9 +72,10 @@ def prepare_rows(
     columns = tuple(str(c) for c in frame.columns)
     train, held_out = split_rows(frame, validation, val_fraction, seed)
     if len(train) < 2:
-        raise UserError(
+        raise Refused(
             f"the table has {len(frame)} rows and {len(held_out)} of them are held out for validation, which "
-            f"leaves {len(train)} to train on; give at least 3 rows, or pass --validation FILE"
+            f"leaves {len(train)} to train on",
+            "give at least 3 rows, or pass {validation=FILE}",
         )
     dequantized = tuple(integer_columns(train)) if dequantize == "uniform" else ()
     if dequantized:
@@ -127,10 +128,7 @@ def modelled_dtypes(dtypes: Mapping[str, str], columns: Sequence[str]) -> dict[s
 def _check_spread(columns: Sequence[str], std: np.ndarray) -> None:
     if not np.all(std > 0):
         constant = [name for name, s in zip(columns, std, strict=True) if not s > 0]
-        raise UserError(
-            f"column(s) {', '.join(repr(c) for c in constant)} are constant in the training rows and have no "
-            "density; leave them out with --columns or pass --drop-constant"
-        )
+        raise ConstantColumns(constant, "in the training rows")
 
 
 def _check_float32(

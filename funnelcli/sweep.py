@@ -37,7 +37,7 @@ import pandas as pd
 
 from funnelcli import outputs
 from funnelcli.atomic import atomic_path
-from funnelcli.errors import UserError
+from funnelcli.errors import BadValue, Misused, OutOfRange, Refused, UserError
 from funnelcli.models.recipe import FAMILY_FIELDS, Recipe, latent_dim
 from funnelcli.stats import mean_and_stderr
 from funnelcli.strict_json import json_safe
@@ -84,18 +84,19 @@ def parse_sizes(input_dim: int, latent_dims: Sequence[int] | None = None, reduce
     into the size ``--reduce`` gives (so ``--reduce 0.5`` and ``--latent-dim`` of its size are one level), or
     the default ladder."""
     if latent_dims and reduce:
-        raise UserError("--latent-dims and --reduce both give the sizes to try; pass one of them")
+        raise Misused(["latent_dims", "reduce"], "both give the sizes to try; pass one of them")
     if reduce:
         for fraction in reduce:
             if not 0 < fraction < 1:
-                raise UserError(f"--reduce {fraction} is not a fraction strictly between 0 and 1")
+                raise BadValue("reduce", fraction, "is not a fraction strictly between 0 and 1")
         return sorted({latent_dim(input_dim, fraction) for fraction in reduce})
     if latent_dims:
         for size in latent_dims:
             if not 1 <= size <= input_dim - 1:
-                raise UserError(
-                    f"--latent-dims {size} does not fit a table of {input_dim} columns: a funnel keeps 1 to "
-                    f"{input_dim - 1} of them"
+                raise BadValue(
+                    "latent_dims",
+                    size,
+                    f"does not fit a table of {input_dim} columns: a funnel keeps 1 to {input_dim - 1} of them",
                 )
         return sorted(set(latent_dims))
     return latent_ladder(input_dim)
@@ -223,9 +224,9 @@ def choose(levels: Sequence[Level], tolerance: float = 1.0, min_gain: float = DE
     if not levels:
         raise UserError("no level of the sweep finished, so there is nothing to choose from")
     if not (tolerance >= 0 and math.isfinite(tolerance)):
-        raise UserError(f"--tolerance must be a finite number of standard errors, 0 or more, got {tolerance}")
+        raise OutOfRange("tolerance", tolerance, "a finite number of standard errors, 0 or more")
     if not (min_gain >= 0 and math.isfinite(min_gain)):
-        raise UserError(f"--min-gain must be a finite number of nats per row, 0 or more, got {min_gain}")
+        raise OutOfRange("min_gain", min_gain, "a finite number of nats per row, 0 or more")
     finite = sorted(
         (level for level in levels if math.isfinite(level.val_log_prob)), key=lambda level: level.latent_dim
     )
@@ -418,7 +419,7 @@ def run_sweep(
     """
     input_dim = train.shape[1]
     if jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}")
+        raise OutOfRange("jobs", jobs, "at least 1")
     tasks = []
     for latent in sizes:
         level_recipe = recipe.with_overrides(latent_dim=latent)
@@ -601,9 +602,10 @@ def prepare_folder(out: Path, settings: dict[str, Any], *, overwrite: bool, inpu
         return
     if not overwrite:
         what = "data" if previous and previous.get("data_sha256") != settings["data_sha256"] else "settings"
-        raise UserError(
-            f"{out} holds a sweep of other {what}; pass --force to replace it, or choose another --output "
-            "(the same command with the same data and settings continues a sweep)"
+        raise Refused(
+            f"{out} holds a sweep of other {what}",
+            "pass {overwrite=True} to replace it, or choose another {out} "
+            "(the same command with the same data and settings continues a sweep)",
         )
     _clear(out)
 

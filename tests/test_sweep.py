@@ -104,7 +104,7 @@ def test_a_gain_per_dimension_keeps_a_slow_creep_over_unneeded_dimensions_from_m
 
 
 def test_a_negative_min_gain_is_refused():
-    with pytest.raises(UserError, match="--min-gain"):
+    with pytest.raises(UserError, match="min_gain must be"):
         sweeping.choose([level(1, -1.0)], min_gain=-0.1)
 
 

@@ -6,8 +6,9 @@ import typer
 
 from funnelcli import __version__
 from funnelcli.cli import data, encode, evaluate, info, recipes, sample, score, sweep, train
+from funnelcli.cli._common import App
 
-app = typer.Typer(
+app = App(
     name="funnel",
     help="Exact-likelihood density estimation for tables with funnel flows: train, score, encode, sample.",
     no_args_is_help=True,

@@ -72,8 +72,10 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def handle_errors(command):
     """Run a command so that known failures end as one line and an exit code, never a traceback.
 
-    A :class:`UserError` exits 2; a failure that is not the user's exits 1 (set FUNNEL_DEBUG=1 to see its
-    traceback); Ctrl-C exits 130.
+    A :class:`UserError` exits 2, phrased with the flags' names (:func:`funnelcli.cli.errors.cli_message`); a
+    training run that diverged exits 1 (on the main process only, with what was kept); a failure that is not the
+    user's exits 1 (set FUNNEL_DEBUG=1 to see its traceback); Ctrl-C exits 130. Every command and callback of an
+    :class:`App` runs through it.
     """
 
     @functools.wraps(command)
@@ -84,7 +86,9 @@ def handle_errors(command):
         except typer.Exit:
             raise
         except UserError as error:
-            raise fail(str(error), error.exit_code) from None
+            from funnelcli.cli.errors import cli_message
+
+            raise fail(cli_message(error), error.exit_code) from None
         except _Terminated:
             raise fail("terminated (SIGTERM); no output was written", 143) from None
         except KeyboardInterrupt:
@@ -99,7 +103,7 @@ def handle_errors(command):
             from funnelcli.training import TrainingDiverged
 
             if isinstance(error, TrainingDiverged):
-                raise fail(f"training diverged: {error}", 1) from None
+                raise _diverged(error) from None
             if isinstance(error, MemoryError):
                 raise fail("out of memory; use a smaller --batch-size or a smaller recipe", 1) from None
             raise fail(
@@ -109,6 +113,34 @@ def handle_errors(command):
             ) from None
 
     return wrapper
+
+
+def _diverged(error: Exception) -> typer.Exit:
+    """A diverged run: one line from the main process (with the notes on what was kept, which ``train`` adds),
+    none from the others under torchrun, which diverged with it."""
+    from funnelcli.distributed import from_environment
+
+    if not from_environment().is_main:
+        return typer.Exit(1)
+    return fail("; ".join([f"training diverged: {error}", *getattr(error, "__notes__", ())]), 1)
+
+
+class App(typer.Typer):
+    """A Typer app whose every command and callback runs through :func:`handle_errors`: the one place where the
+    CLI turns exceptions into one line and an exit code."""
+
+    def command(self, *args: Any, **kwargs: Any):
+        register = super().command(*args, **kwargs)
+        return lambda function: _registered(register, function)
+
+    def callback(self, *args: Any, **kwargs: Any):
+        register = super().callback(*args, **kwargs)
+        return lambda function: _registered(register, function)
+
+
+def _registered(register, function):
+    register(handle_errors(function))
+    return function
 
 
 class _Terminated(KeyboardInterrupt):

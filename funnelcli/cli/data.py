@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from funnelcli.cli._common import OUTPUT_FLAGS, ForceOpt, JsonOpt, KeyOpt, handle_errors, print_json, setup_logging
+from funnelcli.cli._common import OUTPUT_FLAGS, App, ForceOpt, JsonOpt, KeyOpt, print_json, setup_logging
 
-app = typer.Typer(
+app = App(
     help="Data: inspect a table before training, or turn the raw MAF benchmark files into Parquet splits.",
     no_args_is_help=True,
 )
@@ -51,7 +51,6 @@ TrustPickleOpt = Annotated[
 
 
 @app.command("prepare", epilog=EXAMPLES)
-@handle_errors
 def prepare(
     name: NameArg,
     raw: RawArg,
@@ -106,7 +105,6 @@ InspectArg = Annotated[
 
 
 @app.command("inspect", epilog=INSPECT_EXAMPLES)
-@handle_errors
 def inspect(data: InspectArg, key: KeyOpt = None, json_output: JsonOpt = False) -> None:
     """Describe DATA column by column, and warn about what a density model will meet.
 

@@ -15,7 +15,6 @@ from funnelcli.cli._common import (
     JsonOpt,
     KeyOpt,
     ModelArg,
-    handle_errors,
     print_json,
     setup_logging,
 )
@@ -181,7 +180,6 @@ def _report(
     )
 
 
-@handle_errors
 def evaluate(
     model: ModelArg,
     data: DataArg,
@@ -236,7 +234,6 @@ def evaluate(
         typer.echo(f"report: {document['report']}")
 
 
-@handle_errors
 def report(
     model: ModelArg,
     data: DataArg,
@@ -268,7 +265,6 @@ def report(
     typer.echo(str(index))
 
 
-@handle_errors
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Model folders to compare.", show_default=False)],
     data: Annotated[

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from funnelcli.cli._common import JsonOpt, ModelArg, handle_errors, print_json
+from funnelcli.cli._common import JsonOpt, ModelArg, print_json
 
 EXAMPLES = """
 Examples:
@@ -13,7 +13,6 @@ Examples:
 """
 
 
-@handle_errors
 def info(model: ModelArg, json_output: JsonOpt = False) -> None:
     """Show a model's recipe, dimensions, parameter count and training summary."""
     import typer

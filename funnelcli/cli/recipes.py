@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from funnelcli.cli._common import JsonOpt, handle_errors, print_json
+from funnelcli.cli._common import App, JsonOpt, print_json
 
-app = typer.Typer(
+app = App(
     help="List the bundled recipes (`funnel recipes` or `funnel recipes list`), or print one "
     "(`funnel recipes show f-nsf`).",
     invoke_without_command=True,
@@ -24,7 +24,6 @@ def _listing_order(family: str, name: str) -> tuple[int, str]:
 
 
 @app.callback()
-@handle_errors
 def list_recipes(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     """List the bundled recipes by family: the family's general recipe, its small-table ones, then the rest."""
     if ctx.invoked_subcommand is not None:
@@ -35,7 +34,6 @@ def list_recipes(ctx: typer.Context, json_output: JsonOpt = False) -> None:
 
 
 @app.command("list")
-@handle_errors
 def list_command(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     """List the bundled recipes by family, as `funnel recipes` does."""
     _list(json_output or _json_asked(ctx))
@@ -75,7 +73,6 @@ def _list(json_output: bool) -> None:
 
 
 @app.command("show")
-@handle_errors
 def show(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Recipe name or .toml path.")],

@@ -13,7 +13,6 @@ from funnelcli.cli._common import (
     ForceOpt,
     JsonOpt,
     ModelArg,
-    handle_errors,
     out_format_check,
     print_json,
     setup_logging,
@@ -30,7 +29,6 @@ Examples:
 """
 
 
-@handle_errors
 def sample(
     model: ModelArg,
     n: Annotated[int, typer.Option("-n", "--n", help="Number of rows to draw (1 to 10,000,000).")],

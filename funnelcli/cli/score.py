@@ -17,7 +17,6 @@ from funnelcli.cli._common import (
     ModelArg,
     StrictOpt,
     check_no_extra_columns,
-    handle_errors,
     out_format_check,
     print_json,
     setup_logging,
@@ -35,7 +34,6 @@ Examples:
 """
 
 
-@handle_errors
 def score(
     model: ModelArg,
     data: DataArg,

@@ -27,7 +27,6 @@ from funnelcli.cli._common import (
     ValFractionOpt,
     ValidationOpt,
     data_stem,
-    handle_errors,
     print_json,
     setup_logging,
     split_names,
@@ -47,7 +46,6 @@ Examples:
 """
 
 
-@handle_errors
 def sweep(
     data: DataArg,
     out: Annotated[

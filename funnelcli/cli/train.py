@@ -28,8 +28,6 @@ from funnelcli.cli._common import (
     ValFractionOpt,
     ValidationOpt,
     data_stem,
-    fail,
-    handle_errors,
     print_json,
     setup_logging,
     split_names,
@@ -54,7 +52,6 @@ Examples:
 """
 
 
-@handle_errors
 def train(
     data: DataArg,
     recipe: RecipeOpt = "f-nsf",
@@ -182,10 +179,9 @@ def train(
             typer.echo(f"interrupted: {interrupted}; resume with: {_resume_command(given, out, ranks)}", err=True)
         raise typer.Exit(interrupted.exit_code) from None
     except TrainingDiverged as diverged:
-        if not main:
-            raise typer.Exit(1) from None
-        kept = _keep_best(estimator, diverged, out, force, before)
-        raise fail(f"training diverged: {diverged}; {kept}", 1) from None
+        if main:  # keep what can be kept; the error line (handle_errors) says what that was
+            diverged.add_note(_keep_best(estimator, diverged, out, force, before))
+        raise
     if not main:
         return
     # The folder may hold this run's checkpoints, which its model replaces.

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from funnelcli._version import __version__
-from funnelcli.errors import UserError
+from funnelcli.errors import Refused, UserError
 from funnelcli.evaluation import metrics as m
 from funnelcli.model_metadata import ModelMetadata
 from funnelcli.models.contract import count_parameters
@@ -263,9 +263,9 @@ def evaluate(
     if ood is not None:
         ood_log_prob = np.asarray(estimator.score_samples(ood), dtype=np.float64)
         if np.isnan(log_prob).any() or np.isnan(ood_log_prob).any():
-            raise UserError(
-                "the model gives NaN log-likelihoods to some rows, which cannot be ranked as anomaly scores; "
-                "retrain the model (a lower --lr), or leave out --ood"
+            raise Refused(
+                "the model gives NaN log-likelihoods to some rows, which cannot be ranked as anomaly scores",
+                "retrain the model (a lower {lr}), or leave out {ood}",
             )
         detection = m.anomaly_detection(log_prob, ood_log_prob)
         table4 = m.likelihood_ratio_summary(log_prob, ood_log_prob)

@@ -180,12 +180,25 @@ def setup_logging(quiet: bool, *, json_output: bool = False) -> list[str]:
         handler: logging.Handler = _Collect(collected)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("warning: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if json_output or not quiet else logging.ERROR)
     logger.propagate = False
     return collected
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a warning comes, not when the command started: a caller (or a
+    test runner) that swaps stderr and closes the old one must not make later warnings fail."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; the property decides
+        pass
 
 
 class _Collect(logging.Handler):

@@ -19,6 +19,7 @@ stopped and a finished one reruns in seconds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -417,67 +418,100 @@ def run_sweep(
     threads). ``on_start(latent, reused)`` and ``on_level(level)`` report progress. ``settings``
     (:func:`settings_record`) goes into ``sweep.json``, by which a rerun knows the folder is its own.
     """
-    input_dim = train.shape[1]
     if jobs < 1:
         raise OutOfRange("jobs", jobs, "at least 1")
-    tasks = []
-    for latent in sizes:
-        level_recipe = recipe.with_overrides(latent_dim=latent)
-        tasks.append(_task(level_recipe, latent, input_dim, options, out, full=False))
-    full_recipe = full_dimension_recipe(recipe) if full else None
-    if full_recipe is not None:
-        tasks.append(_task(full_recipe, input_dim, input_dim, options, out, full=True))
-
+    tasks = _tasks(recipe, sizes, train.shape[1], options, out, full=full)
     baseline_document = _baselines(train, validation, test, sizes, options) if baselines else {}
     finished: list[Level] = []
     estimators: dict[int, Any] = {}
+    assemble = functools.partial(
+        _assemble,
+        rows=(train, validation, test),
+        recipe=recipe,
+        tolerance=tolerance,
+        min_gain=min_gain,
+        baselines=baseline_document,
+        estimators=estimators,
+    )
 
     def record(level: Level) -> None:
         finished.append(level)
         if on_level is not None:
             on_level(level)
         if out is not None:
-            write_json(out, _assemble(finished), settings or {})
-
-    def _assemble(levels: list[Level]) -> Sweep:
-        funnel_levels = sorted((level for level in levels if not level.full), key=lambda level: level.latent_dim)
-        full_level = next((level for level in levels if level.full), None)
-        candidates = funnel_levels + ([full_level] if full_level is not None else [])
-        chosen, rule = choose(candidates, tolerance, min_gain) if candidates else (0, "no level has finished yet")
-        return Sweep(
-            input_dim=input_dim,
-            columns=[str(c) for c in train.columns],
-            recipe=recipe.name,
-            ansatz=recipe.model.ansatz if recipe.has_funnel else None,
-            tolerance=tolerance,
-            min_gain=min_gain,
-            levels=funnel_levels,
-            full=full_level,
-            baselines=baseline_document,
-            chosen_latent_dim=chosen,
-            rule=rule,
-            train_rows=len(train),
-            validation_rows=len(validation),
-            test_rows=None if test is None else len(test),
-            estimators=estimators,
-        )
+            write_json(out, assemble(finished), settings or {})
 
     if jobs == 1 or len(tasks) == 1:
-        for task in tasks:
-            if on_start is not None:
-                on_start(task.latent, _reusable_quick(task))
-            level, estimator = _train_level(task, train, validation, test, keep_estimator=keep_estimators)
-            if estimator is not None:
-                estimators[level.latent_dim] = estimator
-            record(level)
+        kept = estimators if keep_estimators else None
+        _run_serial(tasks, train, validation, test, record, on_start, kept)
     else:
         _run_parallel(tasks, train, validation, test, jobs, record, on_start)
-    return _assemble(finished)
+    return assemble(finished)
+
+
+def _tasks(
+    recipe: Recipe, sizes: Sequence[int], input_dim: int, options: dict, out: Path | None, *, full: bool
+) -> list[_Task]:
+    """A task per latent size, then the full-dimension flow's (with ``full``, where the recipe has one)."""
+    tasks = [
+        _task(recipe.with_overrides(latent_dim=latent), latent, input_dim, options, out, full=False) for latent in sizes
+    ]
+    full_recipe = full_dimension_recipe(recipe) if full else None
+    if full_recipe is not None:
+        tasks.append(_task(full_recipe, input_dim, input_dim, options, out, full=True))
+    return tasks
+
+
+def _assemble(
+    levels: list[Level],
+    *,
+    rows: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None],
+    recipe: Recipe,
+    tolerance: float,
+    min_gain: float,
+    baselines: dict[str, Any],
+    estimators: dict[int, Any],
+) -> Sweep:
+    """The sweep of the levels finished so far (any order), with its choice; ``rows`` are (train, validation,
+    test)."""
+    train, validation, test = rows
+    funnel_levels = sorted((level for level in levels if not level.full), key=lambda level: level.latent_dim)
+    full_level = next((level for level in levels if level.full), None)
+    candidates = funnel_levels + ([full_level] if full_level is not None else [])
+    chosen, rule = choose(candidates, tolerance, min_gain) if candidates else (0, "no level has finished yet")
+    return Sweep(
+        input_dim=train.shape[1],
+        columns=[str(c) for c in train.columns],
+        recipe=recipe.name,
+        ansatz=recipe.model.ansatz if recipe.has_funnel else None,
+        tolerance=tolerance,
+        min_gain=min_gain,
+        levels=funnel_levels,
+        full=full_level,
+        baselines=baselines,
+        chosen_latent_dim=chosen,
+        rule=rule,
+        train_rows=len(train),
+        validation_rows=len(validation),
+        test_rows=None if test is None else len(test),
+        estimators=estimators,
+    )
 
 
 def _task(recipe: Recipe, latent: int, input_dim: int, options: dict, out: Path | None, *, full: bool) -> _Task:
     folder = None if out is None else str(Path(out) / level_name(latent, input_dim))
     return _Task(recipe.to_dict(), recipe.name, latent, input_dim, dict(options), folder, full)
+
+
+def _run_serial(tasks, train, validation, test, record, on_start, estimators: dict[int, Any] | None) -> None:
+    """Train the levels one after the other in this process; each estimator goes into ``estimators`` if given."""
+    for task in tasks:
+        if on_start is not None:
+            on_start(task.latent, _reusable_quick(task))
+        level, estimator = _train_level(task, train, validation, test, keep_estimator=estimators is not None)
+        if estimator is not None:
+            estimators[level.latent_dim] = estimator
+        record(level)
 
 
 def _reusable_quick(task: _Task) -> bool:

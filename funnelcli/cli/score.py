@@ -87,41 +87,56 @@ def score(
     )
     bound = estimator.is_bound_
     what = ("ELBO" if iw_samples is None else f"importance-weighted bound (K={iw_samples})") if bound else ""
-    dequantized = estimator.dequantized_columns_
-    rows = summary.count + summary.nonfinite
-    mean = summary.mean if summary.count else None
     underflow = (
         f"{summary.nonfinite:,} row(s) have a density that underflows to zero (log p = -inf), far from the training "
         "data; the mean is over the other rows"
     )
     if json_output:
-        report = {
-            "rows": rows,
-            "mean_log_prob": mean,
-            "stderr": summary.stderr if summary.count else None,
-            "input_dim": len(estimator.columns_),
-            "latent_dim": estimator.latent_dim_,
-        }
-        if summary.nonfinite:
-            report["nonfinite_rows"] = summary.nonfinite
-        if dequantized:
-            report["dequantized_columns"] = dequantized
-        if bound:
-            report.update(bound=True, bound_kind=what)
-        if output is not None:
-            report["output"] = str(output)
+        report = _report(estimator, summary, bound_kind=what, output=output)
         print_json(report, [*warnings, *([underflow] if summary.nonfinite else [])])
         return
+    _print_scores(estimator, summary, bound_kind=what, output=output)
+    if summary.nonfinite:
+        typer.echo(f"warning: {underflow}", err=True)
+    _print_dequantized(estimator.dequantized_columns_)
+
+
+def _report(estimator, summary, *, bound_kind: str, output: Path | None) -> dict:
+    """The --json object: the mean score over the finite rows, and what qualifies it."""
+    report = {
+        "rows": summary.count + summary.nonfinite,
+        "mean_log_prob": summary.mean if summary.count else None,
+        "stderr": summary.stderr if summary.count else None,
+        "input_dim": len(estimator.columns_),
+        "latent_dim": estimator.latent_dim_,
+    }
+    if summary.nonfinite:
+        report["nonfinite_rows"] = summary.nonfinite
+    if estimator.dequantized_columns_:
+        report["dequantized_columns"] = estimator.dequantized_columns_
+    if estimator.is_bound_:
+        report.update(bound=True, bound_kind=bound_kind)
+    if output is not None:
+        report["output"] = str(output)
+    return report
+
+
+def _print_scores(estimator, summary, *, bound_kind: str, output: Path | None) -> None:
+    """The human summary on stdout: the mean score, and first, for a VAE, that it is a bound."""
+    bound = estimator.is_bound_
     if bound:
-        typer.echo(f"lower bound: a VAE's {what} on log p(x), not an exact log-likelihood")
+        typer.echo(f"lower bound: a VAE's {bound_kind} on log p(x), not an exact log-likelihood")
+    rows = summary.count + summary.nonfinite
+    mean = summary.mean if summary.count else None
     label = "log-likelihood bound" if bound else "log-likelihood"
     figure = f"{mean:.4f} ± {summary.stderr:.4f} nats/row (mean ± standard error)" if mean is not None else "undefined"
     typer.echo(
         f"{label} {figure} over {rows:,} rows; model {len(estimator.columns_)} -> {estimator.latent_dim_} dims"
         + (f"; wrote {output}" if output is not None else "")
     )
-    if summary.nonfinite:
-        typer.echo(f"warning: {underflow}", err=True)
+
+
+def _print_dequantized(dequantized) -> None:
     if dequantized:
         typer.echo(
             f"note: integer column(s) {', '.join(dequantized)} were dequantized: this is the density of x + u, "

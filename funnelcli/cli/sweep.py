@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -119,47 +119,21 @@ def sweep(
     """
     warnings = setup_logging(quiet, json_output=json_output)
     from funnelcli import sweep as sweeping
-    from funnelcli.data import read_table
-    from funnelcli.data.prepared import is_prepared, split_file
-    from funnelcli.data.tables import split_validation
-    from funnelcli.estimator import FunnelDensity
 
     out = out or Path("runs") / f"{data_stem(data)}-sweep"
     level_options = {"device": device, "dequantize": dequantize, "max_parameters": None}
-    resolved = FunnelDensity(recipe, steps=steps, batch_size=batch_size, lr=lr, seed=seed).resolved_recipe()
-    if not resolved.has_funnel and resolved.family != "vae":
-        raise UserError(f"recipe {resolved.name!r} (family {resolved.family}) has no latent size to sweep; use f-nsf")
-    if ansatz is not None or "ansatz" in resolved.fields:
-        resolved = resolved.with_overrides(ansatz=ansatz or sweeping.DEFAULT_ANSATZ)
-    if dequantize not in ("uniform", "none"):
-        raise UserError(f"--dequantize {dequantize!r} is unknown; use uniform or none")
-    if not (tolerance >= 0 and math.isfinite(tolerance)):
-        raise UserError(f"--tolerance must be a number of standard errors, 0 or more, got {tolerance}")
-    if not (min_gain >= 0 and math.isfinite(min_gain)):
-        raise UserError(f"--min-gain must be a number of nats per row, 0 or more, got {min_gain}")
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    resolved = _sweepable_recipe(recipe, ansatz, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    _check_options(dequantize=dequantize, tolerance=tolerance, min_gain=min_gain, jobs=jobs)
     dims = _numbers(latent_dims, int, "--latent-dims")
     fractions = _numbers(reduce, float, "--reduce")
     if dims and fractions:
         raise UserError("--latent-dims and --reduce both give the sizes to try; pass one of them")
     inputs = [data, *(p for p in (validation, test) if p is not None), *([recipe] if Path(recipe).exists() else [])]
-
-    # The data are read once; every level and baseline sees the same rows.
-    table = read_table(split_file(data, "train"), key=key, columns=split_names(columns))
-    if validation is None and is_prepared(data):
-        validation = split_file(data, "validation")
-    if test is None and is_prepared(data) and split_file(data, "test").exists():
-        test = split_file(data, "test")
-    if validation is not None:
-        train, held_out = table, read_table(validation, key=key, columns=list(table.columns))
-    else:
-        train, held_out = split_validation(table, val_fraction, resolved.training.seed)
-    test_rows = read_table(test, key=key, columns=list(table.columns)) if test is not None else None
+    train, held_out, test_rows = _read_rows(
+        data, validation, test, key=key, columns=columns, val_fraction=val_fraction, seed=resolved.training.seed
+    )
     if drop_constant:
-        constant = [c for c in train.columns if not train[c].std(ddof=0) > 0]
-        train, held_out = train.drop(columns=constant), held_out.drop(columns=constant)
-        test_rows = test_rows.drop(columns=constant) if test_rows is not None else None
+        train, held_out, test_rows = _drop_constant(train, held_out, test_rows)
     sizes = sweeping.parse_sizes(train.shape[1], dims, fractions)
 
     # The rows the levels learn from; a test table may change between runs (every level is scored again).
@@ -171,17 +145,7 @@ def sweep(
         + (" and the full-dimension flow" if full else "")
         + f" ({resolved.name}, {_ansatz(resolved)}, {resolved.training.steps} steps each) into {out}"
     )
-
-    def started(latent: int, reused: bool) -> None:
-        name = "full dimension" if latent == train.shape[1] else f"latent {latent}"
-        if not reused:
-            say(f"  training {name} ...")
-
-    def finished(level) -> None:
-        name = "full dimension" if level.full else f"latent {level.latent_dim}"
-        state = "reused" if level.reused else f"{level.seconds:.0f} s"
-        say(f"  {name}: validation {level.val_log_prob:.4f} ± {level.val_stderr:.4f} nats/row ({state})")
-
+    started, finished = _progress(say, input_dim=train.shape[1])
     try:
         result = sweeping.run_sweep(
             train,
@@ -200,14 +164,7 @@ def sweep(
             settings=settings,
         )
     except KeyboardInterrupt as stop:
-        kept = sorted(p.name for p in out.glob("*") if p.is_dir() and not p.name.startswith("."))
-        typer.echo(
-            f"interrupted: {len(kept)} finished level(s) kept in {out}"
-            + (f" ({', '.join(kept)})" if kept else "")
-            + "; run the same command again to continue",
-            err=True,
-        )
-        raise typer.Exit(143 if type(stop).__name__ == "_Terminated" else 130) from None
+        _interrupted(out, stop)
     sweeping.write_outputs(out, result, settings)
     if json_output:
         print_json({**result.to_dict(), "folder": str(out)}, warnings)
@@ -215,6 +172,87 @@ def sweep(
     typer.echo(format_sweep(result))
     written = [str(out / name) for name in (sweeping.JSON, sweeping.CSV, sweeping.PNG) if (out / name).is_file()]
     typer.echo("wrote " + ", ".join(written))
+
+
+def _sweepable_recipe(recipe: str, ansatz: str | None, **training):
+    """The resolved recipe, refused unless it has a latent size; the sweep's default ansatz where it has one."""
+    from funnelcli import sweep as sweeping
+    from funnelcli.estimator import FunnelDensity
+
+    resolved = FunnelDensity(recipe, **training).resolved_recipe()
+    if not resolved.has_funnel and resolved.family != "vae":
+        raise UserError(f"recipe {resolved.name!r} (family {resolved.family}) has no latent size to sweep; use f-nsf")
+    if ansatz is not None or "ansatz" in resolved.fields:
+        resolved = resolved.with_overrides(ansatz=ansatz or sweeping.DEFAULT_ANSATZ)
+    return resolved
+
+
+def _check_options(*, dequantize: str, tolerance: float, min_gain: float, jobs: int) -> None:
+    """Refuse the sweep's own options out of range, before any data is read."""
+    if dequantize not in ("uniform", "none"):
+        raise UserError(f"--dequantize {dequantize!r} is unknown; use uniform or none")
+    if not (tolerance >= 0 and math.isfinite(tolerance)):
+        raise UserError(f"--tolerance must be a number of standard errors, 0 or more, got {tolerance}")
+    if not (min_gain >= 0 and math.isfinite(min_gain)):
+        raise UserError(f"--min-gain must be a number of nats per row, 0 or more, got {min_gain}")
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
+
+
+def _read_rows(data: Path, validation: Path | None, test: Path | None, *, key, columns, val_fraction: float, seed):
+    """The training, validation and test rows (test None without one), read once: every level and baseline
+    sees the same rows. A prepared DATA gives its validation and test splits unless they are passed."""
+    from funnelcli.data import read_table
+    from funnelcli.data.prepared import is_prepared, split_file
+    from funnelcli.data.tables import split_validation
+
+    table = read_table(split_file(data, "train"), key=key, columns=split_names(columns))
+    if validation is None and is_prepared(data):
+        validation = split_file(data, "validation")
+    if test is None and is_prepared(data) and split_file(data, "test").exists():
+        test = split_file(data, "test")
+    if validation is not None:
+        train, held_out = table, read_table(validation, key=key, columns=list(table.columns))
+    else:
+        train, held_out = split_validation(table, val_fraction, seed)
+    test_rows = read_table(test, key=key, columns=list(table.columns)) if test is not None else None
+    return train, held_out, test_rows
+
+
+def _drop_constant(train, held_out, test_rows):
+    """The three tables without the columns that are constant in the training rows."""
+    constant = [c for c in train.columns if not train[c].std(ddof=0) > 0]
+    train, held_out = train.drop(columns=constant), held_out.drop(columns=constant)
+    test_rows = test_rows.drop(columns=constant) if test_rows is not None else None
+    return train, held_out, test_rows
+
+
+def _progress(say, *, input_dim: int):
+    """The callbacks that say when a level starts training and when it is done, with its score."""
+
+    def started(latent: int, reused: bool) -> None:
+        name = "full dimension" if latent == input_dim else f"latent {latent}"
+        if not reused:
+            say(f"  training {name} ...")
+
+    def finished(level) -> None:
+        name = "full dimension" if level.full else f"latent {level.latent_dim}"
+        state = "reused" if level.reused else f"{level.seconds:.0f} s"
+        say(f"  {name}: validation {level.val_log_prob:.4f} ± {level.val_stderr:.4f} nats/row ({state})")
+
+    return started, finished
+
+
+def _interrupted(out: Path, stop: KeyboardInterrupt) -> NoReturn:
+    """Say which levels were kept, and exit as a signal would: 130 for Ctrl-C, 143 for SIGTERM."""
+    kept = sorted(p.name for p in out.glob("*") if p.is_dir() and not p.name.startswith("."))
+    typer.echo(
+        f"interrupted: {len(kept)} finished level(s) kept in {out}"
+        + (f" ({', '.join(kept)})" if kept else "")
+        + "; run the same command again to continue",
+        err=True,
+    )
+    raise typer.Exit(143 if type(stop).__name__ == "_Terminated" else 130) from None
 
 
 def format_sweep(result) -> str:

@@ -125,10 +125,7 @@ def train(
     main = ranks.is_main
     warnings = setup_logging(quiet or not main, json_output=json_output)
     from funnelcli import artifact
-    from funnelcli.data import read_table
-    from funnelcli.data.prepared import is_prepared, split_file
     from funnelcli.estimator import FunnelDensity
-    from funnelcli.models.contract import count_parameters
     from funnelcli.training import TrainingDiverged, TrainingInterrupted
 
     out = out or Path("runs") / data_stem(data)
@@ -148,20 +145,11 @@ def train(
         max_parameters=max_parameters,
     )
     resolved = estimator.resolved_recipe()  # a bad recipe or flag fails here, before any data is read
-    if checkpoint_every < 0:
-        raise UserError(f"--checkpoint-every must be 0 (only on Ctrl-C) or a number of steps, got {checkpoint_every}")
-    if max_nonfinite < 1:
-        raise UserError(f"--max-nonfinite must be at least 1, got {max_nonfinite}")
+    _check_counts(checkpoint_every=checkpoint_every, max_nonfinite=max_nonfinite)
     inputs = (data, *([validation] if validation is not None else []), *([recipe] if Path(recipe).exists() else []))
     artifact.check_writable(out, overwrite=force, resume=resume, inputs=inputs)
     before = _checkpoint_files(out)  # a run that diverges takes away only the checkpoints it wrote itself
-    table = read_table(split_file(data, "train"), key=key, columns=split_names(columns))
-    if validation is None and is_prepared(data):
-        validation = split_file(data, "validation")
-    held_out = None
-    if validation is not None:
-        held_out = read_table(validation, key=key, columns=list(table.columns))
-
+    table, held_out = _read_rows(data, validation, key=key, columns=columns)
     try:
         with _progress(enabled=main and not (quiet or json_output), total=resolved.training.steps) as callback:
             estimator.fit(
@@ -186,13 +174,46 @@ def train(
         return
     # The folder may hold this run's checkpoints, which its model replaces.
     estimator.save(out, overwrite=force or artifact.holds_only_checkpoints(out))
+    report = _report(estimator, resolved, out, rows=len(table))
+    if json_output:
+        print_json(report, warnings)
+        return
+    typer.echo(_saved_line(report, resolved))
+
+
+def _check_counts(*, checkpoint_every: int, max_nonfinite: int) -> None:
+    """Refuse the checkpoint interval and the non-finite step limit out of range, before any data is read."""
+    if checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every must be 0 (only on Ctrl-C) or a number of steps, got {checkpoint_every}")
+    if max_nonfinite < 1:
+        raise UserError(f"--max-nonfinite must be at least 1, got {max_nonfinite}")
+
+
+def _read_rows(data: Path, validation: Path | None, *, key: str | None, columns: str | None):
+    """The training rows and the validation rows (None: split off by the estimator); a prepared DATA gives its
+    validation split unless one is passed."""
+    from funnelcli.data import read_table
+    from funnelcli.data.prepared import is_prepared, split_file
+
+    table = read_table(split_file(data, "train"), key=key, columns=split_names(columns))
+    if validation is None and is_prepared(data):
+        validation = split_file(data, "validation")
+    held_out = None
+    if validation is not None:
+        held_out = read_table(validation, key=key, columns=list(table.columns))
+    return table, held_out
+
+
+def _report(estimator, resolved, out: Path, *, rows: int) -> dict:
+    """The saved model and its training run, as the --json object (and the human line's figures)."""
+    from funnelcli.models.contract import count_parameters
 
     summary = estimator.summary_
     report = {
         "model": str(out),
         "recipe": resolved.name,
         "family": resolved.family,
-        "rows": len(table),
+        "rows": rows,
         "input_dim": estimator.n_features_in_,
         "latent_dim": estimator.latent_dim_,
         "parameters": count_parameters(estimator.model_),
@@ -206,13 +227,14 @@ def train(
     if summary.get("resumed_at_step") is not None:
         report["resumed_at_step"] = summary["resumed_at_step"]
     report["dequantized_columns"] = [str(column) for column in estimator.dequantized_columns_]
-    if json_output:
-        print_json(report, warnings)
-        return
-    typer.echo(
-        f"saved {out}: {resolved.family} ({resolved.name}), {report['input_dim']} -> {report['latent_dim']} dims, "
-        f"{report['parameters']:,} parameters; best validation log-likelihood {report['best_val_log_prob']:.4f} "
-        f"nats/row at step {report['best_step']} of {report['steps']} "
+    return report
+
+
+def _saved_line(report: dict, resolved) -> str:
+    return (
+        f"saved {report['model']}: {resolved.family} ({resolved.name}), {report['input_dim']} -> "
+        f"{report['latent_dim']} dims, {report['parameters']:,} parameters; best validation log-likelihood "
+        f"{report['best_val_log_prob']:.4f} nats/row at step {report['best_step']} of {report['steps']} "
         f"({report['seconds']:.1f} s, {report['ms_per_step']:.1f} ms/step)"
         + (f"; resumed at step {report['resumed_at_step']}" if "resumed_at_step" in report else "")
     )

@@ -298,6 +298,12 @@ def _warnings(rows: int, names: list[str], columns: list[_Column]) -> list[str]:
         for column in columns
         if not column.entry["numeric"] and not (column.stray and column.stray.mostly_numeric)
     ]
+    return found + _refusals(numeric, stray) + _cautions(numeric, text)
+
+
+def _refusals(numeric: list[dict[str, Any]], stray: list[tuple[dict[str, Any], _StrayText]]) -> list[str]:
+    """Return the lines for what makes ``funnel train`` refuse the table, each with the way out."""
+    found: list[str] = []
     if not numeric:
         found.append("the table has no numeric columns: funnel train refuses it")
     if stray:
@@ -327,6 +333,12 @@ def _warnings(rows: int, names: list[str], columns: list[_Column]) -> list[str]:
             f"constant column(s) {_names(constant)}: a single value has no density, so funnel train refuses them; "
             "leave them out with --columns, or pass --drop-constant"
         )
+    return found
+
+
+def _cautions(numeric: list[dict[str, Any]], text: list[str]) -> list[str]:
+    """Return the lines for what ``funnel train`` accepts but the user should know: sentinels, integers, text."""
+    found: list[str] = []
     huge = [entry for entry in numeric if _magnitude(entry) > HUGE]
     if huge:
         described = [f"{entry['name']!r} (largest magnitude {_magnitude(entry):.3g})" for entry in huge]

@@ -29,7 +29,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -216,41 +216,14 @@ def evaluate(
       their test scores (:func:`baseline_summaries`), and ``gain_over_ppca``, the model's mean test
       log-likelihood minus that of PPCA at the model's latent size (None without such a PPCA: latent size D).
     """
-    bound = is_bound(estimator)
     columns = list(estimator.columns_)
-    dim = len(columns)
     log_prob = np.asarray(estimator.score_samples(test), dtype=np.float64)
     data = modelled_values(estimator, test)
-    metrics = _likelihood_summary(name, estimator, log_prob)
-    metrics["bits_per_dim"] = m.bits_per_dim(metrics["mean_log_prob"], dim)
-    nonfinite = int(np.sum(~np.isfinite(log_prob)))
-    if nonfinite:
-        metrics["nonfinite_rows"] = nonfinite
-    dequantized = list(estimator.dequantized_columns_)
-    if dequantized:
-        metrics["dequantized_columns"] = dequantized
-    if baselines is not None:
-        metrics["baselines"] = baseline_summaries(baselines, estimator, test)
-        metrics["gain_over_ppca"] = gain_over_ppca(
-            metrics["mean_log_prob"], metrics["latent_dim"], metrics["baselines"]
-        )
-
+    metrics = _likelihood_metrics(estimator, test, log_prob, name=name, baselines=baselines)
     compared = _subsample(_finite_rows(data, "held-out rows"), MAX_COMPARED_ROWS, random_state)
-    samples = (
-        _finite_rows(np.asarray(estimator.sample(len(compared), random_state=random_state), float), "model samples")
-        if len(compared)
-        else np.empty((0, dim))
-    )
+    samples = _model_samples(estimator, len(compared), len(columns), random_state)
     if two_sample and len(compared) >= 5 and len(samples) >= 5:
-        reference, scaled_samples = m.standardise_like(compared, samples)
-        metrics["two_sample"] = {
-            "rows": int(min(len(compared), len(samples))),
-            "classifier_auc": m.classifier_two_sample_auc(samples, compared, random_state=random_state),
-            "sliced_wasserstein": m.sliced_wasserstein(
-                scaled_samples, reference, projections=PROJECTIONS, random_state=random_state
-            ),
-        }
-
+        metrics["two_sample"] = _two_sample(compared, samples, random_state)
     latent = _finite_rows(np.asarray(estimator.transform(test), dtype=np.float64), "latent codes")
     distances = m.wasserstein_to_standard_normal(latent) if len(latent) else np.full(latent.shape[1], np.nan)
     metrics["latent_wasserstein"] = {
@@ -258,25 +231,10 @@ def evaluate(
         "max": float(np.max(distances)),
         "per_coordinate": [float(d) for d in distances],
     }
-
     ood_log_prob = roc = None
     if ood is not None:
         ood_log_prob = np.asarray(estimator.score_samples(ood), dtype=np.float64)
-        if np.isnan(log_prob).any() or np.isnan(ood_log_prob).any():
-            raise Refused(
-                "the model gives NaN log-likelihoods to some rows, which cannot be ranked as anomaly scores",
-                "retrain the model (a lower {lr}), or leave out {ood}",
-            )
-        detection = m.anomaly_detection(log_prob, ood_log_prob)
-        table4 = m.likelihood_ratio_summary(log_prob, ood_log_prob)
-        metrics["ood"] = {
-            "rows": len(ood_log_prob),
-            "auroc": detection["auroc"],
-            "average_precision": detection["average_precision"],
-            "positive_share": detection["positive_share"],
-            **table4,
-        }
-        roc = (detection["fpr"], detection["tpr"])
+        metrics["ood"], roc = _ood_metrics(log_prob, ood_log_prob)
     return Evaluation(
         metrics=metrics,
         columns=columns,
@@ -288,8 +246,73 @@ def evaluate(
         history=list(estimator.history_ or []),
         ood_log_prob=ood_log_prob,
         roc=roc,
-        bound=bound,
+        bound=is_bound(estimator),
     )
+
+
+def _likelihood_metrics(
+    estimator: FunnelDensity,
+    test: pd.DataFrame | np.ndarray,
+    log_prob: np.ndarray,
+    *,
+    name: str | None,
+    baselines: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The test log-likelihood's metrics (see :func:`evaluate`), with the baselines' scores when given."""
+    metrics = _likelihood_summary(name, estimator, log_prob)
+    metrics["bits_per_dim"] = m.bits_per_dim(metrics["mean_log_prob"], len(estimator.columns_))
+    nonfinite = int(np.sum(~np.isfinite(log_prob)))
+    if nonfinite:
+        metrics["nonfinite_rows"] = nonfinite
+    dequantized = list(estimator.dequantized_columns_)
+    if dequantized:
+        metrics["dequantized_columns"] = dequantized
+    if baselines is not None:
+        metrics["baselines"] = baseline_summaries(baselines, estimator, test)
+        metrics["gain_over_ppca"] = gain_over_ppca(
+            metrics["mean_log_prob"], metrics["latent_dim"], metrics["baselines"]
+        )
+    return metrics
+
+
+def _model_samples(estimator: FunnelDensity, count: int, dim: int, random_state: int) -> np.ndarray:
+    """``count`` finite model samples, (count, dim); none asked for when no held-out row is finite."""
+    if not count:
+        return np.empty((0, dim))
+    return _finite_rows(np.asarray(estimator.sample(count, random_state=random_state), float), "model samples")
+
+
+def _two_sample(compared: np.ndarray, samples: np.ndarray, random_state: int) -> dict[str, Any]:
+    """The classifier two-sample AUC and the sliced 1-Wasserstein distance, in the held-out rows' units."""
+    reference, scaled_samples = m.standardise_like(compared, samples)
+    return {
+        "rows": int(min(len(compared), len(samples))),
+        "classifier_auc": m.classifier_two_sample_auc(samples, compared, random_state=random_state),
+        "sliced_wasserstein": m.sliced_wasserstein(
+            scaled_samples, reference, projections=PROJECTIONS, random_state=random_state
+        ),
+    }
+
+
+def _ood_metrics(
+    log_prob: np.ndarray, ood_log_prob: np.ndarray
+) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+    """Anomaly detection of the OOD rows by -log p and the Table 4 summary; with the ROC curve's (fpr, tpr)."""
+    if np.isnan(log_prob).any() or np.isnan(ood_log_prob).any():
+        raise Refused(
+            "the model gives NaN log-likelihoods to some rows, which cannot be ranked as anomaly scores",
+            "retrain the model (a lower {lr}), or leave out {ood}",
+        )
+    detection = m.anomaly_detection(log_prob, ood_log_prob)
+    table4 = m.likelihood_ratio_summary(log_prob, ood_log_prob)
+    metrics = {
+        "rows": len(ood_log_prob),
+        "auroc": detection["auroc"],
+        "average_precision": detection["average_precision"],
+        "positive_share": detection["positive_share"],
+        **table4,
+    }
+    return metrics, (detection["fpr"], detection["tpr"])
 
 
 # ------------------------------------------------------------------------------------------------- the report
@@ -345,28 +368,8 @@ def write_report(
     _checked_multiple(stderr_multiple)
     folder = check_report_folder(folder, overwrite=overwrite)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    bound = evaluation.bound
-    n = len(evaluation.data)
-    temperature_samples = {
-        t: _finite_rows(
-            np.asarray(estimator.sample(n, random_state=random_state + i, temperature=t), dtype=np.float64),
-            f"samples at temperature {t}",
-        )
-        for i, t in enumerate(TEMPERATURES)
-    }
-    figures = {
-        "training": lambda: plots.training_curves(evaluation.history, bound=bound),
-        "columns": lambda: plots.column_histograms(evaluation.data, evaluation.samples, evaluation.columns),
-        "corner": lambda: plots.corner_plot(evaluation.data, evaluation.samples, evaluation.columns),
-        "latent": lambda: plots.latent_histograms(evaluation.latent, evaluation.latent_distances, bound=bound),
-        "temperatures": lambda: plots.temperature_samples(evaluation.data, temperature_samples),
-    }
-    if evaluation.ood_log_prob is not None:
-        auroc = evaluation.metrics["ood"]["auroc"]
-        figures["ood_log_prob"] = lambda: plots.log_likelihood_histograms(
-            evaluation.log_prob, evaluation.ood_log_prob, bound=bound, labels=(test_name, ood_name)
-        )
-        figures["roc"] = lambda: plots.roc_curve_figure(*evaluation.roc, auroc, bound=bound)
+    temperature_samples = _temperature_samples(estimator, len(evaluation.data), random_state)
+    figures = _figure_makers(evaluation, temperature_samples, test_name=test_name, ood_name=ood_name)
     # Not funnelcli.atomic.staged_folder: the report goes into the folder, which is kept (it may be one the user
     # made, with its own mode, or the current folder), and only the report's own files in it are replaced.
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.report-", dir=folder.parent))
@@ -382,16 +385,56 @@ def write_report(
             stderr_multiple=stderr_multiple,
         )
         (staging / INDEX).write_text(page, encoding="utf-8")
-        folder.mkdir(exist_ok=True)
-        for key in figures:
-            os.replace(staging / FIGURES[key], folder / FIGURES[key])
-        for key, name in FIGURES.items():
-            if key not in figures:
-                (folder / name).unlink(missing_ok=True)
-        os.replace(staging / INDEX, folder / INDEX)
+        _move_into(staging, folder, shown=list(figures))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder / INDEX
+
+
+def _temperature_samples(estimator: FunnelDensity, count: int, random_state: int) -> dict[float, np.ndarray]:
+    """``count`` finite model samples at each of :data:`TEMPERATURES`, each drawn with its own seed."""
+    return {
+        t: _finite_rows(
+            np.asarray(estimator.sample(count, random_state=random_state + i, temperature=t), dtype=np.float64),
+            f"samples at temperature {t}",
+        )
+        for i, t in enumerate(TEMPERATURES)
+    }
+
+
+def _figure_makers(
+    evaluation: Evaluation, temperature_samples: dict[float, np.ndarray], *, test_name: str, ood_name: str
+) -> dict[str, Callable[[], Any]]:
+    """The report's figures by key (see :data:`FIGURES`), each drawn only when called; the OOD ones with OOD rows."""
+    from funnelcli.evaluation import plots
+
+    bound = evaluation.bound
+    figures = {
+        "training": lambda: plots.training_curves(evaluation.history, bound=bound),
+        "columns": lambda: plots.column_histograms(evaluation.data, evaluation.samples, evaluation.columns),
+        "corner": lambda: plots.corner_plot(evaluation.data, evaluation.samples, evaluation.columns),
+        "latent": lambda: plots.latent_histograms(evaluation.latent, evaluation.latent_distances, bound=bound),
+        "temperatures": lambda: plots.temperature_samples(evaluation.data, temperature_samples),
+    }
+    if evaluation.ood_log_prob is not None:
+        auroc = evaluation.metrics["ood"]["auroc"]
+        figures["ood_log_prob"] = lambda: plots.log_likelihood_histograms(
+            evaluation.log_prob, evaluation.ood_log_prob, bound=bound, labels=(test_name, ood_name)
+        )
+        figures["roc"] = lambda: plots.roc_curve_figure(*evaluation.roc, auroc, bound=bound)
+    return figures
+
+
+def _move_into(staging: Path, folder: Path, *, shown: list[str]) -> None:
+    """Rename the staged report into ``folder``, ``index.html`` last, so that a page never links a missing
+    figure; an earlier report's figures that this one does not make are removed."""
+    folder.mkdir(exist_ok=True)
+    for key in shown:
+        os.replace(staging / FIGURES[key], folder / FIGURES[key])
+    for key, name in FIGURES.items():
+        if key not in shown:
+            (folder / name).unlink(missing_ok=True)
+    os.replace(staging / INDEX, folder / INDEX)
 
 
 def _number(value: Any, digits: int = 4) -> str:
@@ -422,21 +465,8 @@ def metric_rows(metrics: dict[str, Any], *, stderr_multiple: float = 1) -> list[
         ("dimensions", f"{metrics['input_dim']} -> {metrics['latent_dim']} (latent size)"),
         ("parameters", _number(metrics["parameters"])),
     ]
-    for baseline in metrics.get("baselines", []):
-        rows.append(
-            (
-                f"baseline: {baseline['label']}, nats/row",
-                f"{plus_minus(baseline)} ({_number(baseline['parameters'])} parameters)",
-            )
-        )
     if "baselines" in metrics:
-        gain = metrics.get("gain_over_ppca")
-        rows.append(
-            (
-                "gain over PPCA of the same latent size, nats/row",
-                "– (the latent size is the dimension)" if gain is None else f"{gain:+.4f}",
-            )
-        )
+        rows += _baseline_rows(metrics["baselines"], metrics.get("gain_over_ppca"), plus_minus)
     if metrics.get("nonfinite_rows"):
         rows.append(("rows with non-finite log-likelihood", _number(metrics["nonfinite_rows"])))
     two = metrics.get("two_sample")
@@ -449,21 +479,46 @@ def metric_rows(metrics: dict[str, Any], *, stderr_multiple: float = 1) -> list[
     )
     ood = metrics.get("ood")
     if ood:
-        rows += [
-            ("OOD rows", _number(ood["rows"])),
-            ("anomaly AUROC (score -log p, OOD positive)", _number(ood["auroc"], 3)),
-            (f"anomaly average precision (chance {ood['positive_share']:.3f})", _number(ood["average_precision"], 3)),
-            (
-                f"mean {what}: test / OOD",
-                f"{_number(ood['mean_log_prob_in'], 2)} / {_number(ood['mean_log_prob_out'], 2)}",
-            ),
-            ("ratio OOD / test (Table 4)", _number(ood["ratio"], 3)),
-        ]
+        rows += _ood_rows(ood, what)
     dequantized = metrics.get("dequantized_columns")
     if dequantized:
         shown = ", ".join(dequantized[:4]) + (", ..." if len(dequantized) > 4 else "")
         rows.append(("dequantized (integer) columns, scored as x + U[0, 1)", f"{len(dequantized)}: {shown}"))
     return rows
+
+
+def _baseline_rows(
+    baselines: Sequence[Mapping[str, Any]], gain: float | None, plus_minus: Callable[[Mapping[str, Any]], str]
+) -> list[tuple[str, str]]:
+    """A row per baseline's test score, then the model's gain over PPCA of its latent size."""
+    rows = [
+        (
+            f"baseline: {baseline['label']}, nats/row",
+            f"{plus_minus(baseline)} ({_number(baseline['parameters'])} parameters)",
+        )
+        for baseline in baselines
+    ]
+    rows.append(
+        (
+            "gain over PPCA of the same latent size, nats/row",
+            "– (the latent size is the dimension)" if gain is None else f"{gain:+.4f}",
+        )
+    )
+    return rows
+
+
+def _ood_rows(ood: Mapping[str, Any], what: str) -> list[tuple[str, str]]:
+    """The anomaly-detection rows: AUROC, average precision and the Table 4 means and ratio."""
+    return [
+        ("OOD rows", _number(ood["rows"])),
+        ("anomaly AUROC (score -log p, OOD positive)", _number(ood["auroc"], 3)),
+        (f"anomaly average precision (chance {ood['positive_share']:.3f})", _number(ood["average_precision"], 3)),
+        (
+            f"mean {what}: test / OOD",
+            f"{_number(ood['mean_log_prob_in'], 2)} / {_number(ood['mean_log_prob_out'], 2)}",
+        ),
+        ("ratio OOD / test (Table 4)", _number(ood["ratio"], 3)),
+    ]
 
 
 _CAPTIONS = {
@@ -516,6 +571,12 @@ def _html(
 
     top = figure("training") if "training" in shown else ""
     sections = "\n".join(figure(key) for key in _ORDER if key in shown)
+    return _page(heading, subtitle, table=table, top=top, sections=sections)
+
+
+def _page(heading: str, subtitle: str, *, table: str, top: str, sections: str) -> str:
+    """The HTML page around its parts; ``table``, ``top`` and ``sections`` are HTML already escaped."""
+    e = html.escape
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

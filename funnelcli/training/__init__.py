@@ -19,9 +19,10 @@ Nothing is lost and nothing is silent:
   ranks' shares of the validation rows, and every decision (skip a step, stop early, stop on a signal) is
   taken by all ranks together. Only rank 0 writes checkpoints; they hold every rank's RNG and batch order.
 
-The modules: :mod:`.loop` (:func:`fit`: the step, validation and early stopping, decisions across ranks),
-:mod:`.checkpoint` (what a checkpoint holds and its safetensors form), :mod:`.rows` (training rows on the
-device or in host memory) and :mod:`.signals` (SIGINT and SIGTERM).
+The modules: :mod:`.placement` (:func:`fit_rows`: rows from host memory; the device, the process group and
+where the rows live), :mod:`.loop` (:func:`fit`: the step, validation and early stopping, decisions across
+ranks), :mod:`.checkpoint` (what a checkpoint holds and its safetensors form), :mod:`.rows` (training rows on
+the device or in host memory) and :mod:`.signals` (SIGINT and SIGTERM).
 """
 
 from funnelcli.training.loop import (
@@ -33,6 +34,7 @@ from funnelcli.training.loop import (
     resolve_device,
     total_log_prob,
 )
+from funnelcli.training.placement import fit_rows
 from funnelcli.training.signals import TrainingInterrupted
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "TrainingInterrupted",
     "TrainingSummary",
     "fit",
+    "fit_rows",
     "mean_log_prob",
     "resolve_device",
     "total_log_prob",

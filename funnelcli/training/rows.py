@@ -7,8 +7,11 @@ host wait. On the CPU the rows are always "on the device".
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
+log = logging.getLogger("funnelcli")
 #: The share of a GPU's free memory the training and validation rows may take; the rest is for the model.
 DEVICE_DATA_SHARE = 0.5
 
@@ -27,6 +30,25 @@ def place_rows(rows: torch.Tensor, device: torch.device, *, on_device: bool) -> 
     if on_device:
         return rows.to(device)
     return rows.pin_memory() if device.type == "cuda" else rows
+
+
+def placed(
+    train: torch.Tensor, validation: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(training rows, validation rows, whether they are on ``device``), from rows in host memory: both on
+    ``device`` when they fit there together, else both in host memory, each batch copied over as training needs
+    it."""
+    n_bytes = train.nbytes + validation.nbytes
+    on_device = fits_on_device(n_bytes, device)
+    if not on_device:
+        log.warning(
+            "the %.2f GB of training and validation rows do not fit in %s's free memory: each batch is copied "
+            "from pinned host memory instead",
+            n_bytes / 1e9,
+            device,
+        )
+    train, validation = (place_rows(t, device, on_device=on_device) for t in (train, validation))
+    return train, validation, on_device
 
 
 class HostBatches:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import funnelcli.estimator
+import funnelcli.training.rows
 from funnelcli.estimator import FunnelDensity
 from funnelcli.training import TrainingInterrupted
 from funnelcli.training.rows import HostBatches, fits_on_device
@@ -30,8 +30,17 @@ class SignalAt:
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def streamed(monkeypatch) -> None:
-    monkeypatch.setattr(funnelcli.estimator, "fits_on_device", lambda n_bytes, device: False)
+def streamed(monkeypatch) -> list[int]:
+    """Declare the rows too big for the device; the list returned counts the batches copied from host memory."""
+    monkeypatch.setattr(funnelcli.training.rows, "fits_on_device", lambda n_bytes, device: False)
+    fetched, fetch = [], HostBatches.fetch
+
+    def counted(self, indices):
+        fetched.append(indices.shape[0])
+        return fetch(self, indices)
+
+    monkeypatch.setattr(HostBatches, "fetch", counted)
+    return fetched
 
 
 def estimator(tmp_path, **params) -> FunnelDensity:
@@ -54,16 +63,18 @@ def test_host_batches_are_the_indexed_rows_and_never_alias_the_staging_buffer():
 def test_a_model_trained_on_streamed_rows_scores_like_one_trained_on_device_rows(tmp_path, monkeypatch):
     table, test = manifold_table(600, seed=0), manifold_table(300, seed=1)
     resident = estimator(tmp_path).fit(table).score_samples(test)
-    streamed(monkeypatch)
+    fetched = streamed(monkeypatch)
     hosted = estimator(tmp_path).fit(table).score_samples(test)
+    assert len(fetched) >= 60  # every training step's batch came from host memory
     assert np.isfinite(hosted).all()
     assert abs(hosted.mean() - resident.mean()) < 3 * resident.std() / np.sqrt(len(test))
 
 
 def test_streamed_training_resumes_to_the_bit(tmp_path, monkeypatch):
-    streamed(monkeypatch)
+    fetched = streamed(monkeypatch)
     table = manifold_table(400)
     whole = estimator(tmp_path).fit(table)
+    assert len(fetched) >= 60
     with pytest.raises(TrainingInterrupted):
         estimator(tmp_path).fit(table, callback=SignalAt(23), checkpoint_dir=tmp_path / "run")
     resumed = estimator(tmp_path).fit(table, checkpoint_dir=tmp_path / "run", resume=True)

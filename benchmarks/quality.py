@@ -11,14 +11,17 @@ kept, rows with a missing value dropped, and a column whose values sit on a grid
 half the rows) gets uniform noise of one grid step, so no model can earn likelihood from spikes. The rows are
 split 80/10/10 with seed 0.
 
-Models, all at the same steps, batch size (256), learning rate (5e-4, cosine), gradient clipping (5),
-validation schedule (every steps/8, best kept) and seed, on the same splits:
+Models, all at the same steps, batch size (256), cosine schedule, gradient clipping (5), validation schedule
+(every steps/8, best kept) and seed, on the same splits:
 
 - ``f-nsf-25``, ``f-nsf-50``, ``f-nsf-75``: funnelcli's default ``f-nsf`` recipe removing 25, 50 or 75% of the
-  dimensions; ``nsf``: funnelcli's default ``nsf`` recipe;
+  dimensions; ``nsf``: funnelcli's default ``nsf`` recipe. Each at its recipe's own learning rate (2e-3 since
+  the suite chose it; ``f-nsf-25-lr5e-4`` and the like are the earlier default, 5e-4) and with the recipe's
+  Gaussian fallback;
 - ``nflows-nsf``: a plain nflows NSF written here (8 steps of permutation, LU and RQ coupling, width 128, 2
-  residual blocks, 8 bins, tail bound 3: the sizes of funnelcli's ``nsf``);
-- ``zuko-nsf``: zuko's NSF (8 autoregressive transforms, hidden layers 128 x 2, 8 bins);
+  residual blocks, 8 bins, tail bound 3: the sizes of funnelcli's ``nsf``), learning rate 5e-4 (and 2e-3 as
+  ``nflows-nsf-lr2e-3``);
+- ``zuko-nsf``: zuko's NSF (8 autoregressive transforms, hidden layers 128 x 2, 8 bins), learning rate 5e-4;
 - ``gmm``: a full-covariance Gaussian mixture whose k is chosen on the validation rows; ``gaussian``: one
   full-covariance Gaussian;
 - candidates for the defaults, run only when named with ``--models``: ``small-f-nsf-50`` and ``small-nsf`` (the
@@ -26,7 +29,7 @@ validation schedule (every steps/8, best kept) and seed, on the same splits:
 
 Each run appends one JSON line to ``benchmarks/quality.jsonl``: the table, model, budget and seed, the
 test log-likelihood (nats per row, in the units of the data) and its standard error, ms per training step,
-the truth where it is known, and the commit that ran it. A row already in the file is not run again, so the
+the truth where it is known, the learning rate and the commit that ran it. A row already in the file is not run again, so the
 suite runs in parts (``--tables``, ``--models``) and resumes. ``--quick`` runs a subset: 3 small tables, 5
 models, 600 steps. Nothing is asserted.
 """
@@ -56,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.synthetic import make_data  # noqa: E402
 from funnelcli.baselines import full_gaussian, gaussian_mixture  # noqa: E402
 from funnelcli.estimator import FunnelDensity  # noqa: E402
+from funnelcli.models.recipe import load_recipe  # noqa: E402
 from funnelcli.stats import mean_and_stderr  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "quality.jsonl"  # committed, so that the suite resumes in any checkout
@@ -153,7 +157,6 @@ def funnelcli_model(recipe: str, reduce: float | None, **fields):
             reduce=reduce,
             steps=steps,
             batch_size=BATCH,
-            lr=LR,
             seed=seed,
             eval_every=max(steps // EVALUATIONS, 1),
             device="cpu",
@@ -164,8 +167,10 @@ def funnelcli_model(recipe: str, reduce: float | None, **fields):
         settings.update({k: v for k, v in fields.items() if k != "eval_every"})
         estimator = FunnelDensity(recipe, **settings)
         estimator.fit(train, validation=val)
-        return estimator.score_samples(test), estimator.summary_["ms_per_step"], estimator.latent_dim_
+        lr = estimator.recipe_.training.lr  # the recipe's own: the defaults are what is measured
+        return estimator.score_samples(test), estimator.summary_["ms_per_step"], estimator.latent_dim_, lr
 
+    fit_and_score.lr = fields.get("lr") or load_recipe(recipe).training.lr
     return fit_and_score
 
 
@@ -206,7 +211,7 @@ def zuko_nsf(dim: int) -> torch.nn.Module:
     return LogProb()
 
 
-def torch_model(build):
+def torch_model(build, lr: float = LR):
     """Train ``build(dim)`` (anything with ``log_prob``) as funnelcli trains: Adam, cosine, clipping, best kept."""
 
     def fit_and_score(train, val, test, steps, seed):
@@ -219,7 +224,7 @@ def torch_model(build):
 
         x, x_val, x_test = standardised(train), standardised(val), standardised(test)
         model = build(x.shape[1])
-        optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
         generator = torch.Generator().manual_seed(seed)
         best, best_state, step_seconds = -math.inf, None, 0.0
@@ -246,16 +251,18 @@ def torch_model(build):
         model.eval()
         with torch.no_grad():
             scores = torch.cat([model.log_prob(c) for c in x_test.split(4096)]).double().numpy()
-        return scores - np.log(scale).sum(), 1000 * step_seconds / steps, x.shape[1]
+        return scores - np.log(scale).sum(), 1000 * step_seconds / steps, x.shape[1], lr
 
+    fit_and_score.lr = lr
     return fit_and_score
 
 
 def baseline(kind: str):
     def fit_and_score(train, val, test, steps, seed):
         fitted = gaussian_mixture(train, val, seed=seed) if kind == "gmm" else full_gaussian(train)
-        return fitted.score_samples(test), None, train.shape[1]
+        return fitted.score_samples(test), None, train.shape[1], None
 
+    fit_and_score.lr = None
     return fit_and_score
 
 
@@ -265,6 +272,7 @@ MODELS = {
     "f-nsf-75": funnelcli_model("f-nsf", 0.75),
     "nsf": funnelcli_model("nsf", None),
     "nflows-nsf": torch_model(nflows_nsf),
+    "nflows-nsf-lr2e-3": torch_model(nflows_nsf, lr=2e-3),  # is the learning rate's gain funnelcli's own?
     # Candidates for the defaults (issue 13): the small recipes, and the issue's stronger F-NSF layout
     # (5 autoregressive steps of width 256 with a Gaussian ansatz) with its full-dimension counterpart.
     "small-f-nsf-50": funnelcli_model("small-f-nsf", 0.5),
@@ -280,6 +288,13 @@ MODELS = {
         "f-nsf", 0.75, transform="autoregressive", flow_steps=5, hidden_features=256, ansatz="gaussian", batch_size=512
     ),
     "f-nsf-75-lr1e-3": funnelcli_model("f-nsf", 0.75, lr=1e-3),
+    "f-nsf-75-lr2e-3": funnelcli_model("f-nsf", 0.75, lr=2e-3),
+    "f-nsf-50-lr1e-3": funnelcli_model("f-nsf", 0.5, lr=1e-3),
+    "f-nsf-25-lr1e-3": funnelcli_model("f-nsf", 0.25, lr=1e-3),
+    "nsf-lr1e-3": funnelcli_model("nsf", None, lr=1e-3),
+    "f-nsf-25-lr2e-3": funnelcli_model("f-nsf", 0.25, lr=2e-3),
+    "f-nsf-50-lr2e-3": funnelcli_model("f-nsf", 0.5, lr=2e-3),
+    "nsf-lr2e-3": funnelcli_model("nsf", None, lr=2e-3),
     "f-nsf-75-b512": funnelcli_model("f-nsf", 0.75, batch_size=512, lr=1e-3),
     # The Gaussian start (training.start = "gaussian"), with validation every 250 steps or once an epoch.
     "gs-f-nsf-50": funnelcli_model("f-nsf", 0.5, start="gaussian"),
@@ -307,8 +322,14 @@ def commit() -> str:
         return "unknown"
 
 
+#: Every flow row written before rows recorded their learning rate ran at 5e-4.
+EARLIER_LR = 5e-4
+
+
 def key(row: dict) -> tuple:
-    return row["table"], row["model"], row["steps"], row["seed"]
+    """What makes two runs the same: a default recipe whose learning rate changed is run again."""
+    lr = row.get("lr", EARLIER_LR if row["steps"] else None)
+    return row["table"], row["model"], row["steps"], row["seed"], lr
 
 
 def done(path: Path) -> set[tuple]:
@@ -322,7 +343,7 @@ def run_one(table: Table, frame, log_p, model: str, steps: int, seed: int) -> di
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scores, ms_per_step, latent = MODELS[model](train, val, test, steps, seed)
+        scores, ms_per_step, latent, lr = MODELS[model](train, val, test, steps, seed)
     mean, stderr = mean_and_stderr(scores)
     row = {
         "table": table.name,
@@ -333,6 +354,7 @@ def run_one(table: Table, frame, log_p, model: str, steps: int, seed: int) -> di
         "rows": len(frame),
         "dim": frame.shape[1],
         "latent_dim": int(latent),
+        "lr": lr,
         "test_log_prob": round(mean, 4),
         "test_stderr": round(stderr, 4),
         "worst_row": round(float(np.min(scores)), 2) if np.isfinite(scores).all() else None,
@@ -359,12 +381,14 @@ def first_dim(group: pd.DataFrame) -> int:
     return int(group.iloc[0].dim)
 
 
-def report(path: Path, steps: int) -> str:
+def report(path: Path, steps: int, only: list[str] | None = None) -> str:
     """One markdown table of the runs at ``steps`` (and the baselines, which have no steps): test
-    log-likelihood ± s.e. per table and model, the best bold, and win counts."""
+    log-likelihood ± s.e. per table and model (``only`` these models, if given), the best bold, and win counts."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     frame = pd.DataFrame(rows)
     frame = frame[frame.steps.isin([steps, 0])]
+    if only:
+        frame = frame[frame.model.isin(only)]
     models = [m for m in MODELS if m in set(frame.model)]
     lines = [
         "| table | rows | D | " + " | ".join(models) + " | truth |",
@@ -431,7 +455,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_TABLES} x {QUICK_MODELS} at {QUICK_STEPS} steps")
     parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--report", action="store_true", help="print the markdown table of the runs at --steps")
+    parser.add_argument(
+        "--report", action="store_true", help="print the markdown table of the runs at --steps (of --models, if given)"
+    )
     parser.add_argument("--list", action="store_true", help="print the tables and models")
     args = parser.parse_args()
     if args.list:
@@ -439,7 +465,8 @@ def main() -> None:
         print("models:", ", ".join(MODELS))
         return
     if args.report:
-        print(report(args.results, QUICK_STEPS if args.quick else args.steps), end="")
+        only = args.models.split(",") if args.models else None
+        print(report(args.results, QUICK_STEPS if args.quick else args.steps, only), end="")
         return
     tables = list(QUICK_TABLES) if args.quick else (args.tables.split(",") if args.tables else list(TABLES))
     models = list(QUICK_MODELS) if args.quick else (args.models.split(",") if args.models else list(DEFAULT_MODELS))
@@ -453,7 +480,7 @@ def main() -> None:
         frame, log_p = TABLES[name].load()
         for model in models:
             for seed in (int(s) for s in args.seeds.split(",")):
-                wanted = (name, model, steps if model in FLOWS else 0, seed)
+                wanted = (name, model, steps if model in FLOWS else 0, seed, MODELS[model].lr)
                 if wanted in finished:
                     continue
                 row = run_one(TABLES[name], frame, log_p, model, steps, seed)

@@ -29,8 +29,9 @@ Models, all at the same steps, batch size (256), cosine schedule, gradient clipp
 
 Each run appends one JSON line to ``benchmarks/quality.jsonl``: the table, model, budget and seed, the
 test log-likelihood (nats per row, in the units of the data) and its standard error, ms per training step,
-the truth where it is known, the learning rate and the commit that ran it. A row already in the file is not run again, so the
-suite runs in parts (``--tables``, ``--models``) and resumes. ``--quick`` runs a subset: 3 small tables, 5
+the truth where it is known, the learning rate and the commit that ran it. A row already in the file (same
+table, model, steps, seed and learning rate) is not run again, so the suite runs in parts (``--tables``,
+``--models``) and resumes. ``--quick`` runs a subset: 3 small tables, 5
 models, 600 steps. Nothing is asserted.
 """
 

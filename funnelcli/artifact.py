@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save, save_file
 
 from funnelcli import atomic, outputs
 from funnelcli.checksum import sha256
-from funnelcli.errors import UserError
+from funnelcli.errors import Refused, UserError
 from funnelcli.model_json import (
     CHECKPOINTS,
     FORMAT,
@@ -83,6 +83,10 @@ _HEADER_KEY = "funnelcli"
 # -- the model folder ------------------------------------------------------------------------------------------
 
 
+#: The remedy for a checkpoint that cannot be resumed (a :class:`Refused` remedy, naming parameters).
+START_OVER = "start over with {overwrite=True} (without {resume})"
+
+
 def check_writable(folder: Path, *, overwrite: bool, resume: bool = False, inputs: Iterable[str | Path] = ()) -> None:
     """Refuse early (before hours of training) an output folder that this run may not write.
 
@@ -96,18 +100,20 @@ def check_writable(folder: Path, *, overwrite: bool, resume: bool = False, input
     latest = folder / CHECKPOINTS / LATEST
     if resume:
         if not latest.is_file():
-            raise UserError(f"{folder} holds no checkpoint to resume ({latest} is missing); run without --resume")
+            raise Refused(f"{folder} holds no checkpoint to resume ({latest} is missing)", "run without {resume}")
         if (folder / METADATA).exists() and not overwrite:
-            raise UserError(f"{folder} already holds a model; pass --force to replace it when the resumed run ends")
+            raise Refused(
+                f"{folder} already holds a model", "pass {overwrite=True} to replace it when the resumed run ends"
+            )
         return
     if overwrite or not folder.exists() or not any(folder.iterdir()):
         return
     if latest.is_file():
-        raise UserError(
-            f"{folder} holds the checkpoints of an unfinished run{_progress_of(latest)}; pass --resume to continue "
-            "it, or --force to start over"
+        raise Refused(
+            f"{folder} holds the checkpoints of an unfinished run{_progress_of(latest)}",
+            "pass {resume=True} to continue it, or {overwrite=True} to start over",
         )
-    raise UserError(f"{folder} already holds a model; pass --force to replace it or choose another --output")
+    raise Refused(f"{folder} already holds a model", "pass {overwrite=True} to replace it or choose another {output}")
 
 
 def holds_only_checkpoints(folder: str | Path) -> bool:
@@ -225,34 +231,35 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     """
     path = Path(path)
     damaged = f"checkpoint {path} is damaged"
-    way_out = "start over with --force (without --resume)"
+    way_out = START_OVER
     if not path.is_file():
-        raise UserError(f"checkpoint {path} is missing; {way_out}")
+        raise Refused(f"checkpoint {path} is missing", way_out)
     try:
         with safe_open(str(path), framework="pt") as file:
             header = (file.metadata() or {}).get(_HEADER_KEY)
             document = _parse_header(header)
             if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
-                raise UserError(f"{path} is not a funnelcli checkpoint; {way_out}")
+                raise Refused(f"{path} is not a funnelcli checkpoint", way_out)
             version = document.get("format_version")
             if isinstance(version, bool) or version != CHECKPOINT_VERSION:
                 shown = version if isinstance(version, int) and abs(version) < 10**9 else "?"
                 raise UserError(
                     f"checkpoint {path} has format version {shown}; this funnelcli resumes version "
-                    f"{CHECKPOINT_VERSION}: resume with the funnelcli version that wrote it, or {way_out}"
+                    f"{CHECKPOINT_VERSION}: resume with the funnelcli version that wrote it, or start over with "
+                    "--force (without --resume)"
                 )
             if document.get("header_sha256") != _header_sha256(document):
-                raise UserError(
-                    f"{damaged} (its header was edited: the document does not match its recorded SHA-256); {way_out}"
+                raise Refused(
+                    f"{damaged} (its header was edited: the document does not match its recorded SHA-256)", way_out
                 )
             _check_checkpoint_header(path, document, way_out)
             tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError) as error:
         if isinstance(error, UserError):
             raise
-        raise UserError(f"{damaged} (not a safetensors file: {reason(error)}); {way_out}") from None
+        raise Refused(f"{damaged} (not a safetensors file: {reason(error)})", way_out) from None
     if document.get("tensors_sha256") != _tensors_sha256(tensors):
-        raise UserError(f"{damaged} (its tensors do not match their checksum); {way_out}")
+        raise Refused(f"{damaged} (its tensors do not match their checksum)", way_out)
     return tensors, document
 
 
@@ -280,7 +287,7 @@ def _check_checkpoint_header(path: Path, document: dict[str, Any], way_out: str)
     elif not whole(document.get("step"), 0) or document["step"] > document["steps"]:
         problem = "step is not a whole number in 0..steps"
     if problem is not None:
-        raise UserError(f"checkpoint {path} is damaged (header field {problem}); {way_out}")
+        raise Refused(f"checkpoint {path} is damaged (header field {problem})", way_out)
 
 
 def _header_document(path: str | Path) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from funnelcli.errors import UserError
+from funnelcli.errors import Refused
 
 SPLITS = ("train", "validation", "test")
 MANIFEST = "manifest.json"
@@ -36,5 +36,5 @@ def split_file(path: str | Path, split: str) -> Path:
         return path
     file = path / f"{split}.parquet"
     if not file.is_file():
-        raise UserError(f"{path} is a prepared data folder without {file.name}; prepare it again with --force")
+        raise Refused(f"{path} is a prepared data folder without {file.name}", "prepare it again with {overwrite=True}")
     return file

@@ -32,7 +32,7 @@ import pandas as pd
 from funnelcli.atomic import atomic_path
 from funnelcli.data.hdf5 import OutsideTheFile, local, read_pandas_group
 from funnelcli.data.messages import cut, plural, reason, shown_value
-from funnelcli.errors import UserError
+from funnelcli.errors import OutOfRange, Refused, UserError
 
 __all__ = [
     "MAX_COLUMNS",
@@ -452,7 +452,7 @@ def _refuse_nested(shown: str, columns: list[str], nested: dict[str, Any]) -> No
     chosen = [name for name in columns if name in nested]
     if chosen:
         described = ", ".join(f"column {name!r} holds {nested[name]} values" for name in chosen)
-        raise one_line_error(f"{shown}: {described}, not numbers; leave the column(s) out of --columns")
+        raise refused(f"{shown}: {described}, not numbers", "leave the column(s) out of {columns}")
 
 
 def read_hdf5(source: Path, shown: str, key: str | None) -> pd.DataFrame:
@@ -521,12 +521,10 @@ def _choose_hdf5_table(shown: str, tables: dict[str, str], key: str | None) -> t
     if key is None:
         if len(tables) == 1:
             return next(iter(tables.items()))
-        raise one_line_error(f"{shown} holds several tables ({_plain_list(tables)}); choose one with --key")
+        raise refused(f"{shown} holds several tables ({_plain_list(tables)})", "choose one with {key}")
     wanted = key.strip("/")
     if wanted not in tables:
-        raise one_line_error(
-            f"{shown}: no table {key!r}; keys in the file: {_plain_list(tables)}; choose one with --key"
-        )
+        raise refused(f"{shown}: no table {key!r}; keys in the file: {_plain_list(tables)}", "choose one with {key}")
     return wanted, tables[wanted]
 
 
@@ -540,8 +538,8 @@ def _dataset_frame(shown: str, dataset: Any, name: str) -> pd.DataFrame:
         except ValueError as exc:
             raise unreadable_error(shown, "HDF5", exc) from None
     if dataset.dtype.kind not in "biuf":
-        raise one_line_error(
-            f"{shown}: dataset {name!r} holds {dataset.dtype} values, not numbers; choose another with --key"
+        raise refused(
+            f"{shown}: dataset {name!r} holds {dataset.dtype} values, not numbers", "choose another with {key}"
         )
     if dataset.ndim not in (1, 2):
         raise one_line_error(
@@ -620,15 +618,22 @@ def numeric_frame(
     if skipped:
         log.warning("skipping non-numeric column(s) %s in %s; choose columns with --columns", _quoted(skipped), shown)
     if problems:
-        raise one_line_error(f"{shown}: {_joined(problems)}; fix these values or exclude the column(s) with --columns")
+        raise refused(f"{shown}: {_joined(problems)}", "fix these values or exclude the column(s) with {columns}")
     if not kept:
-        raise one_line_error(f"{shown} has no numeric columns{_delimiter_hint(names, raw)}")
+        hint = _delimiter_hint(names, raw)
+        if hint is None:
+            raise refused(
+                f"{shown} has no numeric columns",
+                "give the table at least one column of numbers, or name them with {columns}",
+            )
+        raise one_line_error(f"{shown} has no numeric columns{hint}")
     _check_finite(shown, kept, values, row_offset)
     return _assemble(raw, kept, values)
 
 
-def _delimiter_hint(names: Sequence[str], raw: pd.DataFrame | None = None) -> str:
-    """A way out for a table without numbers: most often the file uses another delimiter or decimal mark."""
+def _delimiter_hint(names: Sequence[str], raw: pd.DataFrame | None = None) -> str | None:
+    """A way out for a table without numbers: most often the file uses another delimiter or decimal mark (None:
+    neither, and the caller says to give columns of numbers)."""
     if raw is not None and len(raw):
         for position in range(min(raw.shape[1], _REPORT_LIMIT)):
             column = raw.iloc[:, position]
@@ -646,7 +651,7 @@ def _delimiter_hint(names: Sequence[str], raw: pd.DataFrame | None = None) -> st
                     f"; its header reads as one column {names[0]!r}, so the file seems to be delimited by {label}: "
                     "save it comma-separated (or as .tsv for tabs)"
                 )
-    return "; give the table at least one column of numbers, or name them with --columns"
+    return None
 
 
 def _inspect_column(series: pd.Series, name: str, explicit: bool, row_offset: int = 0) -> _Verdict:
@@ -747,7 +752,7 @@ def check_unique(shown: str, names: Sequence[str]) -> None:
 def check_selection(shown: str, available: Sequence[str], columns: Sequence[str]) -> None:
     """Refuse an empty selection, a name selected twice, or names the file does not have."""
     if not columns:
-        raise one_line_error(f"{shown}: no columns selected; name at least one with --columns")
+        raise refused(f"{shown}: no columns selected", "name at least one with {columns}")
     repeated = [name for name, count in Counter(columns).items() if count > 1]
     if repeated:
         raise one_line_error(f"{shown}: column(s) {_quoted(repeated)} selected more than once in --columns")
@@ -768,11 +773,11 @@ def split_validation(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[p
     strictly between 0 and 1 or the frame has fewer than 2 rows.
     """
     if not 0 < fraction < 1:  # also false for NaN
-        raise one_line_error(f"--val-fraction must be between 0 and 1 (exclusive), got {fraction}")
+        raise OutOfRange("val_fraction", fraction, "between 0 and 1 (exclusive)")
     n = len(frame)
     if n < 2:
-        raise one_line_error(
-            f"the table has {plural(n, 'row')}; a validation split needs at least 2 rows, or pass --validation FILE"
+        raise Refused(
+            f"the table has {plural(n, 'row')}", "a validation split needs at least 2 rows, or pass {validation=FILE}"
         )
     n_val = min(max(1, round(fraction * n)), n - 1)
     order = np.random.default_rng(seed).permutation(n)
@@ -816,7 +821,7 @@ def check_output_path(path: PathArg, *, overwrite: bool = True) -> str:
     if target.is_dir():
         raise one_line_error(f"{shown} is a directory; give a file name ending in one of {', '.join(WRITE_EXTENSIONS)}")
     if not overwrite and target.exists():
-        raise one_line_error(f"{shown} already exists; pass --force to overwrite it")
+        raise refused(f"{shown} already exists", "pass {overwrite=True} to overwrite it")
     return fmt
 
 
@@ -845,6 +850,11 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 def one_line_error(message: str) -> UserError:
     """Return a UserError whose message is guaranteed to be one line."""
     return UserError(" ".join(message.split("\n")).replace("\r", " "))
+
+
+def refused(problem: str, remedy: str) -> Refused:
+    """Return a :class:`Refused` whose problem (which may name a file) is guaranteed to be one line."""
+    return Refused(" ".join(problem.split("\n")).replace("\r", " "), remedy)
 
 
 def unreadable_error(shown: str, fmt: str, exc: BaseException) -> UserError:

@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from funnelcli.errors import UserError
+from funnelcli.errors import BadValue, Misused, OutOfRange, Refused, UserError
 
 # The families are declared in the registry; FAMILIES and FAMILY_FIELDS are re-exported for their readers here.
 from funnelcli.models.registry import FAMILIES as FAMILIES
@@ -345,12 +345,10 @@ class Recipe:
         if not overrides:
             return self
         if "latent_dim" in overrides and _int(1, MAX_COLUMNS)(overrides["latent_dim"]) is not None:
-            raise UserError(
-                f"--latent-dim must be a whole number of dimensions, 1 or more, got {overrides['latent_dim']!r}"
-            )
+            raise OutOfRange("latent_dim", overrides["latent_dim"], "a whole number of dimensions, 1 or more")
         if "reduce" in overrides and "latent_dim" in overrides:
-            raise UserError(
-                "--reduce and --latent-dim both set the latent size; pass one (--latent-dim K keeps K dimensions)"
+            raise Misused(
+                ["reduce", "latent_dim"], "both set the latent size; pass one ({latent_dim=K} keeps K dimensions)"
             )
         sizing = [key for key in (*SIZE_FIELDS, "funnel_level") if key in overrides]
         if sizing and self.model.funnels:
@@ -459,9 +457,11 @@ def latent_dim(input_dim: int, reduce: float, kept: int = 0, dropped: int = 0) -
     """The size a funnel leaves of ``input_dim`` coordinates: ``kept`` when it is not 0, else ``input_dim -
     dropped`` when that is not 0 (each must leave 1..D - 1), else D - clip(round_half_up(reduce D), 1, D - 1)."""
     if kept and input_dim >= 2 and not 1 <= kept <= input_dim - 1:
-        raise UserError(
-            f"--latent-dim {kept} does not fit a table of {input_dim} columns: a funnel keeps 1 to "
-            f"{input_dim - 1} of them (it drops at least one)"
+        raise BadValue(
+            "latent_dim",
+            kept,
+            f"does not fit a table of {input_dim} columns: a funnel keeps 1 to {input_dim - 1} of them (it drops at "
+            "least one)",
         )
     if dropped and input_dim >= 2 and not 1 <= dropped <= input_dim - 1:
         raise UserError(
@@ -469,8 +469,8 @@ def latent_dim(input_dim: int, reduce: float, kept: int = 0, dropped: int = 0) -
             f"{input_dim - 1} of them (it keeps at least one); use reduce or latent_dim for tables this small"
         )
     if input_dim < 2:
-        raise UserError(
-            f"a funnel needs at least 2 columns to remove one, got n_features = {input_dim}; use --recipe nsf"
+        raise Refused(
+            f"a funnel needs at least 2 columns to remove one, got n_features = {input_dim}", "use {recipe=nsf}"
         )
     if kept:
         return kept

@@ -17,11 +17,11 @@ import torch
 
 from funnelcli import artifact
 from funnelcli.distributed import Ranks
-from funnelcli.errors import UserError
+from funnelcli.errors import Refused, UserError
 from funnelcli.models.recipe import TrainingSettings
 from funnelcli.strict_json import json_safe
 
-_START_OVER = "start over with --force (without --resume)"
+START_OVER = artifact.START_OVER
 
 
 @dataclass
@@ -81,16 +81,16 @@ class RunIdentity:
         """Refuse, in one line, a latest checkpoint from another run or a damaged one; ``rows`` training rows."""
         path = folder / artifact.LATEST
         if document.get("kind") != "latest":
-            raise UserError(f"{path} is not a resumable checkpoint; {_START_OVER}")
+            raise Refused(f"{path} is not a resumable checkpoint", START_OVER)
         _check_latest(path, document, rows)
-        start_over = f"resume with the command that started the run, or {_START_OVER}"
+        start_over = "resume with the command that started the run, or " + START_OVER
         saved = document.get("settings", {})
         changed = [key for key, value in asdict(self.settings).items() if saved.get(key) != value]
         if changed:
             shown = ", ".join(f"{key} {saved.get(key)!r} -> {getattr(self.settings, key)!r}" for key in changed)
-            raise UserError(f"the checkpoint in {folder} was made with other settings ({shown}); {start_over}")
+            raise Refused(f"the checkpoint in {folder} was made with other settings ({shown})", start_over)
         if document.get("data_sha256") != self.data_sha256:
-            raise UserError(f"the checkpoint in {folder} was made with other data; {start_over}")
+            raise Refused(f"the checkpoint in {folder} was made with other data", start_over)
         if document.get("world_size", 1) != self.world_size:
             raise UserError(
                 f"the checkpoint in {folder} was made by {document.get('world_size', 1)} process(es) and "
@@ -312,7 +312,7 @@ def _check_latest(path: Path, document: dict, rows: int) -> None:
     out of range (``step`` and ``steps`` are checked by :func:`artifact.read_checkpoint`)."""
     for name, (test, expected) in _LATEST_FIELDS.items():
         if name not in document or not test(document[name]):
-            raise UserError(f"checkpoint {path} is damaged (header field {name} is not {expected}); {_START_OVER}")
+            raise Refused(f"checkpoint {path} is damaged (header field {name} is not {expected})", START_OVER)
     step = document["step"]
     for name, value, high in (
         ("best_step", document["best_step"], step),
@@ -322,9 +322,7 @@ def _check_latest(path: Path, document: dict, rows: int) -> None:
         ("cursor", document["cursor"], rows),
     ):
         if value > high:
-            raise UserError(
-                f"checkpoint {path} is damaged (header field {name} = {value} exceeds {high}); {_START_OVER}"
-            )
+            raise Refused(f"checkpoint {path} is damaged (header field {name} = {value} exceeds {high})", START_OVER)
 
 
 def _float(value: float | None, default: float) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from funnelcli.distributed import Ranks, current
-from funnelcli.errors import UserError
+from funnelcli.errors import Misused, Refused, UnknownChoice, UserError
 from funnelcli.models.flow import FunnelFlow
 from funnelcli.models.recipe import TrainingSettings
 from funnelcli.models.start import gaussian_start
@@ -74,9 +74,9 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+        raise Misused(["device"], "cuda was asked for, but torch sees no CUDA GPU; use {device=cpu} or auto")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise UserError(f"--device {device!r} is unknown; use auto, cpu or cuda")
+        raise UnknownChoice("device", device, ("auto", "cpu", "cuda"))
     return torch.device(device)
 
 
@@ -603,9 +603,9 @@ class _Loop:
             cuda, streamed = self.device.type == "cuda", self.steps.streamed
             self._load(TrainState.from_safetensors(tensors, document, self.ranks, cuda=cuda, streamed=streamed))
         except (KeyError, RuntimeError, TypeError, ValueError) as error:
-            raise UserError(
-                f"the checkpoint in {self.checkpoint_dir} does not fit this model ({type(error).__name__}); "
-                "start over with --force (without --resume)"
+            raise Refused(
+                f"the checkpoint in {self.checkpoint_dir} does not fit this model ({type(error).__name__})",
+                checkpoint.START_OVER,
             ) from None
 
     def _load(self, state: TrainState) -> None:

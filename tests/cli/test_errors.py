@@ -102,3 +102,65 @@ def test_a_python_call_with_a_constant_column_is_told_the_parameters_that_fix_it
     with pytest.raises(ConstantColumns, match="leave them out with columns or pass drop_constant=True") as refused:
         FunnelDensity(tiny_recipe("nsf"), device="cpu").fit(manifold_table(50).assign(flat=1.0))
     assert refused.value.columns == ("flat",)
+
+
+def test_a_table_refused_by_the_reader_names_the_parameter_in_python_and_the_flag_on_the_command_line(tmp_path):
+    from funnelcli.data import write_table
+
+    target = tmp_path / "out.csv"
+    target.write_text("x\n1\n")
+    with pytest.raises(Refused) as refused:
+        write_table(manifold_table(5), target, overwrite=False)
+    assert str(refused.value) == f"{target} already exists; pass overwrite=True to overwrite it"
+    assert cli_message(refused.value) == f"{target} already exists; pass --force to overwrite it"
+
+
+def test_a_latent_dim_too_large_for_the_table_names_the_parameter_or_the_flag():
+    from funnelcli.models.recipe import latent_dim
+
+    with pytest.raises(BadValue) as refused:
+        latent_dim(4, 0.5, kept=4)
+    expected = "4 does not fit a table of 4 columns: a funnel keeps 1 to 3 of them (it drops at least one)"
+    assert str(refused.value) == "latent_dim=" + expected
+    assert cli_message(refused.value) == "--latent-dim " + expected
+
+
+def test_an_unknown_device_names_the_parameter_or_the_flag():
+    from funnelcli.training.loop import resolve_device
+
+    with pytest.raises(UnknownChoice) as refused:
+        resolve_device("tpu")
+    assert str(refused.value) == "device='tpu' is unknown; use 'auto', 'cpu' or 'cuda'"
+    assert cli_message(refused.value) == "--device 'tpu' is unknown; use auto, cpu or cuda"
+
+
+def test_a_checkpoint_that_cannot_be_resumed_says_how_to_start_over_in_either_words(tmp_path):
+    from funnelcli.training.checkpoint import RunIdentity
+
+    identity = RunIdentity(settings=None, data_sha256="", device="cpu", world_size=1)
+    with pytest.raises(Refused) as refused:
+        identity.check(tmp_path, {"kind": "best"}, rows=10)
+    assert str(refused.value).endswith("is not a resumable checkpoint; start over with overwrite=True (without resume)")
+    assert cli_message(refused.value).endswith("; start over with --force (without --resume)")
+
+
+def test_a_model_folder_in_the_way_names_the_parameters_or_the_flags(tmp_path):
+    from funnelcli import artifact
+
+    folder = tmp_path / "model"
+    (folder / artifact.CHECKPOINTS).mkdir(parents=True)
+    with pytest.raises(Refused) as refused:
+        artifact.check_writable(folder, overwrite=False, resume=True)
+    problem = f"{folder} holds no checkpoint to resume ({folder / artifact.CHECKPOINTS / artifact.LATEST} is missing)"
+    assert str(refused.value) == problem + "; run without resume"
+    assert cli_message(refused.value) == problem + "; run without --resume"
+
+
+def test_a_prepared_folder_without_a_split_names_the_parameter_or_the_flag(tmp_path):
+    from funnelcli.data.prepared import MANIFEST, split_file
+
+    (tmp_path / MANIFEST).write_text("{}")
+    with pytest.raises(Refused) as refused:
+        split_file(tmp_path, "train")
+    assert str(refused.value).endswith("without train.parquet; prepare it again with overwrite=True")
+    assert cli_message(refused.value).endswith("without train.parquet; prepare it again with --force")

@@ -256,7 +256,7 @@ def test_hdf5_key_chooses_among_several_tables(tmp_path):
     path = tmp_path / "two.h5"
     pd.DataFrame({"x": [1.5, 2.5]}).to_hdf(path, key="first")
     pd.DataFrame({"y": [1.5, 2.5, 3.5]}).to_hdf(path, key="second")
-    with pytest.raises(UserError, match="--key"):
+    with pytest.raises(UserError, match="choose one with key"):
         inspect_table(path)
     assert inspect_table(path, key="second")["rows"] == 3
 

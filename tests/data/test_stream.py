@@ -76,5 +76,5 @@ def test_a_stream_that_fails_midway_leaves_no_file(tmp_path):
 
 def test_a_writer_refuses_an_existing_file_without_overwrite(tmp_path):
     (tmp_path / "out.csv").write_text("x\n1\n")
-    with pytest.raises(UserError, match="--force"):
+    with pytest.raises(UserError, match="overwrite=True"):
         TableWriter(tmp_path / "out.csv")

@@ -218,7 +218,7 @@ def test_mostly_numeric_column_with_stray_text_is_refused_naming_row_and_value(t
     path = write_csv(tmp_path, "a,b\n1,2\n3,4\n5,abc\n7,8\n")
     message = refused(lambda: read_table(path))
     assert "column 'b' has 1 non-numeric value (first at row 3: 'abc')" in message
-    assert "--columns" in message
+    assert "exclude the column(s) with columns" in message
 
 
 def test_selected_text_column_is_refused_naming_its_first_value(tmp_path: Path) -> None:
@@ -307,7 +307,7 @@ def test_hdf5_with_several_tables_and_no_key_is_refused_listing_them(tmp_path: P
     AWKWARD.to_hdf(path, key="train", format="table")
     AWKWARD.to_hdf(path, key="test", format="fixed")
     message = refused(lambda: read_table(path))
-    assert message == f"{path} holds several tables (test, train); choose one with --key"
+    assert message == f"{path} holds several tables (test, train); choose one with key"
 
 
 def test_hdf5_pandas_internals_are_not_listed_as_tables(tmp_path: Path) -> None:
@@ -343,7 +343,7 @@ def test_hdf5_wrong_key_is_refused_listing_the_keys(tmp_path: Path) -> None:
     path = tmp_path / "t.h5"
     AWKWARD.to_hdf(path, key="train")
     message = refused(lambda: read_table(path, key="nope"))
-    assert message == f"{path}: no table 'nope'; keys in the file: train; choose one with --key"
+    assert message == f"{path}: no table 'nope'; keys in the file: train; choose one with key"
 
 
 def test_hdf5_columns_attribute_of_the_wrong_length_is_refused(tmp_path: Path) -> None:
@@ -558,12 +558,12 @@ def test_split_keeps_at_least_one_row_on_each_side(fraction: float, sizes: tuple
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5, float("nan")])
 def test_split_fraction_outside_zero_to_one_is_refused(fraction: float) -> None:
-    assert "--val-fraction" in refused(lambda: split_validation(numbered(10), fraction, seed=0))
+    assert "val_fraction must be between 0 and 1" in refused(lambda: split_validation(numbered(10), fraction, seed=0))
 
 
 def test_split_of_fewer_than_two_rows_is_refused_suggesting_a_validation_file() -> None:
     message = refused(lambda: split_validation(numbered(1), 0.5, seed=0))
-    assert "at least 2 rows" in message and "--validation FILE" in message
+    assert "at least 2 rows" in message and "validation=..." in message
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -604,7 +604,7 @@ def test_failed_overwrite_keeps_the_old_file_and_reports_the_os_error(
 def test_write_refuses_to_overwrite_an_existing_file_without_overwrite(tmp_path: Path) -> None:
     target = write_csv(tmp_path, "old\n1\n")
     message = refused(lambda: write_table(AWKWARD, target, overwrite=False))
-    assert message == f"{target} already exists; pass --force to overwrite it"
+    assert message == f"{target} already exists; pass overwrite=True to overwrite it"
     assert target.read_text() == "old\n1\n"
 
 

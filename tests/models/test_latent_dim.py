@@ -39,13 +39,13 @@ def test_latent_dim_sets_the_number_of_kept_dimensions(family):
 
 @pytest.mark.parametrize("kept", [4, 9])
 def test_a_latent_dim_that_keeps_every_column_or_more_is_refused(kept):
-    with pytest.raises(UserError, match=f"--latent-dim {kept} does not fit a table of 4 columns.*1 to 3"):
+    with pytest.raises(UserError, match=f"latent_dim={kept} does not fit a table of 4 columns.*1 to 3"):
         fitted("f-nsf", latent_dim=kept)
 
 
 @pytest.mark.parametrize("kept", [0, -1, 2.5, "2"])
 def test_a_latent_dim_that_is_not_a_positive_whole_number_is_refused(kept):
-    with pytest.raises(UserError, match="--latent-dim must be a whole number"):
+    with pytest.raises(UserError, match="latent_dim must be a whole number"):
         fitted("f-nsf", latent_dim=kept)
 
 

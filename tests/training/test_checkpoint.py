@@ -138,4 +138,4 @@ def test_resume_refuses_a_damaged_or_foreign_checkpoint_in_one_line(tmp_path, da
         latest.write_bytes(b"")
     with pytest.raises(UserError, match="checkpoint") as refused:
         tiny_estimator().fit(table, checkpoint_dir=tmp_path, resume=True)
-    assert "\n" not in str(refused.value) and "--force" in str(refused.value)
+    assert "\n" not in str(refused.value) and "start over with overwrite=True (without resume)" in str(refused.value)

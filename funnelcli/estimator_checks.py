@@ -17,10 +17,10 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 from sklearn.utils.validation import validate_data
 
 from funnelcli.data.columns import constant_columns
-from funnelcli.errors import ConstantColumns, OutOfRange, Refused, UnknownChoice, UserError
+from funnelcli.errors import ConstantColumns, OutOfRange, Refused, UnknownChoice, UserError, shown
 from funnelcli.models import Recipe, load_recipe
 from funnelcli.models.families import DEFAULT_MAX_PARAMETERS, MAX_PARAMETERS_LIMIT
-from funnelcli.models.recipe import MAX_SEED, _shown, field_names
+from funnelcli.models.recipe import MAX_SEED, field_names
 from funnelcli.preparation import DEQUANTIZE
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def check_sampling(n_samples: Any, temperature: Any = 1.0, random_state: Any = N
     ``n_samples`` in 1..10,000,000, ``temperature`` in (0, 10], ``random_state`` None or in 0..2**32 - 1."""
     if not whole(n_samples, 1, MAX_SAMPLES):
         raise UserError(
-            f"the number of samples (-n) must be a whole number in 1..{MAX_SAMPLES:,}, got {_shown(n_samples)}"
+            f"the number of samples (-n) must be a whole number in 1..{MAX_SAMPLES:,}, got {shown(n_samples)}"
         )
     if (
         isinstance(temperature, bool)

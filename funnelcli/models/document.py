@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from funnelcli.errors import UserError
-from funnelcli.models.recipe import MAX_COLUMNS, Recipe, _shown
+from funnelcli.errors import UserError, shown
+from funnelcli.models.recipe import MAX_COLUMNS, Recipe
 
 #: The most names a list of columns in model.json may hold (the modelled ones are at most MAX_COLUMNS).
 MAX_LISTED_COLUMNS = 1_000_000
@@ -118,7 +118,7 @@ def check_document(path: Path, metadata: dict[str, Any]) -> None:
     known = {"format", "format_version", "weights_sha256", *FIELDS}
     unknown = sorted(key for key in metadata if key not in known)
     if unknown:
-        raise UserError(f"{path} has an unknown field {_shown(unknown[0])}; {_EDITED}")
+        raise UserError(f"{path} has an unknown field {shown(unknown[0])}; {_EDITED}")
     _check_fields(path, metadata, FIELDS, "", closed=False)  # its unknown fields are refused above
     _check_fields(path, metadata["training"], TRAINING, "training.")
     try:
@@ -160,8 +160,8 @@ def _check_fields(path: Path, table: dict[str, Any], fields: dict[str, Check], p
             raise UserError(f"{path} lacks field {prefix}{name}; the model folder is damaged, retrain it")
         if not test(table[name]):
             raise UserError(
-                f"{path}: field {prefix}{name} = {_shown(table[name])} is invalid; it must be {expected}; {_EDITED}"
+                f"{path}: field {prefix}{name} = {shown(table[name])} is invalid; it must be {expected}; {_EDITED}"
             )
     unknown = sorted(key for key in table if key not in fields)
     if closed and unknown:
-        raise UserError(f"{path} has an unknown field {prefix}{_shown(unknown[0])}; {_EDITED}")
+        raise UserError(f"{path} has an unknown field {prefix}{shown(unknown[0])}; {_EDITED}")

@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from funnelcli.errors import BadValue, Misused, OutOfRange, Refused, UserError
+from funnelcli.errors import BadValue, Misused, OutOfRange, Refused, UserError, shown
 
 # The families are declared in the registry; FAMILIES and FAMILY_FIELDS are re-exported for their readers here.
 from funnelcli.models.registry import FAMILIES as FAMILIES
@@ -259,14 +259,14 @@ class Recipe:
                 _unknown(source, key, [*_TOP_LEVEL, *_SECTIONS])
         family = data.get("family", "f-nsf")
         if not isinstance(family, str) or family not in FAMILIES:
-            raise UserError(f"{source}: family {_shown(family)} is unknown; choose one of {', '.join(FAMILIES)}")
+            raise UserError(f"{source}: family {shown(family)} is unknown; choose one of {', '.join(FAMILIES)}")
         description = data.get("description", "")
         if not isinstance(description, str):
             raise UserError(f"{source}: description must be a string")
         input_dim = data.get("input_dim")
         if input_dim is not None and _int(1, MAX_COLUMNS)(input_dim) is not None:
             raise UserError(
-                f"{source}: input_dim = {_shown(input_dim)} is invalid; it must be an integer in 1..{MAX_COLUMNS}"
+                f"{source}: input_dim = {shown(input_dim)} is invalid; it must be an integer in 1..{MAX_COLUMNS}"
             )
         sections = {}
         for section, settings_cls in _SECTIONS.items():
@@ -421,16 +421,7 @@ class Recipe:
 def _unknown(source: str, key: str, known: list[str]) -> None:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
-    raise UserError(f"{source}: unknown key {_shown(key)}{hint}")
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters, so that a hostile value cannot flood an error line."""
-    try:
-        text = repr(value)
-    except (RecursionError, ValueError):  # nested too deeply, or an integer with too many digits to print
-        text = f"<a {type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    raise UserError(f"{source}: unknown key {shown(key)}{hint}")
 
 
 def _build_settings(settings_cls, values: dict[str, Any], source: str, section: str):
@@ -440,7 +431,7 @@ def _build_settings(settings_cls, values: dict[str, Any], source: str, section: 
             _unknown(f"{source} [{section}]", key, list(fields))
         expected = fields[key].metadata["check"](value)
         if expected is not None:
-            raise UserError(f"{source}: {section}.{key} = {_shown(value)} is invalid; it must be {expected}")
+            raise UserError(f"{source}: {section}.{key} = {shown(value)} is invalid; it must be {expected}")
     # TOML and JSON may write a float field as an integer (lr = 1); store floats as floats.
     converted = {key: float(value) if fields[key].type == "float" else value for key, value in values.items()}
     if "mlp_layout" in converted:

@@ -141,13 +141,20 @@ def fit(
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(settings.seed + ranks.rank)
         fallback = None
-        if not resume:
-            rows = _start_rows(train, dequantize, device) if "gaussian" in (settings.start, settings.fallback) else None
+        if not resume and "gaussian" in (settings.start, settings.fallback):
+            gaussian = copy.deepcopy(model)
+            if not gaussian_start(gaussian, _start_rows(train, dequantize, device)):
+                gaussian = None
             if settings.start == "gaussian":
-                gaussian_start(model, rows)
-            elif settings.fallback == "gaussian":
-                fallback = copy.deepcopy(model)
-                fallback = fallback if gaussian_start(fallback, rows) else None
+                if gaussian is None:
+                    raise Refused(
+                        "training.start = 'gaussian' needs a spline flow (nsf or f-nsf); this model cannot start as "
+                        "the Gaussian of its rows",
+                        "set training.start = 'random'",
+                    )
+                model.load_state_dict(gaussian.state_dict())
+            else:
+                fallback = gaussian
         loop = _Loop(model, train, validation, settings, dequantize, checkpoint_dir, max_nonfinite, ranks, stream_rows)
         loop.fallback = fallback
         if compile:
@@ -358,16 +365,7 @@ class _Validation:
 
     def evaluate(self, step: int, steps: _Steps, seconds: Callable[[], float]) -> dict:
         """Score the rows trained on since the last pass and the validation rows; keep the weights if best."""
-        sums = torch.stack(
-            [
-                *steps.running_sums(),
-                total_log_prob(self.model, self.rows),
-                torch.tensor(float(self.rows.shape[0]), dtype=torch.float64, device=self.device),
-            ]
-        )
-        if self.ranks.active:
-            sums = _all_reduce(sums, "sum")
-        train_sum, train_rows, val_sum, val_rows = sums.tolist()
+        train_sum, train_rows, val_sum, val_rows = self._summed([*steps.running_sums(), *self._scored(self.model)])
         self.last_train = train_sum / train_rows if train_rows else math.nan
         val = val_sum / val_rows
         steps.reset_running_sums()
@@ -384,18 +382,20 @@ class _Validation:
     def offer(self, candidate: torch.nn.Module) -> None:
         """Score other weights of the same model (the Gaussian fallback) on the validation rows, as the best of
         step 0: trained weights replace them only by beating them. They do not count for patience."""
-        sums = torch.stack(
-            [
-                total_log_prob(candidate, self.rows),
-                torch.tensor(float(self.rows.shape[0]), dtype=torch.float64, device=self.device),
-            ]
-        )
-        if self.ranks.active:
-            sums = _all_reduce(sums, "sum")
-        val_sum, val_rows = sums.tolist()
+        val_sum, val_rows = self._summed(self._scored(candidate))
         if math.isfinite(val_sum / val_rows):
             self.best_val, self.best_step = val_sum / val_rows, 0
             self.best_state = copy.deepcopy(candidate.state_dict())
+
+    def _scored(self, model) -> list[torch.Tensor]:
+        """[sum of log p(x), rows] of this rank's validation rows under ``model``, float64 on the device."""
+        rows = torch.tensor(float(self.rows.shape[0]), dtype=torch.float64, device=self.device)
+        return [total_log_prob(model, self.rows), rows]
+
+    def _summed(self, sums: list[torch.Tensor]) -> list[float]:
+        """The sums over every rank, read to the host once."""
+        stacked = torch.stack(sums)
+        return (_all_reduce(stacked, "sum") if self.ranks.active else stacked).tolist()
 
     def _judge(self, step: int, val: float) -> None:
         usable = math.isfinite(val) and _finite_state(self.model)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
+from funnelcli.errors import UserError
 from funnelcli.estimator import FunnelDensity
 from funnelcli.models import Recipe
 from funnelcli.models.families import build_model
@@ -88,7 +89,7 @@ def test_a_gaussian_start_never_ends_below_the_gaussian_on_the_validation_rows()
     estimator.fit(train, validation=validation)
     started = _started(tiny_recipe("nsf"), train.to_numpy())
     with torch.no_grad():
-        gaussian = started.log_prob(torch.as_tensor(validation.to_numpy())).mean().item()
+        gaussian = started.log_prob(torch.tensor(validation.to_numpy())).mean().item()
     assert estimator.score_samples(validation).mean() >= gaussian - 1e-3
 
 
@@ -115,7 +116,7 @@ def _overfitting_run(**settings) -> tuple[FunnelDensity, float]:
     estimator.fit(train, validation=validation)
     started = _started(tiny_recipe("nsf"), train.to_numpy())
     with torch.no_grad():
-        gaussian = started.log_prob(torch.as_tensor(validation.to_numpy())).mean().item()
+        gaussian = started.log_prob(torch.tensor(validation.to_numpy())).mean().item()
     return estimator, gaussian
 
 
@@ -142,3 +143,9 @@ def test_keeping_the_fallback_is_said_in_a_warning(caplog):
     with caplog.at_level("WARNING", logger="funnelcli"):
         _overfitting_run()
     assert any("the model is that Gaussian" in record.getMessage() for record in caplog.records)
+
+
+def test_a_gaussian_start_is_refused_for_a_family_that_cannot_take_it():
+    estimator = FunnelDensity(tiny_recipe("glow"), start="gaussian", steps=5, device="cpu")
+    with pytest.raises(UserError, match="needs a spline flow"):
+        estimator.fit(manifold_table(100))

@@ -302,6 +302,12 @@ MODELS = {
     "gs-nsf": funnelcli_model("nsf", None, start="gaussian"),
     "gse-f-nsf-50": funnelcli_model("f-nsf", 0.5, start="gaussian", eval_every="epoch", patience=0),
     "gse-nsf": funnelcli_model("nsf", None, start="gaussian", eval_every="epoch", patience=0),
+    # A Gaussian-mixture base (model.base = "mixture", 8 components), started on the codes and with the mixture
+    # fallback: for tables whose rows fall into groups.
+    "mix-f-nsf-25": funnelcli_model("f-nsf", 0.25, base="mixture"),
+    "mix-f-nsf-50": funnelcli_model("f-nsf", 0.5, base="mixture"),
+    "mix-f-nsf-75": funnelcli_model("f-nsf", 0.75, base="mixture"),
+    "mix-nsf": funnelcli_model("nsf", None, base="mixture"),
     "zuko-nsf": torch_model(zuko_nsf),
     "gmm": baseline("gmm"),
     "gaussian": baseline("gaussian"),

@@ -233,7 +233,7 @@ def _mixture(k: int, seed: int):
     )
 
 
-def _fit_mixture(k: int, seed: int, z: np.ndarray):
+def fit_mixture(k: int, seed: int, z: np.ndarray):
     from sklearn.exceptions import ConvergenceWarning
     from threadpoolctl import threadpool_limits
 
@@ -276,7 +276,7 @@ def _gaussian_mixture(data: _Prepared, components: Sequence[int], seed: int) -> 
         if misses >= PATIENCE:
             break
         try:
-            fits[k] = _fit_mixture(k, seed, _at_most(fit_rows, seed))
+            fits[k] = fit_mixture(k, seed, _at_most(fit_rows, seed))
         except (ValueError, np.linalg.LinAlgError):
             misses += 1  # e.g. a component with an ill-defined covariance
             continue
@@ -295,7 +295,7 @@ def _gaussian_mixture(data: _Prepared, components: Sequence[int], seed: int) -> 
         raise UserError("no Gaussian mixture could be fitted to the training rows")
     if best not in fits:
         raise UserError("no Gaussian mixture could be fitted to the training rows")
-    density = fits[best] if fit_rows is z else _fit_mixture(best, seed, _at_most(z, seed))
+    density = fits[best] if fit_rows is z else fit_mixture(best, seed, _at_most(z, seed))
     where = {
         "validation": "chosen on validation",
         "held-out training rows": "chosen on held-out training rows",

@@ -76,9 +76,9 @@ def test_the_mixture_ladder_is_capped_by_the_rows_per_component():
 def test_a_large_table_fits_its_mixtures_on_a_capped_subsample(monkeypatch):
     import funnelcli.baselines as baselines
 
-    sizes, fit = [], baselines._fit_mixture
+    sizes, fit = [], baselines.fit_mixture
     monkeypatch.setattr(baselines, "MAX_MIXTURE_ROWS", 300)
-    monkeypatch.setattr(baselines, "_fit_mixture", lambda k, seed, z: sizes.append(len(z)) or fit(k, seed, z))
+    monkeypatch.setattr(baselines, "fit_mixture", lambda k, seed, z: sizes.append(len(z)) or fit(k, seed, z))
     mixture = gaussian_mixture(clusters(900, seed=1), seed=0)
     assert sizes and max(sizes) == 300
     assert mixture.details["components"] > 1

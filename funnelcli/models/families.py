@@ -31,6 +31,7 @@ from nflows.transforms.base import Transform
 from torch import nn
 
 from funnelcli.errors import UserError
+from funnelcli.models.base import GaussianMixture, StandardNormal, mixture_parameters
 from funnelcli.models.flow import FunnelFlow
 from funnelcli.models.recipe import Recipe
 from funnelcli.models.registry import FAMILIES
@@ -91,6 +92,13 @@ def _target(recipe: Recipe, input_dim: int) -> int:
     return recipe.latent_size(input_dim)
 
 
+def _base(recipe: Recipe, latent: int) -> nn.Module:
+    """p_Z: the standard normal, or a Gaussian mixture of ``base_components`` (set from the data when training
+    starts: :func:`funnelcli.models.start.fit_base`)."""
+    m = recipe.model
+    return GaussianMixture(latent, m.base_components) if m.base == "mixture" else StandardNormal(latent)
+
+
 def build_nsf(recipe: Recipe, scaler: Standardize) -> FunnelFlow:
     """NSF, or F-NSF when the recipe's family has a funnel."""
     m = recipe.model
@@ -118,7 +126,7 @@ def build_nsf(recipe: Recipe, scaler: Standardize) -> FunnelFlow:
         else:
             transforms.append(rq_layer(m.transform, dim, step, settings))
     transforms += _mixing(dim)
-    return FunnelFlow(transforms, input_dim=input_dim, latent_dim=dim)
+    return FunnelFlow(transforms, input_dim=input_dim, latent_dim=dim, base=_base(recipe, dim))
 
 
 def build_glow(recipe: Recipe, scaler: Standardize) -> FunnelFlow:
@@ -137,7 +145,7 @@ def build_glow(recipe: Recipe, scaler: Standardize) -> FunnelFlow:
         else:
             transforms.append(affine_coupling(dim, step, m.hidden_features, m.residual_blocks, m.dropout))
     transforms.append(ActNorm(dim))
-    return FunnelFlow(transforms, input_dim=input_dim, latent_dim=dim)
+    return FunnelFlow(transforms, input_dim=input_dim, latent_dim=dim, base=_base(recipe, dim))
 
 
 def mlp_sizes(input_dim: int, latent: int, layout: tuple[str, ...]) -> list[int]:
@@ -164,7 +172,7 @@ def build_f_mlp(recipe: Recipe, scaler: Standardize) -> FunnelFlow:
         else:
             transforms.append(mlp_funnel(dim, size, _ansatz(recipe, dim - size, size), settings))
             dim = size
-    return FunnelFlow(transforms, input_dim=input_dim, latent_dim=dim)
+    return FunnelFlow(transforms, input_dim=input_dim, latent_dim=dim, base=_base(recipe, dim))
 
 
 def build_vae(recipe: Recipe, scaler: Standardize) -> VAE:
@@ -275,6 +283,11 @@ def _count_ansatz(recipe: Recipe, drop: int, keep: int, kind: str = "coupling") 
     return spline + sum(lu + count(drop, step, settings, keep) for step in range(m.ansatz_flow_steps))
 
 
+def _count_base(recipe: Recipe, latent: int) -> int:
+    m = recipe.model
+    return mixture_parameters(latent, m.base_components) if m.base == "mixture" else 0
+
+
 def count_nsf(recipe: Recipe, input_dim: int) -> SizeEstimate:
     m = recipe.model
     settings = _spline_settings(recipe)
@@ -297,7 +310,7 @@ def count_nsf(recipe: Recipe, input_dim: int) -> SizeEstimate:
             dim = keep
         else:
             total += _count_rq_layer(m.transform, dim, step, settings)
-    return SizeEstimate(total + _lu(dim), dim)
+    return SizeEstimate(total + _lu(dim) + _count_base(recipe, dim), dim)
 
 
 def count_glow(recipe: Recipe, input_dim: int) -> SizeEstimate:
@@ -316,7 +329,7 @@ def count_glow(recipe: Recipe, input_dim: int) -> SizeEstimate:
         else:
             identity, transformed = _halves(dim, step)
             total += _residual_net(identity, 2 * transformed, m.hidden_features, m.residual_blocks)
-    return SizeEstimate(total + 2 * dim, dim)
+    return SizeEstimate(total + 2 * dim + _count_base(recipe, dim), dim)
 
 
 def count_f_mlp(recipe: Recipe, input_dim: int) -> SizeEstimate:
@@ -330,7 +343,7 @@ def count_f_mlp(recipe: Recipe, input_dim: int) -> SizeEstimate:
             drop = dim - size
             total += _lu(size) + size * drop + per + _count_ansatz(recipe, drop, size)
             dim = size
-    return SizeEstimate(total, dim)
+    return SizeEstimate(total + _count_base(recipe, dim), dim)
 
 
 def count_vae(recipe: Recipe, input_dim: int) -> SizeEstimate:

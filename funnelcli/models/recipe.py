@@ -188,6 +188,12 @@ class ModelSettings:
         "f-mlp layers: preserve, halfway (to halfway between input and latent size) or latent",
     )
     vae_layers: int = _spec(2, _int(1, 64), "hidden layers of the VAE encoder and decoder")
+    base: str = _spec(
+        "normal",
+        _choice("normal", "mixture"),
+        "latent distribution: the standard normal, or a Gaussian mixture of base_components (for clustered tables)",
+    )
+    base_components: int = _spec(8, _int(1, 256), "components of the mixture base")
 
 
 @dataclass(frozen=True)
@@ -217,6 +223,8 @@ class TrainingSettings:
 
 _SECTIONS = {"model": ModelSettings, "training": TrainingSettings}
 _OPTIONAL_DEFAULTS = {
+    "base": "normal",
+    "base_components": 8,
     "ansatz_layer": "spline",
     "ansatz_lu": False,
     "ansatz_spline": False,

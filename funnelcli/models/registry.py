@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from funnelcli.models.recipe import Recipe
 
-_SPLINE = ("flow_steps", "transform", "hidden_features", "residual_blocks", "bins", "tail_bound", "dropout")
-_GLOW = ("flow_steps", "hidden_features", "residual_blocks", "dropout")
+#: The latent distribution, which every flow family (not the VAE) can change.
+_BASE = ("base", "base_components")
+_SPLINE = ("flow_steps", "transform", "hidden_features", "residual_blocks", "bins", "tail_bound", "dropout", *_BASE)
+_GLOW = ("flow_steps", "hidden_features", "residual_blocks", "dropout", *_BASE)
 #: The ``[model]`` fields of a funnel; a family without a funnel that is given only these is told it has none.
 FUNNEL_FIELDS = (
     "reduce",
@@ -116,6 +118,7 @@ FAMILIES: dict[str, Family] = {
                 *(f for f in FUNNEL_FIELDS if f != "funnel_level"),
                 "residual_blocks",
                 "dropout",
+                *_BASE,
             ),
             has_funnel=True,
             builder=_FAMILIES + "build_f_mlp",

@@ -9,16 +9,24 @@ How: every spline layer is set to the identity map (equal bins, unit derivatives
 standard normal, and the first LU map after the standardisation to the whitening W = C^-1 of the permuted,
 standardised training rows, with C C^T = their covariance plus a small ridge. Then
 log p(x) = log N(W u; 0, I) + log|det W| - sum log sigma = log N(x; mu, Sigma + ridge), exactly the Gaussian.
+
+A flow with a mixture base (``model.base = "mixture"``) starts in the same place, its base set to N(0, I);
+:func:`mixture_fallback` then fits the base to the whitened codes as a Gaussian mixture, with the number of
+components chosen on validation rows. For a full-dimension flow this is the Gaussian mixture of the data (the
+whitening is linear); for a funnel, a mixture over the kept coordinates times a standard normal over the dropped
+ones. :func:`fit_base` starts a mixture base from random weights' codes instead.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from nflows.transforms.base import CompositeTransform
 from torch import nn
 
+from funnelcli.models.base import GaussianMixture
 from funnelcli.transforms.ansatz import standard_normal_log_prob
 from funnelcli.transforms.linear import LULinear
 from funnelcli.transforms.splines import MIN_DERIVATIVE, ElementwiseRQSpline, RQAutoregressive, RQCoupling
@@ -45,6 +53,8 @@ def gaussian_start(model: nn.Module, rows: torch.Tensor) -> bool:
     with torch.no_grad():
         for module in model.modules():
             _identity_spline(module)
+        if isinstance(getattr(model, "base", None), GaussianMixture):
+            model.base.set_standard_normal_()
         u = rows.to(next(model.parameters()).dtype)
         before = torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)  # log-dets of the layers before the LU
         for layer in transform._transforms:
@@ -104,3 +114,64 @@ def _whiten(layer: LULinear, u: torch.Tensor) -> torch.Tensor:
     layer.unconstrained_upper_diag.copy_(torch.log(torch.expm1(diagonal - layer.eps)))
     layer.bias.copy_(-(whitening @ mean))
     return (centred @ whitening.T).to(dtype)
+
+
+def fit_base(model: nn.Module, rows: torch.Tensor, seed: int) -> None:
+    """Fit a mixture base (if ``model`` has one) to the codes z = T(x) of ``rows`` under the current weights: every
+    component starts on a group of the rows rather than all on one blob, so training has nothing to untangle."""
+    base = getattr(model, "base", None)
+    if not isinstance(base, GaussianMixture):
+        return
+    codes = _codes(model, rows)
+    _set_mixture(base, _mixture_fit(codes, _most_components(base, codes.shape[0]), seed))
+
+
+def mixture_fallback(model: nn.Module, rows: torch.Tensor, validation: torch.Tensor, seed: int) -> None:
+    """Fit the mixture base of ``model`` (set by :func:`gaussian_start`) to the codes of ``rows`` as a mixture of
+    1, 2, 4, ... up to its K components, choosing the number by the codes of ``validation`` (scored in the same
+    space: the layers' log-determinant is the same for every candidate). One component is the Gaussian start."""
+    from funnelcli.baselines import COMPONENT_LADDER
+
+    base = getattr(model, "base", None)
+    if not isinstance(base, GaussianMixture) or validation.shape[0] == 0:
+        return
+    codes, held_out = _codes(model, rows), _codes(model, validation)
+    best, best_score = None, -math.inf
+    for components in (m for m in COMPONENT_LADDER if m <= _most_components(base, codes.shape[0])):
+        fitted = _mixture_fit(codes, components, seed)
+        if fitted is not None and (score := float(np.mean(fitted.score_samples(held_out)))) > best_score:
+            best, best_score = fitted, score
+    _set_mixture(base, best)
+
+
+def _codes(model: nn.Module, rows: torch.Tensor) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model.encode(rows.to(next(model.parameters()).dtype)).double().cpu().numpy()
+    finally:
+        model.train(was_training)
+
+
+def _most_components(base: GaussianMixture, rows: int) -> int:
+    """As many components as the base has, and each with several rows per dimension (as the mixture baseline)."""
+    from funnelcli.baselines import ROWS_PER_COMPONENT
+
+    return max(1, min(base.components, rows // (ROWS_PER_COMPONENT * (base.features + 1))))
+
+
+def _mixture_fit(codes: np.ndarray, components: int, seed: int):
+    from funnelcli.baselines import fit_mixture
+
+    if not np.isfinite(codes).all():
+        return None
+    try:
+        return fit_mixture(components, seed, codes)
+    except (ValueError, np.linalg.LinAlgError):  # EM can fail on degenerate codes; the base is then left as it is
+        return None
+
+
+def _set_mixture(base: GaussianMixture, fitted) -> None:
+    if fitted is not None:
+        base.set_(fitted.weights_, fitted.means_, fitted.covariances_)

@@ -23,7 +23,7 @@ from funnelcli.distributed import Ranks, current
 from funnelcli.errors import Misused, Refused, UnknownChoice, UserError
 from funnelcli.models.flow import FunnelFlow
 from funnelcli.models.recipe import TrainingSettings
-from funnelcli.models.start import gaussian_start
+from funnelcli.models.start import fit_base, gaussian_start, mixture_fallback
 from funnelcli.training import checkpoint
 from funnelcli.training.checkpoint import RankState, RunIdentity, TrainState
 from funnelcli.training.rows import HostBatches
@@ -141,9 +141,14 @@ def fit(
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(settings.seed + ranks.rank)
         fallback = None
+        if not resume:
+            fit_base(model, _start_rows(train, dequantize, device), settings.seed)
         if not resume and "gaussian" in (settings.start, settings.fallback):
             gaussian = copy.deepcopy(model)
-            if not gaussian_start(gaussian, _start_rows(train, dequantize, device)):
+            rows = _start_rows(train, dequantize, device)
+            if gaussian_start(gaussian, rows):
+                mixture_fallback(gaussian, rows, _start_rows(validation, dequantize, device), settings.seed)
+            else:
                 gaussian = None
             if settings.start == "gaussian":
                 if gaussian is None:

@@ -27,6 +27,8 @@ VARIANTS = {
     "f-glow-flow": dict(family="f-glow", ansatz="flow"),
     "f-mlp-gaussian": dict(family="f-mlp", ansatz="gaussian"),
     "f-mlp-flow": dict(family="f-mlp", ansatz="flow"),
+    "nsf-mixture-base": dict(family="nsf", base="mixture", base_components=3),
+    "f-nsf-mixture-base": dict(family="f-nsf", ansatz="gaussian", base="mixture", base_components=3),
 }
 FULL_DIMENSION = ["nsf-coupling", "nsf-autoregressive", "glow"]
 
@@ -187,6 +189,8 @@ def two_moons(n: int = 1500, seed: int = 0) -> np.ndarray:
         "f-glow-flow",
         "f-mlp-gaussian",
         "f-mlp-flow",
+        "nsf-mixture-base",
+        "f-nsf-mixture-base",
     ],
 )
 def test_a_two_dimensional_density_integrates_to_one(variant):

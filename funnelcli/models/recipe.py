@@ -217,7 +217,7 @@ class TrainingSettings:
         "gaussian",
         _choice("gaussian", "none"),
         "weights kept if no trained ones beat them on the validation rows: the training rows' full-covariance "
-        "Gaussian (spline flows), or none",
+        "Gaussian (spline flows; with a mixture base, a Gaussian mixture), or none",
     )
 
 

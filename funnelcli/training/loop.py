@@ -21,6 +21,7 @@ import torch
 
 from funnelcli.distributed import Ranks, current
 from funnelcli.errors import Misused, Refused, UnknownChoice, UserError
+from funnelcli.models.base import GaussianMixture
 from funnelcli.models.flow import FunnelFlow
 from funnelcli.models.recipe import TrainingSettings
 from funnelcli.models.start import fit_base, gaussian_start, mixture_fallback
@@ -488,11 +489,14 @@ class _Loop:
         self.model.load_state_dict(self.validation.best_state)
         self.model.eval()
         if self.validation.best_step == 0 and math.isfinite(self.validation.best_val) and self.ranks.rank == 0:
+            fit = "Gaussian mixture" if isinstance(getattr(self.model, "base", None), GaussianMixture) else "Gaussian"
             log.warning(
-                "no trained weights beat the Gaussian fit of the training rows on the validation rows (%.4f "
-                "nats/row), so the model is that Gaussian: on this table a flow gains nothing at this budget "
+                "no trained weights beat the %s fit of the training rows on the validation rows (%.4f "
+                "nats/row), so the model is that %s: on this table a flow gains nothing at this budget "
                 '(training.fallback = "none" keeps the trained weights instead)',
+                fit,
                 self.validation.best_val,
+                fit,
             )
         return self.summary()
 

@@ -167,3 +167,12 @@ def test_on_clusters_a_flow_with_a_mixture_base_comes_near_the_truth_and_one_wit
         for base in ("normal", "mixture")
     }
     assert scores["mixture"] > truth - 0.1 > scores["normal"], (scores, truth)
+
+
+def test_an_untrained_mixture_base_flow_falls_back_to_the_data_s_mixture(caplog):
+    x, test = _blobs(), _blobs(400, seed=4)
+    recipe = tiny_recipe("nsf", base="mixture", base_components=4)
+    estimator = FunnelDensity(recipe, steps=1, eval_every=1, lr=1e-9, device="cpu").fit(x)
+    assert estimator.summary_["best_step"] == 0
+    assert "Gaussian mixture fit" in caplog.text
+    assert estimator.score(test) > _blobs_log_density(test).mean() - 0.1

@@ -20,6 +20,7 @@ FLAGS: dict[str, str] = {
     "reduce": "--reduce",
     "latent_dim": "--latent-dim",
     "ansatz": "--ansatz",
+    "base": "--base",
     "steps": "--steps",
     "batch_size": "--batch-size",
     "lr": "--lr",

@@ -63,6 +63,12 @@ def train(
         typer.Option("--latent-dim", help="Dimensions the funnel keeps, 1 to D - 1 (instead of --reduce)."),
     ] = None,
     ansatz: Annotated[str | None, typer.Option(help="q(x_drop | z): gaussian or flow.")] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="Latent distribution: normal, or mixture (a Gaussian mixture, for rows that fall into groups)."
+        ),
+    ] = None,
     steps: StepsOpt = None,
     batch_size: BatchSizeOpt = None,
     lr: LrOpt = None,
@@ -143,6 +149,7 @@ def train(
         dequantize=dequantize,
         drop_constant=drop_constant,
         max_parameters=max_parameters,
+        **({} if base is None else {"base": base}),
     )
     resolved = estimator.resolved_recipe()  # a bad recipe or flag fails here, before any data is read
     _check_counts(checkpoint_every=checkpoint_every, max_nonfinite=max_nonfinite)

@@ -93,6 +93,8 @@ def test_train_flags_override_the_recipe(workdir):
         "0.25",
         "--ansatz",
         "flow",
+        "--base",
+        "mixture",
         "--seed",
         "4",
         "--json",
@@ -101,7 +103,7 @@ def test_train_flags_override_the_recipe(workdir):
     report = json.loads(result.stdout)
     assert (report["latent_dim"], report["steps"]) == (3, 3)
     recipe = json.loads((out / "model.json").read_text())["recipe"]
-    assert (recipe["model"]["ansatz"], recipe["training"]["seed"]) == ("flow", 4)
+    assert (recipe["model"]["ansatz"], recipe["model"]["base"], recipe["training"]["seed"]) == ("flow", "mixture", 4)
 
 
 def test_score_json_is_one_object_with_the_documented_keys(model, workdir):

@@ -9,18 +9,20 @@ build, train: the checks of settings and rows are :mod:`funnelcli.estimator_chec
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from pandas.api.types import is_bool_dtype, is_numeric_dtype
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from funnelcli import estimator_io
-from funnelcli.errors import Misused, OutOfRange, Refused
+from funnelcli.errors import Misused, OutOfRange, Refused, UserError, shown
 from funnelcli.estimator_checks import (
     AUTO,
     MAX_SAMPLES,
@@ -35,12 +37,21 @@ from funnelcli.estimator_checks import (
     whole,
 )
 from funnelcli.models import Recipe, build_model
+from funnelcli.models.decode import decode
 from funnelcli.models.families import DEFAULT_MAX_PARAMETERS, check_size
-from funnelcli.models.recipe import MAX_COLUMNS
+from funnelcli.models.recipe import MAX_COLUMNS, MAX_SEED
 from funnelcli.preparation import PreparedRows, input_dtypes, modelled_dtypes, prepare_rows, split_rows
 from funnelcli.training import MAX_NONFINITE_IN_A_ROW, TrainingDiverged, TrainingSummary, fit_rows
 
-__all__ = ["AUTO", "MAX_IW_SAMPLES", "MAX_SAMPLES", "MAX_TEMPERATURE", "FunnelDensity", "check_sampling"]
+__all__ = [
+    "AUTO",
+    "LATENT_PREFIX",
+    "MAX_IW_SAMPLES",
+    "MAX_SAMPLES",
+    "MAX_TEMPERATURE",
+    "FunnelDensity",
+    "check_sampling",
+]
 
 log = logging.getLogger("funnelcli")
 
@@ -52,6 +63,8 @@ MAX_IW_SAMPLES = 10_000
 _OWN_VIEW = ("n_features_in_", "feature_names_in_", "dropped_constant_columns_", "dtypes_")
 #: Seed of the dequantization noise used when scoring, so that a score is reproducible.
 SCORE_NOISE_SEED = 0
+#: The latent columns are ``z0 ... z{k-1}``: the names ``funnel encode`` writes by default (its ``--prefix``).
+LATENT_PREFIX = "z"
 
 
 class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
@@ -95,12 +108,18 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
     is_bound_ : bool, True for the VAE, whose scores are lower bounds on log p(x)
     sweep_ : DataFrame, with ``latent_dim="auto"``: a row per size tried and baseline; ``sweep_rule_``: the choice
 
+    DataFrames: fitted on one, ``sample`` and ``inverse_transform`` return DataFrames in ``columns_``; ``transform``
+    returns one (columns ``z0 ... z{k-1}``, the rows' index kept) after ``set_output(transform="pandas")``, as every
+    scikit-learn transformer does.
+
     Examples
     --------
     >>> model = FunnelDensity("small-f-nsf", reduce=0.5, steps=200).fit(train)   # doctest: +SKIP
     >>> model.score_samples(test)        # exact log p(x) per row, nats           # doctest: +SKIP
     >>> model.transform(test)            # latent code, (N, latent_dim_)          # doctest: +SKIP
     >>> model.sample(100, random_state=0)                                          # doctest: +SKIP
+    >>> model.set_output(transform="pandas").transform(test)   # z0 ... z{k-1}   # doctest: +SKIP
+    >>> model.inverse_transform(model.transform(test), mean=True)                 # doctest: +SKIP
     """
 
     def __init__(
@@ -220,17 +239,65 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         return float(np.mean(self.score_samples(X)))
 
     def transform(self, X) -> np.ndarray:
-        """The latent code z = T(x), shape (n_samples, latent_dim_). Dequantized columns enter at x + 0.5."""
+        """The latent code z = T(x), shape (n_samples, latent_dim_). Dequantized columns enter at x + 0.5.
+
+        An array; after ``set_output(transform="pandas")`` a DataFrame with columns :meth:`get_feature_names_out`
+        and ``X``'s index (scikit-learn's wrapper does that, whatever the type of ``X``). A VAE's code is its
+        encoder's posterior mean.
+        """
         _check_fitted(self)
         return _batched(self.model_, select(self, X) + 0.5 * _dequantize_mask(self), self.model_.encode)
 
-    def sample(self, n_samples: int = 1, random_state: int | None = None, temperature: float = 1.0) -> np.ndarray:
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """The names of :meth:`transform`'s columns, the latent code: ``z0 ... z{k-1}`` (k = ``latent_dim_``), as
+        ``funnel encode`` names them. An array of str. ``input_features``, if given, must be the fitted columns
+        (any names of the right length when fitted on an array); the output names do not depend on it."""
+        _check_fitted(self)
+        if input_features is not None:
+            _check_input_features(self, input_features)
+        return np.asarray([f"{LATENT_PREFIX}{j}" for j in range(self.latent_dim_)], dtype=object)
+
+    def inverse_transform(self, Z, *, mean: bool = False, random_state: int | None = None) -> np.ndarray | pd.DataFrame:
+        """Rows in the data's units decoded from latent codes ``Z``, shape (n, latent_dim_) -> (n, n_columns).
+
+        A bijection is inverted exactly; each funnel's dropped coordinates are drawn from its ansatz
+        q(x_drop | z), or with ``mean=True`` set to the ansatz's centre: for a Gaussian ansatz its mean mu(z); for
+        a flow ansatz the image T^-1(0; z) of its base distribution's zero (neither q's mean nor its mode in
+        general); behind ``ansatz_spline``'s spline g, g^-1 of the inner ansatz's centre (for a Gaussian, q's
+        coordinatewise median). A VAE draws from its Gaussian decoder p(x | z), or with ``mean=True`` returns the
+        decoder's mean. A funnel's inverse is a right inverse, so ``transform(inverse_transform(Z))`` gives ``Z``
+        back (up to float32 rounding, and when no column is dequantized); a flow without funnels (``nsf``,
+        ``glow``) has ``inverse_transform(transform(X)) == X``.
+
+        Dequantized columns are rounded down, as in :meth:`sample` (``transform`` feeds them at x + 0.5, so
+        decoding a row's code gives its integers back). ``random_state`` (None or 0..2**32 - 1) seeds the draws
+        as in :meth:`sample`; ``mean=True`` draws nothing. ``Z`` is an array, or a DataFrame whose columns
+        ``z0 ... z{k-1}`` are taken by name when it has them all (else by position).
+
+        Returns a DataFrame in ``columns_`` with ``Z``'s index when fitted on a DataFrame, else an array. Constant
+        columns left out by ``drop_constant`` are not modelled and not returned.
+        """
+        _check_fitted(self)
+        if random_state is not None and not whole(random_state, 0, MAX_SEED):
+            raise OutOfRange("random_state", random_state, f"a whole number in 0..{MAX_SEED}")
+        codes = _latent_codes(self, Z)
+        rows = _decoded(self, codes, bool(mean), random_state)
+        return _as_fitted(self, rows, index=Z.index if isinstance(Z, pd.DataFrame) else None)
+
+    def sample(
+        self, n_samples: int = 1, random_state: int | None = None, temperature: float = 1.0
+    ) -> np.ndarray | pd.DataFrame:
         """``n_samples`` (1 to 10,000,000) rows in the data's units, shape (n_samples, n_columns), dequantized
-        columns rounded down to integers. ``temperature`` (in (0, 10]) scales the base distribution's standard
-        deviation; ``random_state`` is None or 0..2**32 - 1."""
+        columns rounded down to integers (as float64). ``temperature`` (in (0, 10]) scales the base distribution's
+        standard deviation; ``random_state`` (0..2**32 - 1) seeds the draw and leaves torch's global RNG as it was,
+        None draws from that global RNG (so two unseeded calls differ).
+
+        A DataFrame with the modelled columns ``columns_`` when fitted on a DataFrame (or loaded from such a
+        model), else an array. Constant columns left out by ``drop_constant`` are not modelled (their values are
+        not recorded) and not returned."""
         _check_fitted(self)
         check_sampling(n_samples, temperature, random_state)
-        return _drawn(self, int(n_samples), float(temperature), random_state)
+        return _as_fitted(self, _drawn(self, int(n_samples), float(temperature), random_state))
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the model folder (``model.safetensors``, ``model.json``, ``metrics.jsonl``)."""
@@ -393,11 +460,8 @@ def _drawn(estimator: FunnelDensity, n_samples: int, temperature: float, random_
     """``sample``: ``n_samples`` rows drawn 8192 at a time (seeded by ``random_state`` when given, leaving the
     global RNG as it was), dequantized columns rounded down."""
     model = estimator.model_
-    device = next(model.parameters()).device
     chunks = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-        if random_state is not None:
-            torch.manual_seed(random_state)
+    with _seeded(model, random_state), torch.no_grad():
         model.eval()
         for start in range(0, n_samples, _BATCH):
             count = min(_BATCH, n_samples - start)
@@ -406,6 +470,80 @@ def _drawn(estimator: FunnelDensity, n_samples: int, temperature: float, random_
     mask = _dequantize_mask(estimator)
     rows[:, mask] = np.floor(rows[:, mask])
     return rows
+
+
+def _latent_codes(estimator: FunnelDensity, Z) -> np.ndarray:
+    """``Z`` as a finite float64 array of shape (n, latent_dim_), or a :class:`UserError` that says what is wrong."""
+    names = [str(name) for name in estimator.get_feature_names_out()]
+    width = len(names)
+    if isinstance(Z, pd.DataFrame):
+        # The columns `transform` (set_output) and `funnel encode` write are taken by name; others by position.
+        Z = Z[names] if set(names) <= {str(c) for c in Z.columns} else Z
+        text = [str(c) for c, t in Z.dtypes.items() if not (is_numeric_dtype(t) or is_bool_dtype(t))]
+        if text:
+            raise UserError(f"Z's column(s) {', '.join(text)} are not numeric; Z must hold latent codes")
+    try:
+        codes = np.asarray(Z, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"Z must be numbers of shape (n, {width}), got {shown(Z)}") from None
+    if codes.ndim != 2 or codes.shape[1] != width or len(codes) == 0:
+        raise UserError(
+            f"Z has shape {codes.shape}; this model's latent codes have shape (n, {width}), n >= 1 "
+            f"(latent_dim_ = {width}, as transform returns them)"
+        )
+    bad = ~np.isfinite(codes) | (np.abs(codes) >= np.finfo(np.float32).max)
+    if bad.any():
+        row, column = (int(i[0]) for i in np.nonzero(bad))
+        raise UserError(
+            f"Z holds {int(bad.sum()):,} value(s) that are not finite float32 numbers, first {names[column]} of "
+            f"row {row + 1}: {codes[row, column]:g}"
+        )
+    return codes
+
+
+def _decoded(estimator: FunnelDensity, codes: np.ndarray, mean: bool, random_state: int | None) -> np.ndarray:
+    """``inverse_transform``: ``codes`` decoded 8192 rows at a time (seeded by ``random_state`` when given,
+    leaving the global RNG as it was), dequantized columns rounded down."""
+    model = estimator.model_
+    with _seeded(model, random_state):
+        rows = _batched(model, pd.DataFrame(codes), lambda z: decode(model, z, mean=mean))
+    mask = _dequantize_mask(estimator)
+    rows[:, mask] = np.floor(rows[:, mask])
+    return rows
+
+
+@contextlib.contextmanager
+def _seeded(model: torch.nn.Module, random_state: int | None) -> Iterator[None]:
+    """Draws seeded by ``random_state`` on a fork of torch's RNG, leaving the global one as it was; with None,
+    draws from the global RNG, which advances, so that two unseeded calls differ."""
+    if random_state is None:
+        yield
+        return
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(random_state)
+        yield
+
+
+def _as_fitted(estimator: FunnelDensity, rows: np.ndarray, index=None) -> np.ndarray | pd.DataFrame:
+    """``rows`` in the modelled columns: a DataFrame when the estimator was fitted on one, else the array."""
+    if not hasattr(estimator, "feature_names_in_"):
+        return rows
+    return pd.DataFrame(rows, columns=list(estimator.columns_), index=index)
+
+
+def _check_input_features(estimator: FunnelDensity, input_features) -> None:
+    """Refuse ``input_features`` that are not the fitted columns, as scikit-learn's transformers do."""
+    given = [str(name) for name in np.asarray(input_features, dtype=object).ravel()]
+    if len(given) != estimator.n_features_in_:
+        raise UserError(
+            f"input_features should have length equal to the number of features ({estimator.n_features_in_}), "
+            f"got {len(given)}"
+        )
+    if hasattr(estimator, "feature_names_in_") and given != estimator.input_columns_:
+        raise UserError(
+            "input_features is not equal to feature_names_in_ (" + ", ".join(estimator.input_columns_) + ")"
+        )
 
 
 def _batched(

@@ -81,10 +81,16 @@ class VAE(nn.Module):
         """The posterior mean of z, shape (N, k)."""
         return self._posterior(self.scaler(x)[0])[0]
 
+    def decode(self, z: torch.Tensor, *, mean: bool = False) -> torch.Tensor:
+        """Rows x of latent codes ``z``, shape (N, k) -> (N, D), in the data's units: a draw from the decoder
+        p(x | z), or with ``mean`` its mean (the decoder's mean m(z) unstandardised; p(x | z) is Gaussian, so this
+        is also its mode and median)."""
+        location, log_scale = self._likelihood(z)
+        u = location if mean else location + torch.randn_like(location) * torch.exp(log_scale)
+        return self.scaler.inverse(u)[0]
+
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
         """Decode z ~ N(0, temperature^2 I) and draw from the Gaussian decoder, shape (n, D)."""
         reference = self.scaler.mean
         z = torch.randn(n, self.latent_dim, dtype=reference.dtype, device=reference.device) * temperature
-        mean, log_scale = self._likelihood(z)
-        u = mean + torch.randn_like(mean) * torch.exp(log_scale)
-        return self.scaler.inverse(u)[0]
+        return self.decode(z)

@@ -10,7 +10,12 @@ Two families (paper section 2; docs/maths.md, section 1.4):
 Either may be wrapped in :class:`SplinedAnsatz`, an unconditional elementwise spline g on x_drop, so that
 q(x_drop | z) = q_inner(g(x_drop) | z) |det dg/dx_drop| (the authors' tabular code has it).
 
-All expose ``log_prob(x, context) -> (N,)`` and ``sample(context) -> (x, log_prob)``, one draw per context row.
+All expose ``log_prob(x, context) -> (N,)``, ``sample(context) -> (x, log_prob)``, one draw per context row, and
+``centre(context) -> (x, log_prob)``, one fixed point of q per context row, used where a decoder wants no
+randomness (``funnelcli.models.decode``): the image of the base distribution's zero u = 0 under the ansatz's map
+to x_drop. For the Gaussian ansatz that is its mean mu(c); for a flow ansatz T^-1(0; c), in general neither q's
+mean nor its mode; behind :class:`SplinedAnsatz`'s monotone elementwise spline on a Gaussian, q's coordinatewise
+median.
 """
 
 from __future__ import annotations
@@ -65,6 +70,11 @@ class GaussianAnsatz(nn.Module):
         noise = torch.randn_like(mean)
         return mean + noise * torch.exp(log_scale), standard_normal_log_prob(noise) - log_scale.sum(dim=1)
 
+    def centre(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu(c), log q(mu(c) | c)): the mean, which is also the mode and the median."""
+        mean, log_scale = self._mean_log_scale(context)
+        return mean, standard_normal_log_prob(torch.zeros_like(mean)) - log_scale.sum(dim=1)
+
 
 class FlowAnsatz(nn.Module):
     """q(x | c) = N(u; 0, I) |det du/dx| with u = T(x; c), T a conditional flow of ``steps`` layers.
@@ -117,6 +127,12 @@ class FlowAnsatz(nn.Module):
         inputs, logabsdet = self.transform.inverse(noise, context=context)
         return inputs, standard_normal_log_prob(noise) - logabsdet
 
+    def centre(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T^-1(0; c), its log q): the image of the base distribution's mode u = 0, not q's mean."""
+        noise = torch.zeros(context.shape[0], self.features, dtype=context.dtype, device=context.device)
+        inputs, logabsdet = self.transform.inverse(noise, context=context)
+        return inputs, standard_normal_log_prob(noise) - logabsdet
+
 
 class SplinedAnsatz(nn.Module):
     """q(x | c) = q_inner(g(x) | c) |det dg/dx|, g an unconditional elementwise RQ spline (identity at the start).
@@ -136,5 +152,11 @@ class SplinedAnsatz(nn.Module):
 
     def sample(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         outputs, log_prob = self.inner.sample(context)
+        inputs, inverse_logabsdet = self.spline.inverse(outputs)
+        return inputs, log_prob - inverse_logabsdet
+
+    def centre(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(g^-1(the inner ansatz's centre), its log q): for a Gaussian inner ansatz, q's coordinatewise median."""
+        outputs, log_prob = self.inner.centre(context)
         inputs, inverse_logabsdet = self.spline.inverse(outputs)
         return inputs, log_prob - inverse_logabsdet

@@ -21,6 +21,7 @@ class Funnel(Transform):
         forward:  z,  log|det df/dx_keep| + log q(x_drop | z)
         inverse:  x_drop ~ q(. | z),  x_keep = f^-1(z; x_drop);  returns x and
                   -(log|det df/dx_keep| + log q(x_drop | z))
+        inverse_centred:  the same with x_drop = the ansatz's centre instead of a draw (deterministic)
 
     The inverse's sign matches the bijections' convention, so that log p_Z(z) - inverse-logabsdet is the
     exact log-density of the sample it returns. The inverse is a right inverse: forward(inverse(z)) == z.
@@ -72,8 +73,19 @@ class Funnel(Transform):
 
     def inverse(self, inputs, context=None):
         self._check(inputs, context, self.keep)
-        z = inputs
-        x_drop, log_q = self.ansatz.sample(context=z)
+        return self._inverse_given(inputs, *self.ansatz.sample(context=inputs))
+
+    def inverse_centred(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`inverse` with x_drop at the ansatz's centre (``ansatz.centre(z)``: the mean of a Gaussian
+        ansatz, the image of the base's zero for a flow ansatz) instead of a draw: deterministic, and still a right
+        inverse, forward(inverse_centred(z)) == z. Returns (x, -(log|det df/dx_keep| + log q(x_drop | z)))."""
+        self._check(z, None, self.keep)
+        return self._inverse_given(z, *self.ansatz.centre(context=z))
+
+    def _inverse_given(
+        self, z: torch.Tensor, x_drop: torch.Tensor, log_q: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x = [f^-1(z; x_drop), x_drop] in the input's order, and -(log|det df/dx_keep| + ``log_q``)."""
         if self.transform is None:
             x_keep, inverse_logabsdet = z, z.new_zeros(z.shape[0])
         else:

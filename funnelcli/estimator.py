@@ -22,6 +22,7 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from funnelcli import estimator_io
+from funnelcli.conditions import categories_of, check_names, context_width, fit_conditions
 from funnelcli.errors import Misused, OutOfRange, Refused, UserError, shown
 from funnelcli.estimator_checks import (
     AUTO,
@@ -93,12 +94,21 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
     max_parameters : int, default 100_000_000
         ``fit`` refuses a model with more parameters than this, counted from the recipe before it is built;
         ``None`` means the default.
+    conditional_columns : list of str, optional
+        Fit p(x | c), the density of the other columns given these (a DataFrame's columns, any dtype): numeric
+        ones are standardised, categorical ones one-hot encoded (:mod:`funnelcli.conditions`). Scoring,
+        ``transform`` and ``inverse_transform`` then need them; ``sample`` takes them as ``conditions``. Flow
+        families only (not the VAE, nor ``latent_dim="auto"``).
+    categorical_columns : list of str, optional
+        Conditions to encode by category although their dtype is numeric (integer codes such as ``sex`` = 1, 2).
+        Strings, booleans and pandas categoricals are categorical anyway. Only conditions, for now.
     **overrides
         Any other recipe field by name (``flow_steps=6``, ``hidden_features=64``, ``dropout=0.1``...).
 
     Attributes (after ``fit`` or ``load``)
     ----------
     model_ : DensityModel, a FunnelFlow or the VAE (:mod:`funnelcli.models.contract`)
+    conditions_ : Conditions or None, a conditional model's condition columns and their encoding
     recipe_ : Recipe, with every override applied
     columns_ : list of str, the modelled columns (``x0, x1, ...`` for arrays)
     feature_names_in_ : array of str, only when fitted on a DataFrame
@@ -120,6 +130,9 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
     >>> model.sample(100, random_state=0)                                          # doctest: +SKIP
     >>> model.set_output(transform="pandas").transform(test)   # z0 ... z{k-1}   # doctest: +SKIP
     >>> model.inverse_transform(model.transform(test), mean=True)                 # doctest: +SKIP
+    >>> cond = FunnelDensity("nsf", conditional_columns=["species"]).fit(train)    # doctest: +SKIP
+    >>> cond.score_samples(test)         # log p(x | species) per row              # doctest: +SKIP
+    >>> cond.sample(conditions=test[["species"]], random_state=0)  # a row each   # doctest: +SKIP
     """
 
     def __init__(
@@ -138,6 +151,8 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         dequantize: str = "uniform",
         drop_constant: bool = False,
         max_parameters: int | None = DEFAULT_MAX_PARAMETERS,
+        conditional_columns: list[str] | None = None,
+        categorical_columns: list[str] | None = None,
         **overrides: Any,
     ):
         self.recipe = recipe
@@ -153,6 +168,8 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         self.dequantize = dequantize
         self.drop_constant = drop_constant
         self.max_parameters = max_parameters
+        self.conditional_columns = conditional_columns
+        self.categorical_columns = categorical_columns
         # Checked at fit, as scikit-learn asks: __init__ only stores what it is given.
         for name, value in overrides.items():
             setattr(self, name, value)
@@ -208,11 +225,15 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         same ``X``, :meth:`save` on rank 0 only, and call :func:`funnelcli.distributed.leave` on every rank.
         """
         recipe, limit = checked_settings(self, X)
+        X, validation, conditions, categories = _split_conditions(self, X, validation, recipe)
         if self.latent_dim == AUTO:
             return _fit_auto(self, X, validation, recipe)
-        frame, held_out = _validated_rows(self, X, validation, recipe, limit)
-        rows = _prepared(self, frame, held_out, recipe, input_dtypes(X))
-        self.recipe_, self.model_ = recipe, build_model(recipe, rows.mean, rows.std)
+        width = context_width(conditions[0].columns, categories) if conditions else 0
+        frame, held_out = _validated_rows(self, X, validation, recipe, limit, width)
+        rows = _prepared(self, frame, held_out, recipe, input_dtypes(X), conditions)
+        self.conditions_ = None if not conditions else fit_conditions(rows.train_conditions, categories)
+        self.recipe_ = recipe
+        self.model_ = build_model(recipe, rows.mean, rows.std, context_features=_width(self))
         options = {"callback": callback, "checkpoint_dir": checkpoint_dir, "resume": resume, "compile": compile}
         _train(self, rows, recipe, checkpoint_every=checkpoint_every, max_nonfinite=max_nonfinite, **options)
         return self
@@ -230,6 +251,9 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         a lower bound on the integers' log-probability. A VAE's (``is_bound_``) is a bound too: the ELBO, or with
         ``iw_samples=K`` the importance-weighted bound, tighter as K grows. ``row_offset``: the rows before ``X``
         in a file scored chunk by chunk, so that each row's noise does not depend on the chunking.
+
+        A conditional model gives log p(x | c): ``X`` must hold the condition columns too (a category unseen in
+        training is a :class:`UserError` naming the column and the value).
         """
         _check_fitted(self)
         return _scores(self, X, iw_samples, row_offset)
@@ -243,10 +267,11 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
 
         An array; after ``set_output(transform="pandas")`` a DataFrame with columns :meth:`get_feature_names_out`
         and ``X``'s index (scikit-learn's wrapper does that, whatever the type of ``X``). A VAE's code is its
-        encoder's posterior mean.
+        encoder's posterior mean. A conditional model's code is T(x; c): ``X`` must hold the condition columns.
         """
         _check_fitted(self)
-        return _batched(self.model_, select(self, X) + 0.5 * _dequantize_mask(self), self.model_.encode)
+        frame = select(self, X) + 0.5 * _dequantize_mask(self)
+        return _batched(self.model_, frame, self.model_.encode, context=_context(self, X))
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """The names of :meth:`transform`'s columns, the latent code: ``z0 ... z{k-1}`` (k = ``latent_dim_``), as
@@ -257,7 +282,9 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
             _check_input_features(self, input_features)
         return np.asarray([f"{LATENT_PREFIX}{j}" for j in range(self.latent_dim_)], dtype=object)
 
-    def inverse_transform(self, Z, *, mean: bool = False, random_state: int | None = None) -> np.ndarray | pd.DataFrame:
+    def inverse_transform(
+        self, Z, *, mean: bool = False, random_state: int | None = None, conditions=None
+    ) -> np.ndarray | pd.DataFrame:
         """Rows in the data's units decoded from latent codes ``Z``, shape (n, latent_dim_) -> (n, n_columns).
 
         A bijection is inverted exactly; each funnel's dropped coordinates are drawn from its ansatz
@@ -275,17 +302,24 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         ``z0 ... z{k-1}`` are taken by name when it has them all (else by position).
 
         Returns a DataFrame in ``columns_`` with ``Z``'s index when fitted on a DataFrame, else an array. Constant
-        columns left out by ``drop_constant`` are not modelled and not returned.
+        columns left out by ``drop_constant`` are not modelled and not returned. A conditional model decodes
+        x = T^-1(z; c): ``conditions`` is a DataFrame of the condition columns, a row for each row of ``Z``.
         """
         _check_fitted(self)
         if random_state is not None and not whole(random_state, 0, MAX_SEED):
             raise OutOfRange("random_state", random_state, f"a whole number in 0..{MAX_SEED}")
         codes = _latent_codes(self, Z)
-        rows = _decoded(self, codes, bool(mean), random_state)
+        context = _given_context(self, conditions, len(codes))
+        rows = _decoded(self, codes, bool(mean), random_state, context)
         return _as_fitted(self, rows, index=Z.index if isinstance(Z, pd.DataFrame) else None)
 
     def sample(
-        self, n_samples: int = 1, random_state: int | None = None, temperature: float = 1.0
+        self,
+        n_samples: int | None = None,
+        random_state: int | None = None,
+        temperature: float = 1.0,
+        *,
+        conditions=None,
     ) -> np.ndarray | pd.DataFrame:
         """``n_samples`` (1 to 10,000,000) rows in the data's units, shape (n_samples, n_columns), dequantized
         columns rounded down to integers (as float64). ``temperature`` (in (0, 10]) scales the base distribution's
@@ -294,10 +328,35 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
 
         A DataFrame with the modelled columns ``columns_`` when fitted on a DataFrame (or loaded from such a
         model), else an array. Constant columns left out by ``drop_constant`` are not modelled (their values are
-        not recorded) and not returned."""
+        not recorded) and not returned. ``n_samples`` defaults to 1.
+
+        A conditional model draws one row from p(x | c) for each row of ``conditions``, a DataFrame holding the
+        condition columns; ``n_samples`` is then left out (or equal to ``len(conditions)``). The result is a
+        DataFrame with ``conditions``' index: the condition columns as given, then the sampled columns.
+        """
         _check_fitted(self)
-        check_sampling(n_samples, temperature, random_state)
-        return _as_fitted(self, _drawn(self, int(n_samples), float(temperature), random_state))
+        if self.conditions_ is None:
+            if conditions is not None:
+                raise Misused(["conditions"], "applies to conditional models only; this model has no conditions")
+            n_samples = 1 if n_samples is None else n_samples
+            check_sampling(n_samples, temperature, random_state)
+            return _as_fitted(self, _drawn(self, int(n_samples), float(temperature), random_state))
+        if conditions is None:
+            raise Refused(
+                f"this model is conditional on {', '.join(self.conditions_.names)}",
+                "pass {conditions} (a DataFrame holding those columns, a row for each draw)",
+            )
+        if n_samples is not None and not (whole(n_samples, 0, MAX_SAMPLES) and n_samples == len(conditions)):
+            raise Misused(
+                ["n_samples"],
+                f"must be left out or equal len(conditions) = {len(conditions)} (one draw per row), got "
+                f"{shown(n_samples)}",
+            )
+        check_sampling(len(conditions), temperature, random_state)
+        context = self.conditions_.encode(conditions)
+        rows = _drawn(self, len(conditions), float(temperature), random_state, context)
+        drawn = pd.DataFrame(rows, columns=list(self.columns_), index=conditions.index)
+        return pd.concat([conditions[self.conditions_.names], drawn], axis=1)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the model folder (``model.safetensors``, ``model.json``, ``metrics.jsonl``)."""
@@ -324,12 +383,43 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
 # -- fitting: validate, prepare, train -----------------------------------------------------------------------
 
 
+def _split_conditions(
+    estimator: FunnelDensity, X, validation, recipe: Recipe
+) -> tuple[Any, Any, tuple[pd.DataFrame, pd.DataFrame | None] | None, dict[str, tuple[str, ...]]]:
+    """(X, validation) without the condition columns, the condition columns of both (None for an unconditional
+    model), and the categories of the categorical ones (:func:`funnelcli.conditions.categories_of` all of X).
+
+    Refused in one line: conditions on an array, a missing condition column, the VAE, ``latent_dim="auto"``."""
+    names, categorical = check_names(estimator.conditional_columns, estimator.categorical_columns)
+    if not names:
+        return X, validation, None, {}
+    if recipe.family == "vae":
+        raise Misused(
+            ["conditional_columns"],
+            "need a flow family (nsf, f-nsf, glow, f-glow, f-mlp); the VAE cannot be conditional yet",
+        )
+    if estimator.latent_dim == AUTO:
+        raise Misused(["conditional_columns"], "cannot be used with {latent_dim}='auto' yet; choose a latent size")
+    tables = {"X": X} if validation is None else {"X": X, "validation": validation}
+    for label, table in tables.items():
+        if not isinstance(table, pd.DataFrame):
+            raise Misused(["conditional_columns"], f"name columns of a DataFrame; {label} is {type(table).__name__}")
+        missing = [name for name in names if name not in table.columns]
+        if missing:
+            raise UserError(f"{label} lacks the condition column(s) {', '.join(repr(c) for c in missing)}")
+    if len(names) == X.shape[1]:
+        raise Misused(["conditional_columns"], "name every column; leave at least one to model")
+    conditions = (X[names], None if validation is None else validation[names])
+    categories = categories_of(conditions[0], categorical)
+    return X.drop(columns=names), None if validation is None else validation.drop(columns=names), conditions, categories
+
+
 def _validated_rows(
-    estimator: FunnelDensity, X, validation, recipe: Recipe, limit: int
+    estimator: FunnelDensity, X, validation, recipe: Recipe, limit: int, context_features: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(the rows of ``X``, the rows of ``validation`` or None) in the modelled columns, checked as scikit-learn
     checks them; constant columns are refused or left out, and so is a model over ``limit`` parameters (counted
-    from ``recipe`` before anything is built)."""
+    from ``recipe``, conditioned on ``context_features`` encoded columns, before anything is built)."""
     frame = drop_constant(estimator, validate(estimator, X, reset=True))
     estimator.columns_ = [str(c) for c in frame.columns]
     if len(estimator.columns_) > MAX_COLUMNS:
@@ -337,7 +427,7 @@ def _validated_rows(
             f"the table has {len(estimator.columns_):,} columns; a model takes at most {MAX_COLUMNS:,}",
             "choose columns with {columns}",
         )
-    check_size(recipe, len(estimator.columns_), limit)
+    check_size(recipe, len(estimator.columns_), limit, context_features)
     return frame, None if validation is None else select(estimator, validation)
 
 
@@ -347,9 +437,11 @@ def _prepared(
     held_out: pd.DataFrame | None,
     recipe: Recipe,
     dtypes: dict[str, str],
+    conditions: tuple[pd.DataFrame, pd.DataFrame | None] | None = None,
 ) -> PreparedRows:
     """:func:`~funnelcli.preparation.prepare_rows` with ``estimator``'s settings, keeping the modelled columns'
-    dtypes and the dequantized columns."""
+    dtypes and the dequantized columns; ``conditions``: the condition columns of ``X`` and of the validation rows
+    (or None), split with the rows."""
     rows = prepare_rows(
         frame,
         held_out,
@@ -357,6 +449,8 @@ def _prepared(
         val_fraction=estimator.val_fraction,
         dequantize=estimator.dequantize,
         dtypes=dtypes,
+        conditions=conditions[0] if conditions else None,
+        held_out_conditions=conditions[1] if conditions else None,
     )
     estimator.dtypes_ = rows.dtypes
     estimator.dequantized_columns_ = list(rows.dequantized_columns)
@@ -368,6 +462,14 @@ def _train(estimator: FunnelDensity, rows: PreparedRows, recipe: Recipe, **optio
     :func:`funnelcli.training.fit`'s. After :class:`TrainingDiverged` the model keeps its best weights."""
     counts = {"n_train": len(rows.train), "n_validation": len(rows.held_out)}
     train, held_out = (_tensor(frame, torch.device("cpu")) for frame in (rows.train, rows.held_out))
+    mask = rows.mask
+    if estimator.conditions_ is not None:
+        # Each row carries its encoded conditions beside it ([x, c]), so that every batch, shard and streamed copy
+        # the loop makes keeps them together; the conditions get no dequantization noise.
+        encode = estimator.conditions_.encode
+        train = torch.cat([train, _as_tensor(encode(rows.train_conditions))], dim=1)
+        held_out = torch.cat([held_out, _as_tensor(encode(rows.held_out_conditions))], dim=1)
+        mask = np.concatenate([mask, np.zeros(estimator.conditions_.width, dtype=bool)])
     try:
         # Where training runs (the device, a torchrun process group, rows on the device or streamed) is decided
         # there, from the rows in host memory.
@@ -377,7 +479,7 @@ def _train(estimator: FunnelDensity, rows: PreparedRows, recipe: Recipe, **optio
             held_out,
             recipe.training,
             device=estimator.device,
-            dequantize=rows.mask,
+            dequantize=mask,
             **options,
         )
     except TrainingDiverged as error:
@@ -435,6 +537,7 @@ def _scores(estimator: FunnelDensity, X, iw_samples: int | None, row_offset: int
     """``score_samples``: the rows' scores, with seeded dequantization noise (advanced past ``row_offset`` rows)
     and, for a VAE with ``iw_samples``, the importance-weighted bound in chunks of about 8192 / K rows."""
     frame = select(estimator, X)
+    context = _context(estimator, X)
     mask = _dequantize_mask(estimator)
     if mask.any():
         generator = np.random.default_rng(SCORE_NOISE_SEED)
@@ -453,19 +556,30 @@ def _scores(estimator: FunnelDensity, X, iw_samples: int | None, row_offset: int
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(SCORE_NOISE_SEED)
-        return _batched(model, frame, function, rows=rows)[:, 0]
+        return _batched(model, frame, function, rows=rows, context=context)[:, 0]
 
 
-def _drawn(estimator: FunnelDensity, n_samples: int, temperature: float, random_state: int | None) -> np.ndarray:
+def _drawn(
+    estimator: FunnelDensity,
+    n_samples: int,
+    temperature: float,
+    random_state: int | None,
+    context: np.ndarray | None = None,
+) -> np.ndarray:
     """``sample``: ``n_samples`` rows drawn 8192 at a time (seeded by ``random_state`` when given, leaving the
-    global RNG as it was), dequantized columns rounded down."""
+    global RNG as it was), dequantized columns rounded down; with ``context`` (n_samples, C), row i given c_i."""
     model = estimator.model_
+    device = next(model.parameters()).device
     chunks = []
     with _seeded(model, random_state), torch.no_grad():
         model.eval()
         for start in range(0, n_samples, _BATCH):
             count = min(_BATCH, n_samples - start)
-            chunks.append(model.sample(count, temperature).double().cpu().numpy())
+            if context is None:
+                drawn = model.sample(count, temperature)
+            else:
+                drawn = model.sample(count, temperature, _as_tensor(context[start : start + count], device))
+            chunks.append(drawn.double().cpu().numpy())
     rows = np.concatenate(chunks)
     mask = _dequantize_mask(estimator)
     rows[:, mask] = np.floor(rows[:, mask])
@@ -501,12 +615,17 @@ def _latent_codes(estimator: FunnelDensity, Z) -> np.ndarray:
     return codes
 
 
-def _decoded(estimator: FunnelDensity, codes: np.ndarray, mean: bool, random_state: int | None) -> np.ndarray:
+def _decoded(
+    estimator: FunnelDensity, codes: np.ndarray, mean: bool, random_state: int | None, context: np.ndarray | None
+) -> np.ndarray:
     """``inverse_transform``: ``codes`` decoded 8192 rows at a time (seeded by ``random_state`` when given,
-    leaving the global RNG as it was), dequantized columns rounded down."""
+    leaving the global RNG as it was), dequantized columns rounded down; given ``context`` for a conditional
+    model."""
     model = estimator.model_
     with _seeded(model, random_state):
-        rows = _batched(model, pd.DataFrame(codes), lambda z: decode(model, z, mean=mean))
+        rows = _batched(
+            model, pd.DataFrame(codes), lambda z, c=None: decode(model, z, mean=mean, context=c), context=context
+        )
     mask = _dequantize_mask(estimator)
     rows[:, mask] = np.floor(rows[:, mask])
     return rows
@@ -549,19 +668,23 @@ def _check_input_features(estimator: FunnelDensity, input_features) -> None:
 def _batched(
     model: torch.nn.Module,
     frame: pd.DataFrame,
-    function: Callable[[torch.Tensor], torch.Tensor],
+    function: Callable[..., torch.Tensor],
     *,
     rows: int = _BATCH,
+    context: np.ndarray | None = None,
 ) -> np.ndarray:
     """``function`` of ``frame``'s rows, ``rows`` at a time on ``model``'s device in eval mode, as float64 of
-    shape (n_rows, -1)."""
+    shape (n_rows, -1); with ``context`` (n_rows, C), ``function(rows, their context)``."""
     device = next(model.parameters()).device
     model.eval()
     outputs = []
     with torch.no_grad():
         for start in range(0, len(frame), rows):
             batch = _tensor(frame.iloc[start : start + rows], device)
-            result = function(batch)
+            if context is None:
+                result = function(batch)
+            else:
+                result = function(batch, _as_tensor(context[start : start + rows], device))
             outputs.append(result.reshape(batch.shape[0], -1).double().cpu().numpy())
     return np.concatenate(outputs)
 
@@ -575,6 +698,38 @@ def _check_fitted(estimator: FunnelDensity) -> None:
 
 def _dequantize_mask(estimator: FunnelDensity) -> np.ndarray:
     return np.isin(estimator.columns_, estimator.dequantized_columns_)
+
+
+def _width(estimator: FunnelDensity) -> int:
+    """C, the width of the model's encoded conditions (0 for an unconditional model)."""
+    return 0 if estimator.conditions_ is None else estimator.conditions_.width
+
+
+def _context(estimator: FunnelDensity, X) -> np.ndarray | None:
+    """The encoded conditions of the rows of ``X`` for a conditional model (a :class:`UserError` when ``X`` lacks
+    them), None for an unconditional one."""
+    return None if estimator.conditions_ is None else estimator.conditions_.encode(X)
+
+
+def _given_context(estimator: FunnelDensity, conditions, rows: int) -> np.ndarray | None:
+    """The encoded ``conditions`` (a row for each of ``rows``) that a conditional model needs and an
+    unconditional one refuses."""
+    if estimator.conditions_ is None:
+        if conditions is not None:
+            raise Misused(["conditions"], "applies to conditional models only; this model has no conditions")
+        return None
+    if conditions is None:
+        raise Refused(
+            f"this model is conditional on {', '.join(estimator.conditions_.names)}",
+            "pass {conditions} (a DataFrame holding those columns, a row for each code)",
+        )
+    if len(conditions) != rows:
+        raise UserError(f"conditions has {len(conditions)} rows for {rows} codes; give one row per code")
+    return estimator.conditions_.encode(conditions)
+
+
+def _as_tensor(values: np.ndarray, device: torch.device | None = None) -> torch.Tensor:
+    return torch.tensor(np.asarray(values, dtype=np.float32), device=device)
 
 
 def _tensor(frame: pd.DataFrame, device: torch.device) -> torch.Tensor:

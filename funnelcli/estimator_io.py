@@ -18,6 +18,7 @@ import torch
 
 from funnelcli import artifact
 from funnelcli._version import __version__
+from funnelcli.conditions import Conditions
 from funnelcli.errors import UserError
 from funnelcli.estimator_checks import parameter_limit, whole
 from funnelcli.model_metadata import ModelMetadata
@@ -53,6 +54,7 @@ def metadata(estimator: FunnelDensity) -> ModelMetadata:
         dropped_constant_columns=tuple(estimator.dropped_constant_columns_),
         mean=tuple(scaler.mean.double().tolist()),
         std=tuple(scaler.std.double().tolist()),
+        conditions=None if estimator.conditions_ is None else tuple(estimator.conditions_.to_list()),
         parameters=count_parameters(estimator.model_),
         max_parameters=parameter_limit(estimator.max_parameters),
         training=estimator.summary_,
@@ -71,11 +73,18 @@ def load(cls: type[FunnelDensity], path: str | Path, *, device: str, max_paramet
     tensors, document = artifact.read_folder(path)
     metadata = ModelMetadata.from_dict(document)
     recipe = Recipe.from_dict(metadata.recipe, name=metadata.recipe_name)
-    model = _rebuilt(path, recipe, metadata, tensors, max_parameters)
+    conditions = None if metadata.conditions is None else Conditions.from_list(metadata.conditions)
+    model = _rebuilt(path, recipe, metadata, tensors, max_parameters, conditions)
     estimator = cls(
-        recipe=recipe, device=device, dequantize=metadata.dequantize, max_parameters=metadata.max_parameters
+        recipe=recipe,
+        device=device,
+        dequantize=metadata.dequantize,
+        max_parameters=metadata.max_parameters,
+        conditional_columns=None if conditions is None else conditions.names,
+        categorical_columns=None if conditions is None else conditions.categorical or None,
     )
     estimator.recipe_ = recipe
+    estimator.conditions_ = conditions
     estimator.model_ = model.to(resolve_device(device)).eval()
     estimator.columns_ = list(metadata.columns)
     if metadata.fitted_on_names:
@@ -92,14 +101,21 @@ def load(cls: type[FunnelDensity], path: str | Path, *, device: str, max_paramet
 
 
 def _rebuilt(
-    path: str | Path, recipe: Recipe, metadata: ModelMetadata, tensors: dict[str, torch.Tensor], limit: int | None
+    path: str | Path,
+    recipe: Recipe,
+    metadata: ModelMetadata,
+    tensors: dict[str, torch.Tensor],
+    limit: int | None,
+    conditions: Conditions | None = None,
 ) -> DensityModel:
-    """The model of a folder's ``recipe`` holding its weights ``tensors``, on the CPU; refused when its size
-    exceeds ``limit`` (default: the folder's ``max_parameters``) or the weights do not fit the recipe."""
+    """The model of a folder's ``recipe`` (conditional on ``conditions`` when given) holding its weights
+    ``tensors``, on the CPU; refused when its size exceeds ``limit`` (default: the folder's ``max_parameters``) or
+    the weights do not fit the recipe."""
+    width = 0 if conditions is None else conditions.width
     limit = metadata.max_parameters if limit is None else limit
     if not whole(limit, 1, MAX_PARAMETERS_LIMIT):
         raise UserError(f"max_parameters must be a whole number in 1..{MAX_PARAMETERS_LIMIT:,}, got {limit!r}")
-    estimate = estimate_size(recipe, len(metadata.columns))
+    estimate = estimate_size(recipe, len(metadata.columns), width)
     if estimate.parameters > limit:
         raise UserError(
             f"{path}: its recipe gives a model of {estimate.parameters:,} parameters, above the limit of "
@@ -113,7 +129,7 @@ def _rebuilt(
     ):
         raise UserError(mismatch)
     mean, std = (np.asarray(values, dtype=np.float64) for values in (metadata.mean, metadata.std))
-    model = build_model(recipe, mean, std)
+    model = build_model(recipe, mean, std, context_features=width)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError:

@@ -156,6 +156,7 @@ _NUMBERS_FIRST = (
     "dequantize",
     "dequantized_columns",
     "dropped_constant_columns",
+    "conditions",
     "input_dim",
     "latent_dim",
     "parameters",

@@ -23,7 +23,9 @@ class ModelMetadata:
     adds the ``dropped_constant_columns`` left out at training. ``mean`` and ``std`` (D,) are the scaler, the
     model's first layer. ``recipe`` is the recipe as plain data (:meth:`funnelcli.models.Recipe.to_dict`) and
     ``training`` the training summary (its fields: ``funnelcli.models.document.TRAINING``). ``weights_sha256``
-    is None until the folder is written: it is the checksum of ``model.safetensors``.
+    is None until the folder is written: it is the checksum of ``model.safetensors``. ``conditions`` is None for
+    an unconditional model, whose ``model.json`` has no such field (as before conditional models existed); for
+    a conditional one, the encoding of each condition column (:meth:`funnelcli.conditions.Conditions.to_list`).
     """
 
     recipe_name: str
@@ -45,6 +47,7 @@ class ModelMetadata:
     versions: dict[str, str]
     created: str
     weights_sha256: str | None = None
+    conditions: tuple[dict[str, Any], ...] | None = None
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -81,6 +84,7 @@ class ModelMetadata:
             versions=dict(document["versions"]),
             created=document["created"],
             weights_sha256=document.get("weights_sha256"),
+            conditions=None if "conditions" not in document else tuple(copy.deepcopy(document["conditions"])),
             format=document.get("format", FORMAT),
             format_version=document.get("format_version", FORMAT_VERSION),
         )
@@ -103,6 +107,7 @@ class ModelMetadata:
             "dequantized_columns": list(self.dequantized_columns),
             "dropped_constant_columns": list(self.dropped_constant_columns),
             "scaler": {"mean": list(self.mean), "std": list(self.std)},
+            **({} if self.conditions is None else {"conditions": copy.deepcopy(list(self.conditions))}),
             "parameters": self.parameters,
             "max_parameters": self.max_parameters,
             "training": copy.deepcopy(self.training),

@@ -38,6 +38,8 @@ class PreparedRows:
       (D,) bool marks them.
     - ``mean``, ``std`` (D,) float64: the model's standardisation, the training rows' mean (plus 0.5 on a
       dequantized column: the mean of its noise) and standard deviation (ddof 0, of the rows without noise).
+    - ``train_conditions``, ``held_out_conditions``: for a conditional model, the condition columns of the same
+      rows, as given (any dtype, a fresh RangeIndex; not encoded, not dequantized); None otherwise.
     """
 
     train: pd.DataFrame
@@ -48,6 +50,8 @@ class PreparedRows:
     mask: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    train_conditions: pd.DataFrame | None = None
+    held_out_conditions: pd.DataFrame | None = None
 
 
 def prepare_rows(
@@ -58,6 +62,8 @@ def prepare_rows(
     val_fraction: float,
     dequantize: str,
     dtypes: Mapping[str, str],
+    conditions: pd.DataFrame | None = None,
+    held_out_conditions: pd.DataFrame | None = None,
 ) -> PreparedRows:
     """Split, dequantize and measure ``frame`` for training.
 
@@ -65,12 +71,19 @@ def prepare_rows(
     in the same columns, or is None for a seeded (``seed``) ``val_fraction`` of ``frame``. ``dequantize`` is
     ``uniform`` (integer-valued columns get noise in [0, 1), seeded ``seed`` on the held-out rows, and a warning
     names them) or ``none``. ``dtypes`` maps the input's column names to their dtypes (empty for an array).
+    ``conditions`` (a conditional model's condition columns, row for row with ``frame``) are split as ``frame``
+    is; ``held_out_conditions`` go with ``validation``.
 
     Raises :class:`UserError` when fewer than 2 rows are left to train on, when a column is constant in the
     training rows, or when a column holds values float32 cannot hold or varies too little for it to resolve.
     """
     columns = tuple(str(c) for c in frame.columns)
     train, held_out = split_rows(frame, validation, val_fraction, seed)
+    train_conditions = None
+    if conditions is not None:
+        # The same split: split_validation draws its permutation from the row count and the seed alone.
+        given = None if validation is None else held_out_conditions.reset_index(drop=True)
+        train_conditions, held_out_conditions = split_rows(conditions.reset_index(drop=True), given, val_fraction, seed)
     if len(train) < 2:
         raise Refused(
             f"the table has {len(frame)} rows and {len(held_out)} of them are held out for validation, which "
@@ -99,6 +112,8 @@ def prepare_rows(
         mask=mask,
         mean=mean,
         std=std,
+        train_conditions=train_conditions,
+        held_out_conditions=held_out_conditions if conditions is not None else None,
     )
 
 

@@ -72,6 +72,28 @@ def saved(tmp_path_factory):
     return estimator.fit(table).save(tmp_path_factory.mktemp("saved") / "model")
 
 
+@pytest.mark.parametrize("family", [name for name in FAMILIES if name != "vae"])
+def test_a_conditional_model_counts_what_the_recipe_promises_for_its_context(family):
+    recipe = tiny_recipe(family)
+    model = build_model(recipe, np.zeros(DIM), np.ones(DIM), context_features=3)
+    assert count_parameters(model) == estimate_size(recipe, DIM, 3).parameters
+    x, c = torch.randn(7, DIM), torch.randn(7, 3)
+    with torch.no_grad():
+        assert model.eval().log_prob(x, c).shape == (7,)
+        assert model.encode(x, c).shape == (7, model.latent_dim)
+        assert model.sample(7, context=c).shape == (7, DIM)
+
+
+def test_model_metadata_reads_back_a_conditional_model_json_to_the_same_bytes(tmp_path):
+    table = manifold_table(120).assign(k=np.arange(120) % 3)
+    conditions = {"conditional_columns": ["k", "d"], "categorical_columns": ["k"]}
+    estimator = FunnelDensity(tiny_recipe("f-nsf"), steps=4, eval_every=2, device="cpu", **conditions)
+    text = (estimator.fit(table).save(tmp_path / "model") / artifact.METADATA).read_text(encoding="utf-8")
+    metadata = ModelMetadata.from_dict(json.loads(text))
+    assert [c["name"] for c in metadata.conditions] == ["k", "d"]
+    assert json.dumps(metadata.to_dict(), indent=2) + "\n" == text
+
+
 def test_model_metadata_reads_back_a_saved_model_json_to_the_same_bytes(saved):
     text = (saved / artifact.METADATA).read_text(encoding="utf-8")
     document = json.loads(text)

@@ -20,24 +20,28 @@ from funnelcli.transforms.funnel import Funnel
 __all__ = ["decode"]
 
 
-def decode(model: nn.Module, z: torch.Tensor, *, mean: bool) -> torch.Tensor:
-    """Rows x in the data's units of latent codes ``z``: shape (N, k) -> (N, D), on ``z``'s device.
+def decode(model: nn.Module, z: torch.Tensor, *, mean: bool, context: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows x in the data's units of latent codes ``z``: shape (N, k) -> (N, D), on ``z``'s device; for a
+    conditional flow, x = T^-1(z; c) with ``context`` c (N, C).
 
     ``model`` is a :class:`~funnelcli.models.flow.FunnelFlow` or the :class:`~funnelcli.models.vae.VAE`. With
     ``mean=False`` a funnel's dropped coordinates (or the VAE's x) are drawn from torch's global generator, in the
     order :meth:`FunnelFlow.sample` draws them; with ``mean=True`` nothing is drawn and the result is deterministic.
     """
     if isinstance(model, VAE):
+        if context is not None:
+            raise ValueError("the VAE takes no context")
         return model.decode(z, mean=mean)
-    return _inverse(model.transform, z, mean=mean)
+    model._checked(context, z.shape[0])
+    return _inverse(model.transform, z, mean=mean, context=context)
 
 
-def _inverse(transform: Transform, z: torch.Tensor, *, mean: bool) -> torch.Tensor:
+def _inverse(transform: Transform, z: torch.Tensor, *, mean: bool, context: torch.Tensor | None) -> torch.Tensor:
     if isinstance(transform, CompositeTransform):
         # nflows keeps a composite's layers in forward order; F-MLP's reducing layers nest a composite.
         for layer in reversed(transform._transforms):
-            z = _inverse(layer, z, mean=mean)
+            z = _inverse(layer, z, mean=mean, context=context)
         return z
     if isinstance(transform, Funnel) and mean:
-        return transform.inverse_centred(z)[0]
-    return transform.inverse(z)[0]
+        return transform.inverse_centred(z, context)[0]
+    return transform.inverse(z, context=context)[0]

@@ -88,6 +88,41 @@ FIELDS: dict[str, Check] = {
     "created": (lambda v: isinstance(v, str), "a date as a string"),
 }
 
+
+def _condition(entry: Any) -> bool:
+    from funnelcli.conditions import CATEGORICAL, MAX_CATEGORIES, NUMERIC
+
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("dtype"), str):
+        return False
+    if entry.get("kind") == NUMERIC:
+        keys_ok = set(entry) == {"name", "dtype", "kind", "mean", "std"}
+        return keys_ok and _is_finite(entry["mean"]) and _is_finite(entry["std"], _F32_TINY)
+    return (
+        entry.get("kind") == CATEGORICAL
+        and set(entry) == {"name", "dtype", "kind", "categories"}
+        and _names(entry["categories"], 2, MAX_CATEGORIES)
+    )
+
+
+def _conditions(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and 1 <= len(value) <= MAX_COLUMNS
+        and all(_condition(entry) for entry in value)
+        and len({entry["name"] for entry in value}) == len(value)
+    )
+
+
+#: Fields that only some models have: ``conditions``, which only a conditional model's model.json holds (so that an
+#: unconditional model's folder is as it was before conditional models existed).
+OPTIONAL_FIELDS: dict[str, Check] = {
+    "conditions": (
+        _conditions,
+        "a list of distinct condition columns, each numeric (name, dtype, kind, mean, std) or categorical (name, "
+        "dtype, kind, categories)",
+    ),
+}
+
 #: The training summary's fields.
 TRAINING: dict[str, Check] = {
     "steps": (lambda v: _is_int(v), "a whole number"),
@@ -115,11 +150,13 @@ def check_document(path: Path, metadata: dict[str, Any]) -> None:
     with each other. ``format`` and ``format_version`` are checked by the caller."""
     if not isinstance(metadata.get("weights_sha256"), str) or not _SHA256.fullmatch(metadata["weights_sha256"]):
         raise UserError(f"{path} records no weights_sha256 (a SHA-256 in hex); the model folder is damaged, retrain it")
-    known = {"format", "format_version", "weights_sha256", *FIELDS}
+    known = {"format", "format_version", "weights_sha256", *FIELDS, *OPTIONAL_FIELDS}
     unknown = sorted(key for key in metadata if key not in known)
     if unknown:
         raise UserError(f"{path} has an unknown field {shown(unknown[0])}; {_EDITED}")
     _check_fields(path, metadata, FIELDS, "", closed=False)  # its unknown fields are refused above
+    optional = {name: check for name, check in OPTIONAL_FIELDS.items() if name in metadata}
+    _check_fields(path, metadata, optional, "", closed=False)
     _check_fields(path, metadata["training"], TRAINING, "training.")
     try:
         Recipe.from_dict(metadata["recipe"], name=metadata["recipe_name"], source=f"{path} (field recipe)")
@@ -150,6 +187,8 @@ def check_document(path: Path, metadata: dict[str, Any]) -> None:
         raise UserError(f"{path}: field dequantized_columns names columns that were not dequantized; {_EDITED}")
     if not set(metadata["dtypes"]) <= set(metadata["input_columns"]):
         raise UserError(f"{path}: field dtypes names columns the model does not read; {_EDITED}")
+    if "conditions" in metadata and {c["name"] for c in metadata["conditions"]} & set(metadata["input_columns"]):
+        raise UserError(f"{path}: field conditions names columns the model also reads as modelled ones; {_EDITED}")
     if metadata["parameters"] > metadata["max_parameters"]:
         raise UserError(f"{path}: field parameters exceeds max_parameters; {_EDITED}")
 

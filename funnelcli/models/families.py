@@ -15,6 +15,9 @@
 - ``vae``: the VAE baseline; ``reduce`` sets its latent size as it sets a funnel's.
 
 Every model starts with the standardisation of the training data, so log-likelihoods are in the user's units.
+Every builder and counter takes ``context_features`` (C, default 0): the width of the encoded conditions c of a
+conditional model p(x | c), which every layer with parameters reads (docs/maths.md, section 1.8); with C = 0 the
+model is the unconditional one, module for module and draw for draw.
 Each family is declared once, in :mod:`funnelcli.models.registry`, which names its ``build_*`` builder and its
 ``count_*`` parameter count below.
 """
@@ -71,7 +74,8 @@ def _mixing(dim: int) -> list[Transform]:
 
 def _ansatz(recipe: Recipe, drop: int, keep: int, kind: str = "coupling") -> nn.Module:
     """q(x_drop | z) as the recipe asks: a Gaussian MLP, or a conditional flow (spline or affine layers, with or
-    without LU maps); with ``ansatz_spline``, behind an unconditional spline on x_drop."""
+    without LU maps); with ``ansatz_spline``, behind an unconditional spline on x_drop. ``keep`` is the width of
+    what q reads: z, or [z, c] in a conditional model."""
     m = recipe.model
     if m.ansatz == "gaussian":
         ansatz = GaussianAnsatz(drop, keep, m.ansatz_hidden_features, m.ansatz_layers)
@@ -99,9 +103,15 @@ def _base(recipe: Recipe, latent: int) -> nn.Module:
     return GaussianMixture(latent, m.base_components) if m.base == "mixture" else StandardNormal(latent)
 
 
-def build_nsf(recipe: Recipe, scaler: Standardize) -> FunnelFlow:
+def _context(width: int) -> int | None:
+    # nflows' networks take None, not 0, for "no context": 0 would still add (empty) context layers.
+    return width or None
+
+
+def build_nsf(recipe: Recipe, scaler: Standardize, context_features: int = 0) -> FunnelFlow:
     """NSF, or F-NSF when the recipe's family has a funnel."""
     m = recipe.model
+    c = context_features
     input_dim = dim = int(scaler.mean.shape[0])
     settings = _spline_settings(recipe)
     funnels = _spline_funnels(recipe, input_dim)
@@ -110,7 +120,7 @@ def build_nsf(recipe: Recipe, scaler: Standardize) -> FunnelFlow:
         if recipe.has_funnel and step == m.funnel_level and m.funnel_kind != "spline":
             keep = conv_latent_dim(dim, m.funnel_kind)
             make = conv_funnel if m.funnel_kind == "conv" else conv_stride1_funnel
-            transforms.append(make(dim, _ansatz(recipe, dim - keep, keep, m.transform)))
+            transforms.append(make(dim, _ansatz(recipe, dim - keep, keep + c, m.transform), c))
             dim = keep
             continue
         transforms += _mixing(dim)
@@ -118,20 +128,22 @@ def build_nsf(recipe: Recipe, scaler: Standardize) -> FunnelFlow:
             keep = funnels[step]
             # f(x_keep; x_drop): elementwise splines driven by x_drop (coupling) or a MADE with x_drop as context.
             if m.transform == "autoregressive":
-                f = rq_layer("autoregressive", keep, step, settings, context_features=dim - keep)
+                f = rq_layer("autoregressive", keep, step, settings, context_features=dim - keep + c)
             else:
-                f = ElementwiseRQSpline(keep, dim - keep, settings)
-            transforms.append(Funnel(keep, dim - keep, f, _ansatz(recipe, dim - keep, keep, m.transform)))
+                f = ElementwiseRQSpline(keep, dim - keep + c, settings)
+            ansatz = _ansatz(recipe, dim - keep, keep + c, m.transform)
+            transforms.append(Funnel(keep, dim - keep, f, ansatz, context_features=c))
             dim = keep
         else:
-            transforms.append(rq_layer(m.transform, dim, step, settings))
+            transforms.append(rq_layer(m.transform, dim, step, settings, _context(c)))
     transforms += _mixing(dim)
-    return FunnelFlow(transforms, input_dim=input_dim, latent_dim=dim, base=_base(recipe, dim))
+    return FunnelFlow(transforms, input_dim=input_dim, latent_dim=dim, base=_base(recipe, dim), context_features=c)
 
 
-def build_glow(recipe: Recipe, scaler: Standardize) -> FunnelFlow:
+def build_glow(recipe: Recipe, scaler: Standardize, context_features: int = 0) -> FunnelFlow:
     """Glow for tables, or F-Glow when the recipe's family has a funnel."""
     m = recipe.model
+    c = context_features
     input_dim = dim = int(scaler.mean.shape[0])
     funnels = _spline_funnels(recipe, input_dim)
     transforms: list[Transform] = [scaler]
@@ -139,13 +151,14 @@ def build_glow(recipe: Recipe, scaler: Standardize) -> FunnelFlow:
         transforms += [ActNorm(dim), *_mixing(dim)]
         if step in funnels:
             keep = funnels[step]
-            f = ElementwiseAffine(keep, dim - keep, m.hidden_features, m.residual_blocks, m.dropout)
-            transforms.append(Funnel(keep, dim - keep, f, _ansatz(recipe, dim - keep, keep)))
+            f = ElementwiseAffine(keep, dim - keep + c, m.hidden_features, m.residual_blocks, m.dropout)
+            transforms.append(Funnel(keep, dim - keep, f, _ansatz(recipe, dim - keep, keep + c), context_features=c))
             dim = keep
         else:
-            transforms.append(affine_coupling(dim, step, m.hidden_features, m.residual_blocks, m.dropout))
+            coupling = affine_coupling(dim, step, m.hidden_features, m.residual_blocks, m.dropout, _context(c))
+            transforms.append(coupling)
     transforms.append(ActNorm(dim))
-    return FunnelFlow(transforms, input_dim=input_dim, latent_dim=dim, base=_base(recipe, dim))
+    return FunnelFlow(transforms, input_dim=input_dim, latent_dim=dim, base=_base(recipe, dim), context_features=c)
 
 
 def mlp_sizes(input_dim: int, latent: int, layout: tuple[str, ...]) -> list[int]:
@@ -160,22 +173,25 @@ def mlp_sizes(input_dim: int, latent: int, layout: tuple[str, ...]) -> list[int]
     return sizes
 
 
-def build_f_mlp(recipe: Recipe, scaler: Standardize) -> FunnelFlow:
-    """F-MLP: a fixed permutation then y = s(W x + b) per layer; reducing layers are MLP funnels."""
+def build_f_mlp(recipe: Recipe, scaler: Standardize, context_features: int = 0) -> FunnelFlow:
+    """F-MLP: a fixed permutation then y = s(W x + b) per layer; reducing layers are MLP funnels. A context c
+    shifts every layer linearly, y = s(W x + W_c c + b), and the ansatzes read it."""
     m = recipe.model
+    c = context_features
     input_dim = dim = int(scaler.mean.shape[0])
     settings = _spline_settings(recipe, m.ansatz_hidden_features)
     transforms: list[Transform] = [scaler]
     for size in mlp_sizes(input_dim, _target(recipe, input_dim), m.mlp_layout):
         if size == dim:
-            transforms.append(mlp_layer(dim, settings))
+            transforms.append(mlp_layer(dim, settings, c))
         else:
-            transforms.append(mlp_funnel(dim, size, _ansatz(recipe, dim - size, size), settings))
+            transforms.append(mlp_funnel(dim, size, _ansatz(recipe, dim - size, size + c), settings, c))
             dim = size
-    return FunnelFlow(transforms, input_dim=input_dim, latent_dim=dim, base=_base(recipe, dim))
+    return FunnelFlow(transforms, input_dim=input_dim, latent_dim=dim, base=_base(recipe, dim), context_features=c)
 
 
-def build_vae(recipe: Recipe, scaler: Standardize) -> VAE:
+def build_vae(recipe: Recipe, scaler: Standardize, context_features: int = 0) -> VAE:
+    _no_conditions(recipe, context_features)
     m = recipe.model
     input_dim = int(scaler.mean.shape[0])
     return VAE(scaler, _target(recipe, input_dim), m.hidden_features, m.vae_layers)
@@ -288,65 +304,75 @@ def _count_base(recipe: Recipe, latent: int) -> int:
     return mixture_parameters(latent, m.base_components) if m.base == "mixture" else 0
 
 
-def count_nsf(recipe: Recipe, input_dim: int) -> SizeEstimate:
+def _no_conditions(recipe: Recipe, context_features: int) -> None:
+    if context_features:
+        raise UserError(
+            f"recipe {recipe.name!r} is a VAE, which cannot be conditional yet; leave out conditional_columns or "
+            "choose a flow family (nsf, f-nsf, glow, f-glow, f-mlp)"
+        )
+
+
+def count_nsf(recipe: Recipe, input_dim: int, context_features: int = 0) -> SizeEstimate:
     m = recipe.model
+    c = context_features
     settings = _spline_settings(recipe)
     funnels = _spline_funnels(recipe, input_dim)
     dim, total = input_dim, 0
     for step in range(m.flow_steps):
         if recipe.has_funnel and step == m.funnel_level and m.funnel_kind != "spline":
             keep = conv_latent_dim(dim, m.funnel_kind)
-            total += 3 + _count_ansatz(recipe, dim - keep, keep, m.transform)  # the kernel: w1, w2 and b
+            total += 3 + _count_ansatz(recipe, dim - keep, keep + c, m.transform)  # the kernel: w1, w2 and b
             dim = keep
             continue
         total += _lu(dim)
         if step in funnels:
             keep = funnels[step]
             if m.transform == "autoregressive":
-                total += _count_rq_layer("autoregressive", keep, step, settings, dim - keep)
+                total += _count_rq_layer("autoregressive", keep, step, settings, dim - keep + c)
             else:
-                total += _count_elementwise_spline(keep, dim - keep, settings)
-            total += _count_ansatz(recipe, dim - keep, keep, m.transform)
+                total += _count_elementwise_spline(keep, dim - keep + c, settings)
+            total += _count_ansatz(recipe, dim - keep, keep + c, m.transform)
             dim = keep
         else:
-            total += _count_rq_layer(m.transform, dim, step, settings)
+            total += _count_rq_layer(m.transform, dim, step, settings, _context(c))
     return SizeEstimate(total + _lu(dim) + _count_base(recipe, dim), dim)
 
 
-def count_glow(recipe: Recipe, input_dim: int) -> SizeEstimate:
+def count_glow(recipe: Recipe, input_dim: int, context_features: int = 0) -> SizeEstimate:
     m = recipe.model
+    c = context_features
+    settings = _spline_settings(recipe)
     funnels = _spline_funnels(recipe, input_dim)
     dim, total = input_dim, 0
     for step in range(m.flow_steps):
         total += 2 * dim + _lu(dim)  # ActNorm's log-scale and shift, and the LU map
         if step in funnels:
             keep = funnels[step]
-            total += _residual_net(dim - keep, 2 * keep, m.hidden_features, m.residual_blocks)
-            total += _count_ansatz(recipe, dim - keep, keep)
+            total += _residual_net(dim - keep + c, 2 * keep, m.hidden_features, m.residual_blocks)
+            total += _count_ansatz(recipe, dim - keep, keep + c)
             dim = keep
-        elif dim == 1:
-            total += 2  # a free elementwise scale and shift
         else:
-            identity, transformed = _halves(dim, step)
-            total += _residual_net(identity, 2 * transformed, m.hidden_features, m.residual_blocks)
+            total += _count_affine_coupling(dim, step, settings, _context(c))
     return SizeEstimate(total + 2 * dim + _count_base(recipe, dim), dim)
 
 
-def count_f_mlp(recipe: Recipe, input_dim: int) -> SizeEstimate:
+def count_f_mlp(recipe: Recipe, input_dim: int, context_features: int = 0) -> SizeEstimate:
     m = recipe.model
+    c = context_features
     per = _spline_params(m.bins)  # one spline shared by the layer's features
     dim, total = input_dim, 0
     for size in mlp_sizes(input_dim, _target(recipe, input_dim), m.mlp_layout):
         if size == dim:
-            total += _lu(dim) + per
+            total += _lu(dim) + dim * c + per  # W, b and the context's W_c
         else:
             drop = dim - size
-            total += _lu(size) + size * drop + per + _count_ansatz(recipe, drop, size)
+            total += _lu(size) + size * (drop + c) + per + _count_ansatz(recipe, drop, size + c)
             dim = size
     return SizeEstimate(total + _count_base(recipe, dim), dim)
 
 
-def count_vae(recipe: Recipe, input_dim: int) -> SizeEstimate:
+def count_vae(recipe: Recipe, input_dim: int, context_features: int = 0) -> SizeEstimate:
+    _no_conditions(recipe, context_features)
     m = recipe.model
     latent = _target(recipe, input_dim)
 
@@ -357,8 +383,9 @@ def count_vae(recipe: Recipe, input_dim: int) -> SizeEstimate:
     return SizeEstimate(mlp(input_dim, 2 * latent) + mlp(latent, 2 * input_dim), latent)
 
 
-def estimate_size(recipe: Recipe, input_dim: int) -> SizeEstimate:
-    """The parameter count and latent size of the recipe's model for ``input_dim`` columns, without building it.
+def estimate_size(recipe: Recipe, input_dim: int, context_features: int = 0) -> SizeEstimate:
+    """The parameter count and latent size of the recipe's model for ``input_dim`` columns (conditioned on
+    ``context_features`` encoded condition columns), without building it.
 
     Exact (a test checks it against the built models of every family): arithmetic only, so a recipe sized for
     billions of parameters costs nothing to count. A funnel (or the VAE) on fewer than 2 columns is a
@@ -366,14 +393,17 @@ def estimate_size(recipe: Recipe, input_dim: int) -> SizeEstimate:
     """
     if recipe.has_funnel or recipe.family == "vae":
         recipe.latent_size(input_dim)  # refuses a funnel on one column, or a latent_dim that does not fit
-    return FAMILIES[recipe.family].count(recipe, input_dim)
+    return FAMILIES[recipe.family].count(recipe, input_dim, context_features)
 
 
-def check_size(recipe: Recipe, input_dim: int, max_parameters: int | None = None) -> SizeEstimate:
-    """The recipe's :class:`SizeEstimate` for ``input_dim`` columns; a :class:`UserError` when its parameters
-    exceed ``max_parameters`` (default :data:`DEFAULT_MAX_PARAMETERS`)."""
+def check_size(
+    recipe: Recipe, input_dim: int, max_parameters: int | None = None, context_features: int = 0
+) -> SizeEstimate:
+    """The recipe's :class:`SizeEstimate` for ``input_dim`` columns (and ``context_features`` encoded
+    conditions); a :class:`UserError` when its parameters exceed ``max_parameters`` (default
+    :data:`DEFAULT_MAX_PARAMETERS`)."""
     limit = DEFAULT_MAX_PARAMETERS if max_parameters is None else max_parameters
-    estimate = estimate_size(recipe, input_dim)
+    estimate = estimate_size(recipe, input_dim, context_features)
     if estimate.parameters > limit:
         raise UserError(
             f"recipe {recipe.name!r} gives a model of {estimate.parameters:,} parameters for {input_dim} columns "
@@ -384,8 +414,12 @@ def check_size(recipe: Recipe, input_dim: int, max_parameters: int | None = None
     return estimate
 
 
-def build_model(recipe: Recipe, mean: np.ndarray, std: np.ndarray, *, seed: int | None = None) -> nn.Module:
-    """The recipe's model for data with the given column means and standard deviations.
+def build_model(
+    recipe: Recipe, mean: np.ndarray, std: np.ndarray, *, seed: int | None = None, context_features: int = 0
+) -> nn.Module:
+    """The recipe's model for data with the given column means and standard deviations; with
+    ``context_features`` = C > 0, the conditional model p(x | c) of C encoded condition columns
+    (:mod:`funnelcli.conditions`). The width comes from the data, never from the recipe.
 
     Weights and permutations are drawn from ``seed`` (default: the recipe's) without touching the global RNG.
     """
@@ -393,4 +427,4 @@ def build_model(recipe: Recipe, mean: np.ndarray, std: np.ndarray, *, seed: int 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.training.seed if seed is None else seed)
         scaler = Standardize(torch.tensor(np.asarray(mean, dtype=np.float64)), torch.tensor(np.asarray(std)))
-        return family.build(recipe, scaler)
+        return family.build(recipe, scaler, context_features)

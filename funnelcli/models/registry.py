@@ -61,13 +61,15 @@ class Family:
     builder: str
     counter: str
 
-    def build(self, recipe: Recipe, scaler: Any) -> Any:
-        """The family's model for ``recipe``, starting with the standardisation ``scaler`` (imports torch)."""
-        return _resolve(self.builder)(recipe, scaler)
+    def build(self, recipe: Recipe, scaler: Any, context_features: int = 0) -> Any:
+        """The family's model for ``recipe``, starting with the standardisation ``scaler`` (imports torch);
+        conditional on ``context_features`` encoded condition columns when that is above 0."""
+        return _resolve(self.builder)(recipe, scaler, context_features)
 
-    def count(self, recipe: Recipe, input_dim: int) -> Any:
-        """The size estimate of ``recipe``'s model on ``input_dim`` columns, counted without building it."""
-        return _resolve(self.counter)(recipe, input_dim)
+    def count(self, recipe: Recipe, input_dim: int, context_features: int = 0) -> Any:
+        """The size estimate of ``recipe``'s model on ``input_dim`` columns (and ``context_features`` encoded
+        condition columns), counted without building it."""
+        return _resolve(self.counter)(recipe, input_dim, context_features)
 
 
 _FAMILIES = "funnelcli.models.families:"

@@ -27,6 +27,7 @@ from nflows.transforms.base import CompositeTransform
 from torch import nn
 
 from funnelcli.models.base import GaussianMixture
+from funnelcli.models.flow import split_context
 from funnelcli.transforms.ansatz import standard_normal_log_prob
 from funnelcli.transforms.linear import LULinear
 from funnelcli.transforms.splines import MIN_DERIVATIVE, ElementwiseRQSpline, RQAutoregressive, RQCoupling
@@ -43,6 +44,10 @@ def gaussian_start(model: nn.Module, rows: torch.Tensor) -> bool:
     """Set ``model`` (a :class:`~funnelcli.models.flow.FunnelFlow`) to the Gaussian fit of ``rows`` (N, D), training
     rows in the data's units (the model standardises them). True when the model is now that Gaussian.
 
+    A conditional model's rows carry their conditions ([x, c], :func:`~funnelcli.models.flow.split_context`): its
+    splines, set to the identity for every c, make it the Gaussian of x whatever c is, a start that training
+    must improve on by using c.
+
     Whether it is, is checked on ``rows``: spline flows (``nsf``, ``f-nsf``) are; Glow's ActNorm and affine
     couplings, F-MLP's layers and the VAE do not start at the identity, so for them the answer is False (their
     splines are set to the identity all the same).
@@ -55,13 +60,14 @@ def gaussian_start(model: nn.Module, rows: torch.Tensor) -> bool:
             _identity_spline(module)
         if isinstance(getattr(model, "base", None), GaussianMixture):
             model.base.set_standard_normal_()
+        rows, context = split_context(model, rows)
         u = rows.to(next(model.parameters()).dtype)
         before = torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)  # log-dets of the layers before the LU
         for layer in transform._transforms:
             if isinstance(layer, LULinear):
                 z = _whiten(layer, u)
                 expected = standard_normal_log_prob(z) + layer.logabsdet() + before
-                return _agrees(model, rows, expected)
+                return _agrees(model, rows, context, expected)
             if any(True for _ in layer.parameters()):
                 return False  # a learned layer before any LU map: the rows it would whiten are not known here
             u, logabsdet = layer(u)
@@ -69,11 +75,12 @@ def gaussian_start(model: nn.Module, rows: torch.Tensor) -> bool:
         return False
 
 
-def _agrees(model: nn.Module, rows: torch.Tensor, expected: torch.Tensor) -> bool:
+def _agrees(model: nn.Module, rows: torch.Tensor, context: torch.Tensor | None, expected: torch.Tensor) -> bool:
     was_training = model.training
     model.eval()  # as the model is scored: no dropout
+    args = (rows,) if context is None else (rows, context)
     try:
-        return bool(torch.allclose(model.log_prob(rows), expected.to(rows.dtype), rtol=1e-4, atol=1e-3))
+        return bool(torch.allclose(model.log_prob(*args), expected.to(rows.dtype), rtol=1e-4, atol=1e-3))
     finally:
         model.train(was_training)
 
@@ -147,9 +154,11 @@ def mixture_fallback(model: nn.Module, rows: torch.Tensor, validation: torch.Ten
 def _codes(model: nn.Module, rows: torch.Tensor) -> np.ndarray:
     was_training = model.training
     model.eval()
+    dtype = next(model.parameters()).dtype
+    x, context = split_context(model, rows.to(dtype))
     try:
         with torch.no_grad():
-            return model.encode(rows.to(next(model.parameters()).dtype)).double().cpu().numpy()
+            return model.encode(*((x,) if context is None else (x, context))).double().cpu().numpy()
     finally:
         model.train(was_training)
 

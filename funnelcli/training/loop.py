@@ -22,7 +22,7 @@ import torch
 from funnelcli.distributed import Ranks, current
 from funnelcli.errors import Misused, Refused, UnknownChoice, UserError
 from funnelcli.models.base import GaussianMixture
-from funnelcli.models.flow import FunnelFlow
+from funnelcli.models.flow import FunnelFlow, split_context
 from funnelcli.models.recipe import TrainingSettings
 from funnelcli.models.start import fit_base, gaussian_start, mixture_fallback
 from funnelcli.training import checkpoint
@@ -81,6 +81,12 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def log_prob_of_rows(model: torch.nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """log p(x) of training rows, shape (N,); a conditional model's rows are [x, c] and give log p(x | c)."""
+    x, context = split_context(model, rows)
+    return model.log_prob(x) if context is None else model.log_prob(x, context)
+
+
 @torch.no_grad()
 def total_log_prob(model: FunnelFlow, data: torch.Tensor, batch_size: int = _EVAL_BATCH) -> torch.Tensor:
     """The sum of log p(x) over the rows of ``data`` (a float64 scalar on its device), in eval mode, in batches."""
@@ -89,7 +95,7 @@ def total_log_prob(model: FunnelFlow, data: torch.Tensor, batch_size: int = _EVA
     device = _model_device(model)
     total = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, data.shape[0], batch_size):
-        total += model.log_prob(data[start : start + batch_size].to(device, non_blocking=True)).double().sum()
+        total += log_prob_of_rows(model, data[start : start + batch_size].to(device, non_blocking=True)).double().sum()
     model.train(was_training)
     return total
 
@@ -116,8 +122,10 @@ def fit(
 ) -> TrainingSummary:
     """Maximise the mean log-likelihood of ``train``; keep the weights with the best ``validation`` score.
 
-    ``train`` and ``validation`` are (N, D) tensors on the model's device or, with ``stream_rows`` (for rows that
-    do not fit there, see :mod:`funnelcli.training.rows`), in host memory: each batch is then
+    ``train`` and ``validation`` are (N, D) tensors (for a conditional model, (N, D + C): each row's conditions
+    ride beside it, see :func:`~funnelcli.models.flow.split_context`) on the model's device or, with
+    ``stream_rows`` (for rows that do not fit there, see :mod:`funnelcli.training.rows`), in host memory: each
+    batch is then
     gathered on the host and copied to the device while the previous step runs. ``callback`` receives a dict
     after every step (``step``, ``steps``) and, at each validation pass, ``train_log_prob`` and
     ``val_log_prob`` too. ``dequantize``, a (D,) boolean mask, adds fresh uniform noise in [0, 1) to those
@@ -188,7 +196,7 @@ class _LogProb(torch.nn.Module):
         self.model = model
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.model.log_prob(batch)
+        return log_prob_of_rows(self.model, batch)
 
 
 class _Steps:
@@ -266,7 +274,7 @@ class _Steps:
         # Layers that initialise themselves from their first batch (ActNorm) do so here, on each rank's own rows;
         # DDP then copies rank 0's weights and buffers to every rank, so that all ranks start equal.
         with torch.no_grad():
-            self.model.log_prob(self.train[: self.batch_size].to(self.device))
+            log_prob_of_rows(self.model, self.train[: self.batch_size].to(self.device))
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
 

@@ -75,20 +75,25 @@ class StrideOneConv(Transform):
         return torch.stack(columns, dim=1), (-self.keep * k.log_w1).expand(inputs.shape[0])
 
 
-def conv_funnel(features: int, ansatz: nn.Module) -> Funnel:
+def conv_funnel(features: int, ansatz: nn.Module, context_features: int = 0) -> Funnel:
     """The stride-2, width-2 funnel on ``features`` ordered coordinates; ``ansatz`` models the
-    ``features // 2`` dropped ones given the ``features - features // 2`` outputs."""
+    ``features // 2`` dropped ones given the ``features - features // 2`` outputs (and the context c, of
+    ``context_features`` columns, when there is one: the kernel itself is fixed and does not read c)."""
     tiles = features // 2
     keep = features - tiles
     evens = list(range(0, 2 * tiles, 2))
     odds = list(range(1, 2 * tiles, 2))
     leftover = [features - 1] if features % 2 else []
-    return Funnel(keep, tiles, TileConv(keep, tiles), ansatz, order=evens + leftover + odds)
+    order = evens + leftover + odds
+    f = TileConv(keep, tiles)
+    return Funnel(keep, tiles, f, ansatz, order=order, context_features=context_features, f_reads_context=False)
 
 
-def conv_stride1_funnel(features: int, ansatz: nn.Module) -> Funnel:
-    """The stride-1, width-2 funnel: keeps the first ``features - 1`` coordinates' outputs, drops the last."""
-    return Funnel(features - 1, 1, StrideOneConv(features - 1), ansatz)
+def conv_stride1_funnel(features: int, ansatz: nn.Module, context_features: int = 0) -> Funnel:
+    """The stride-1, width-2 funnel: keeps the first ``features - 1`` coordinates' outputs, drops the last. With a
+    context, as :func:`conv_funnel`: only the ansatz reads it."""
+    f = StrideOneConv(features - 1)
+    return Funnel(features - 1, 1, f, ansatz, context_features=context_features, f_reads_context=False)
 
 
 def conv_latent_dim(features: int, kind: str) -> int:

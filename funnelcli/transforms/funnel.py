@@ -28,6 +28,11 @@ class Funnel(Transform):
     Shapes: forward (N, D) -> (N, keep), inverse (N, keep) -> (N, D), logabsdet (N,). By default the last
     ``drop`` coordinates are the dropped ones; ``order`` (a permutation of range(D)) names them otherwise:
     x_keep = x[:, order[:keep]], x_drop = x[:, order[keep:]].
+
+    Conditional funnels (``context_features`` = C > 0) model p(x | c) for an external context c of shape (N, C):
+    f reads [x_drop, c] (or x_drop alone with ``f_reads_context=False``, the convolutional funnels' fixed
+    kernels) and the ansatz is q(x_drop | z, c), reading [z, c]. For each c the funnel is the funnel above, so
+    the likelihood stays exact: log p(x | c) = log p_Z(z) + log|det df/dx_keep| + log q(x_drop | z, c).
     """
 
     def __init__(
@@ -37,6 +42,9 @@ class Funnel(Transform):
         transform: Transform | None,
         ansatz: nn.Module,
         order: torch.Tensor | list[int] | None = None,
+        *,
+        context_features: int = 0,
+        f_reads_context: bool = True,
     ):
         super().__init__()
         if keep < 1 or drop < 1:
@@ -45,6 +53,8 @@ class Funnel(Transform):
         self.drop = drop
         self.transform = transform
         self.ansatz = ansatz
+        self.context_features = context_features
+        self.f_reads_context = f_reads_context
         if order is not None:
             order = torch.as_tensor(order, dtype=torch.long)
             if sorted(order.tolist()) != list(range(keep + drop)):
@@ -55,10 +65,21 @@ class Funnel(Transform):
             self.order = None
 
     def _check(self, inputs, context, width):
-        if context is not None:
-            raise ValueError("funnels take no external context")
+        if self.context_features == 0 and context is not None:
+            raise ValueError("this funnel takes no external context")
+        expected = (inputs.shape[0], self.context_features)
+        if self.context_features and (context is None or tuple(context.shape) != expected):
+            shape = None if context is None else tuple(context.shape)
+            raise ValueError(f"this funnel needs a context of shape (N, {self.context_features}), got {shape}")
         if inputs.dim() != 2 or inputs.shape[1] != width:
             raise ValueError(f"expected inputs of shape (N, {width}), got {tuple(inputs.shape)}")
+
+    @staticmethod
+    def _with(values: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        return values if context is None else torch.cat([values, context], dim=1)
+
+    def _f_context(self, x_drop: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        return self._with(x_drop, context if self.f_reads_context else None)
 
     def forward(self, inputs, context=None):
         self._check(inputs, context, self.keep + self.drop)
@@ -68,28 +89,30 @@ class Funnel(Transform):
         if self.transform is None:
             z, logabsdet = x_keep, inputs.new_zeros(inputs.shape[0])
         else:
-            z, logabsdet = self.transform(x_keep, context=x_drop)
-        return z, logabsdet + self.ansatz.log_prob(x_drop, context=z)
+            z, logabsdet = self.transform(x_keep, context=self._f_context(x_drop, context))
+        return z, logabsdet + self.ansatz.log_prob(x_drop, context=self._with(z, context))
 
     def inverse(self, inputs, context=None):
         self._check(inputs, context, self.keep)
-        return self._inverse_given(inputs, *self.ansatz.sample(context=inputs))
+        return self._inverse_given(inputs, *self.ansatz.sample(context=self._with(inputs, context)), context)
 
-    def inverse_centred(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def inverse_centred(
+        self, z: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`inverse` with x_drop at the ansatz's centre (``ansatz.centre(z)``: the mean of a Gaussian
         ansatz, the image of the base's zero for a flow ansatz) instead of a draw: deterministic, and still a right
         inverse, forward(inverse_centred(z)) == z. Returns (x, -(log|det df/dx_keep| + log q(x_drop | z)))."""
-        self._check(z, None, self.keep)
-        return self._inverse_given(z, *self.ansatz.centre(context=z))
+        self._check(z, context, self.keep)
+        return self._inverse_given(z, *self.ansatz.centre(context=self._with(z, context)), context)
 
     def _inverse_given(
-        self, z: torch.Tensor, x_drop: torch.Tensor, log_q: torch.Tensor
+        self, z: torch.Tensor, x_drop: torch.Tensor, log_q: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x = [f^-1(z; x_drop), x_drop] in the input's order, and -(log|det df/dx_keep| + ``log_q``)."""
         if self.transform is None:
             x_keep, inverse_logabsdet = z, z.new_zeros(z.shape[0])
         else:
-            x_keep, inverse_logabsdet = self.transform.inverse(z, context=x_drop)
+            x_keep, inverse_logabsdet = self.transform.inverse(z, context=self._f_context(x_drop, context))
         x = torch.cat([x_keep, x_drop], dim=1)
         if self.order is not None:
             x = x[:, self.inverse_order]

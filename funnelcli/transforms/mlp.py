@@ -36,17 +36,29 @@ class ConditionalLULinear(Transform):
         return self.linear.inverse(inputs - context @ self.context_weight.t())
 
 
-def mlp_layer(features: int, settings: SplineSettings) -> Transform:
-    """A dimension-preserving F-MLP layer: a fixed random permutation, y = s(W x + b) with W square LU."""
+def mlp_layer(features: int, settings: SplineSettings, context_features: int = 0) -> Transform:
+    """A dimension-preserving F-MLP layer: a fixed random permutation, y = s(W x + b) with W square LU.
+
+    With a context c (``context_features`` = C > 0), y = s(W x + W_c c + b): the shift reads c linearly, which
+    changes no log-det (the Jacobian in x is W's).
+    """
     layers = [RandomPermutation(features)] if features > 1 else []
-    return CompositeTransform([*layers, LULinear(features), ElementwiseRQSpline(features, None, settings, shared=True)])
+    linear = ConditionalLULinear(features, context_features) if context_features else LULinear(features)
+    return CompositeTransform([*layers, linear, ElementwiseRQSpline(features, None, settings, shared=True)])
 
 
-def mlp_funnel(features: int, out_features: int, ansatz: nn.Module, settings: SplineSettings) -> Transform:
+def mlp_funnel(
+    features: int, out_features: int, ansatz: nn.Module, settings: SplineSettings, context_features: int = 0
+) -> Transform:
     """A reducing F-MLP layer from ``features`` to ``out_features``: a fixed random permutation, then the funnel
-    y = s(W_k x_k + W_d x_d + b) with ``ansatz`` as q(x_d | y)."""
+    y = s(W_k x_k + W_d x_d + b) with ``ansatz`` as q(x_d | y). With a context c (``context_features`` = C > 0),
+    y = s(W_k x_k + W_d x_d + W_c c + b) and the ansatz is q(x_d | y, c)."""
     drop = features - out_features
     f = CompositeTransform(
-        [ConditionalLULinear(out_features, drop), ElementwiseRQSpline(out_features, None, settings, shared=True)]
+        [
+            ConditionalLULinear(out_features, drop + context_features),
+            ElementwiseRQSpline(out_features, None, settings, shared=True),
+        ]
     )
-    return CompositeTransform([RandomPermutation(features), Funnel(out_features, drop, f, ansatz)])
+    funnel = Funnel(out_features, drop, f, ansatz, context_features=context_features)
+    return CompositeTransform([RandomPermutation(features), funnel])

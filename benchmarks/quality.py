@@ -300,6 +300,7 @@ MODELS = {
     # The Gaussian start (training.start = "gaussian"), with validation every 250 steps or once an epoch.
     "gs-f-nsf-50": funnelcli_model("f-nsf", 0.5, start="gaussian"),
     "gs-nsf": funnelcli_model("nsf", None, start="gaussian"),
+    "gs-f-nsf-25": funnelcli_model("f-nsf", 0.25, start="gaussian"),
     "gse-f-nsf-50": funnelcli_model("f-nsf", 0.5, start="gaussian", eval_every="epoch", patience=0),
     "gse-nsf": funnelcli_model("nsf", None, start="gaussian", eval_every="epoch", patience=0),
     # A Gaussian-mixture base (model.base = "mixture", 8 components), started on the codes and with the mixture
@@ -308,6 +309,8 @@ MODELS = {
     "mix-f-nsf-50": funnelcli_model("f-nsf", 0.5, base="mixture"),
     "mix-f-nsf-75": funnelcli_model("f-nsf", 0.75, base="mixture"),
     "mix-nsf": funnelcli_model("nsf", None, base="mixture"),
+    "mix32-f-nsf-25": funnelcli_model("f-nsf", 0.25, base="mixture", base_components=32),
+    "mix32-f-nsf-50": funnelcli_model("f-nsf", 0.5, base="mixture", base_components=32),
     "zuko-nsf": torch_model(zuko_nsf),
     "gmm": baseline("gmm"),
     "gaussian": baseline("gaussian"),

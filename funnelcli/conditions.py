@@ -7,7 +7,9 @@ column per category, in sorted order. The model folder records both (``model.jso
 scoring encodes exactly as training did; a category the model never saw is refused, not guessed.
 
 The context is an input of the model, not something it models: conditions get no density, no dequantization
-noise, and no share of the log-likelihood. Imports no torch.
+noise, and no share of the log-likelihood. A mixed model's modelled categorical columns are encoded here too
+(one-hot, the same way): they are the flow's context beside the conditions, and
+:mod:`funnelcli.models.categorical` gives them their mass. Imports no torch.
 """
 
 from __future__ import annotations
@@ -45,22 +47,44 @@ class Condition:
         """Its columns in the context: 1, or one per category."""
         return 1 if self.kind == NUMERIC else len(self.categories)
 
-    def encode(self, values: pd.Series) -> np.ndarray:
+    def encode(self, values: pd.Series, role: str = "condition") -> np.ndarray:
         """The context columns of ``values``, shape (N, width), float64."""
         if self.kind == NUMERIC:
-            return ((_numbers(self.name, values) - self.mean) / self.std)[:, None]
+            return ((_numbers(self.name, values, role) - self.mean) / self.std)[:, None]
+        return one_hot(self.indices(values, role), len(self.categories))
+
+    def indices(self, values: pd.Series, role: str = "condition") -> np.ndarray:
+        """Each value's position among a categorical column's ``categories``, shape (N,), int64. A category the
+        model never saw is a :class:`UserError` that names the column (a ``role`` column) and the value."""
         index = {category: j for j, category in enumerate(self.categories)}
-        keys = _keys(self.name, values)
-        encoded = np.zeros((len(keys), len(index)))
-        for row, key in enumerate(keys):
-            if key not in index:
-                known = ", ".join(self.categories[:5]) + (", ..." if len(self.categories) > 5 else "")
-                raise UserError(
-                    f"condition column {self.name!r} holds {shown(key)} (row {row + 1}), a category the model did "
-                    f"not see in training (it knows {known}); leave such rows out or retrain with them"
-                )
-            encoded[row, index[key]] = 1.0
-        return encoded
+        keys = _keys(self.name, values, role)
+        found = np.fromiter((index.get(key, -1) for key in keys), dtype=np.int64, count=len(keys))
+        if (found < 0).any():
+            row = int(np.argmax(found < 0))
+            known = ", ".join(self.categories[:5]) + (", ..." if len(self.categories) > 5 else "")
+            raise UserError(
+                f"{role} column {self.name!r} holds {shown(keys[row])} (row {row + 1}), a category the model did "
+                f"not see in training (it knows {known}); leave such rows out or retrain with them"
+            )
+        return found
+
+    def values(self, indices: np.ndarray) -> pd.Series:
+        """The categories at ``indices`` (N,) as a column of the dtype the model was fitted on where that is
+        simple (integers, booleans, floats, pandas categoricals), else strings: what ``sample`` returns."""
+        labels = np.asarray(self.categories, dtype=object)[np.asarray(indices, dtype=np.int64)]
+        dtype = self.dtype.lower()
+        if dtype.startswith(("int", "uint")):
+            return pd.Series(labels.astype(np.int64), name=self.name)
+        if dtype.startswith("bool"):
+            return pd.Series(labels == "True", name=self.name)
+        if dtype.startswith("float"):
+            return pd.Series(labels.astype(np.float64), name=self.name)
+        if dtype == "category":
+            return pd.Series(pd.Categorical(labels, categories=list(self.categories)), name=self.name)
+        try:  # a string dtype ("str", "string") as fitted; anything else stays text
+            return pd.Series(labels, name=self.name).astype(self.dtype)
+        except (TypeError, ValueError):
+            return pd.Series(labels, name=self.name, dtype=object)
 
     def to_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "kind": self.kind}
@@ -128,9 +152,13 @@ class Conditions:
         return cls(tuple(Condition.from_dict(entry) for entry in entries))
 
 
-def check_names(conditional_columns: Any, categorical_columns: Any) -> tuple[list[str], list[str]]:
-    """(conditional_columns, categorical_columns) as lists of str, or a :class:`UserError`: each a list of distinct
-    names, and the categorical ones among the conditions (modelled categorical columns are not supported yet)."""
+def check_names(conditional_columns: Any, categorical_columns: Any) -> tuple[list[str], list[str], list[str]]:
+    """(conditions, categorical conditions, modelled categorical columns) as lists of str, or a :class:`UserError`
+    unless each parameter is a list of distinct names.
+
+    A column in both ``conditional_columns`` and ``categorical_columns`` is a condition encoded by category (it is
+    given, not modelled); one in ``categorical_columns`` alone is modelled: it gets a probability mass, P(k | c), and
+    conditions the flow (docs/maths.md, section 1.9)."""
     lists = []
     given = {"conditional_columns": conditional_columns, "categorical_columns": categorical_columns}
     for parameter, value in given.items():
@@ -142,37 +170,36 @@ def check_names(conditional_columns: Any, categorical_columns: Any) -> tuple[lis
         lists.append(list(names))
     conditions, categorical = lists
     modelled = [name for name in categorical if name not in conditions]
-    if modelled:
-        raise Misused(
-            ["categorical_columns"],
-            f"names {', '.join(repr(c) for c in modelled)}, which {{conditional_columns}} lacks; only conditions can "
-            "be categorical for now: add them to {conditional_columns} or leave them out",
-        )
-    return conditions, categorical
+    return conditions, [name for name in categorical if name in conditions], modelled
 
 
-def categories_of(frame: pd.DataFrame, categorical: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """The sorted categories of each categorical condition of ``frame`` (its condition columns), by name.
+def categories_of(
+    frame: pd.DataFrame, categorical: Sequence[str], modelled: Sequence[str] = ()
+) -> dict[str, tuple[str, ...]]:
+    """The sorted categories of each categorical column of ``frame`` (the context columns), by name.
 
     A condition is categorical when named in ``categorical`` or when its dtype is not numeric (strings, objects,
-    booleans, pandas categoricals). Refused: a missing value, one category only, more than
-    :data:`MAX_CATEGORIES`."""
+    booleans, pandas categoricals); a ``modelled`` categorical column always is. Refused: a missing value, one
+    category only, more than :data:`MAX_CATEGORIES`."""
     found = {}
     for name in frame.columns:
-        if not is_categorical(frame[name], name in categorical):
+        if not is_categorical(frame[name], name in categorical or name in modelled):
             continue
-        categories = tuple(sorted(set(_keys(name, frame[name]))))
+        modelled_here = name in modelled
+        role = "categorical" if modelled_here else "condition"
+        parameter = "categorical_columns" if modelled_here else "conditional_columns"
+        categories = tuple(sorted(set(_keys(name, frame[name], role))))
         if len(categories) < 2:
             raise Refused(
-                f"condition column {name!r} has one value ({shown(categories[0])}) in the table, so it cannot "
+                f"{role} column {name!r} has one value ({shown(categories[0])}) in the table, so it cannot "
                 "condition anything",
-                "leave it out of {conditional_columns}",
+                f"leave it out of {{{parameter}}}",
             )
         if len(categories) > MAX_CATEGORIES:
             raise Refused(
-                f"condition column {name!r} has {len(categories):,} categories; a categorical condition is one-hot "
+                f"{role} column {name!r} has {len(categories):,} categories; a categorical column is one-hot "
                 f"encoded and may have at most {MAX_CATEGORIES:,}",
-                "leave it out of {conditional_columns} (an identifier conditions nothing)",
+                f"leave it out of {{{parameter}}} (an identifier conditions nothing)",
             )
         found[str(name)] = categories
     return found
@@ -209,10 +236,17 @@ def is_categorical(values: pd.Series, named: bool) -> bool:
     return named or is_bool_dtype(values.dtype) or not is_numeric_dtype(values.dtype)
 
 
-def _numbers(name: str, values: pd.Series) -> np.ndarray:
+def one_hot(indices: np.ndarray, width: int) -> np.ndarray:
+    """Rows of ``width`` zeros with a one at each of ``indices`` (N,), shape (N, width), float64."""
+    encoded = np.zeros((len(indices), width))
+    encoded[np.arange(len(indices)), indices] = 1.0
+    return encoded
+
+
+def _numbers(name: str, values: pd.Series, role: str = "condition") -> np.ndarray:
     if not is_numeric_dtype(values.dtype) or is_bool_dtype(values.dtype):
         raise UserError(
-            f"condition column {name!r} holds {values.dtype} values, but the model reads it as numbers; "
+            f"{role} column {name!r} holds {values.dtype} values, but the model reads it as numbers; "
             "give it the numbers it was trained on"
         )
     numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -220,18 +254,17 @@ def _numbers(name: str, values: pd.Series) -> np.ndarray:
     if bad.any():
         row = int(np.argmax(bad))
         raise UserError(
-            f"condition column {name!r} holds {numbers[row]:g} at row {row + 1}; conditions must be finite "
-            "float32 numbers"
+            f"{role} column {name!r} holds {numbers[row]:g} at row {row + 1}; conditions must be finite float32 numbers"
         )
     return numbers
 
 
-def _keys(name: str, values: pd.Series) -> list[str]:
+def _keys(name: str, values: pd.Series, role: str = "condition") -> list[str]:
     """Each value as the category it names: ``True``, ``3`` (for 3 and 3.0 alike), ``'adelie'`` -> ``adelie``."""
     missing = pd.isna(values).to_numpy()
     if missing.any():
         raise UserError(
-            f"condition column {name!r} has a missing value at row {int(np.argmax(missing)) + 1}; conditions must "
+            f"{role} column {name!r} has a missing value at row {int(np.argmax(missing)) + 1}; its values must "
             "all be given"
         )
     return [_key(value) for value in values.tolist()]

@@ -22,7 +22,7 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from funnelcli import estimator_io
-from funnelcli.conditions import categories_of, check_names, context_width, fit_conditions
+from funnelcli.conditions import Conditions, categories_of, check_names, context_width, fit_conditions
 from funnelcli.errors import Misused, OutOfRange, Refused, UserError, shown
 from funnelcli.estimator_checks import (
     AUTO,
@@ -38,6 +38,7 @@ from funnelcli.estimator_checks import (
     whole,
 )
 from funnelcli.models import Recipe, build_model
+from funnelcli.models.categorical import CategoricalModel
 from funnelcli.models.decode import decode
 from funnelcli.models.families import DEFAULT_MAX_PARAMETERS, check_size
 from funnelcli.models.recipe import MAX_COLUMNS, MAX_SEED
@@ -97,11 +98,18 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
     conditional_columns : list of str, optional
         Fit p(x | c), the density of the other columns given these (a DataFrame's columns, any dtype): numeric
         ones are standardised, categorical ones one-hot encoded (:mod:`funnelcli.conditions`). Scoring,
-        ``transform`` and ``inverse_transform`` then need them; ``sample`` takes them as ``conditions``. Flow
-        families only (not the VAE, nor ``latent_dim="auto"``).
+        ``transform`` and ``inverse_transform`` then need them; ``sample`` takes them as ``conditions``. Every
+        family: the VAE becomes a conditional VAE, q(z | x, c) and p(x | z, c), whose scores stay lower bounds on
+        log p(x | c). Not with ``latent_dim="auto"``.
     categorical_columns : list of str, optional
-        Conditions to encode by category although their dtype is numeric (integer codes such as ``sex`` = 1, 2).
-        Strings, booleans and pandas categoricals are categorical anyway. Only conditions, for now.
+        Categorical columns of a DataFrame (strings, booleans, pandas categoricals, or integer codes such as
+        ``sex`` = 1, 2). One that is also in ``conditional_columns`` is a condition encoded by category (given, not
+        modelled). One that is not is *modelled*: the model becomes the mixed likelihood
+        log p(x, k | c) = log P(k | c) + log p(x | k, c), with P(k | c) smoothed empirical frequencies (add-one,
+        autoregressive over several columns: :mod:`funnelcli.models.categorical`) and p(x | k, c) the conditional
+        flow with k one-hot in its context (docs/maths.md, section 1.9). Conditions beside modelled categorical
+        columns must be categorical too. Scores then mix a probability mass and a density
+        (``mixed_likelihood_``); ``sample`` draws k, then x; ``transform`` needs the categorical columns.
     **overrides
         Any other recipe field by name (``flow_steps=6``, ``hidden_features=64``, ``dropout=0.1``...).
 
@@ -109,6 +117,8 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
     ----------
     model_ : DensityModel, a FunnelFlow or the VAE (:mod:`funnelcli.models.contract`)
     conditions_ : Conditions or None, a conditional model's condition columns and their encoding
+    categorical_ : CategoricalModel or None, a mixed model's modelled categorical columns and their mass P(k | c)
+    mixed_likelihood_ : bool, True when scores add a log-probability mass (the categorical columns') to a density
     recipe_ : Recipe, with every override applied
     columns_ : list of str, the modelled columns (``x0, x1, ...`` for arrays)
     feature_names_in_ : array of str, only when fitted on a DataFrame
@@ -133,6 +143,9 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
     >>> cond = FunnelDensity("nsf", conditional_columns=["species"]).fit(train)    # doctest: +SKIP
     >>> cond.score_samples(test)         # log p(x | species) per row              # doctest: +SKIP
     >>> cond.sample(conditions=test[["species"]], random_state=0)  # a row each   # doctest: +SKIP
+    >>> mixed = FunnelDensity("nsf", categorical_columns=["species"]).fit(train)   # doctest: +SKIP
+    >>> mixed.score_samples(test)        # log P(species) + log p(x | species)      # doctest: +SKIP
+    >>> mixed.sample(100, random_state=0)   # species drawn, then x given it        # doctest: +SKIP
     """
 
     def __init__(
@@ -225,13 +238,13 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         same ``X``, :meth:`save` on rank 0 only, and call :func:`funnelcli.distributed.leave` on every rank.
         """
         recipe, limit = checked_settings(self, X)
-        X, validation, conditions, categories = _split_conditions(self, X, validation, recipe)
+        X, validation, conditions, categories, modelled = _split_conditions(self, X, validation, recipe)
         if self.latent_dim == AUTO:
             return _fit_auto(self, X, validation, recipe)
         width = context_width(conditions[0].columns, categories) if conditions else 0
         frame, held_out = _validated_rows(self, X, validation, recipe, limit, width)
         rows = _prepared(self, frame, held_out, recipe, input_dtypes(X), conditions)
-        self.conditions_ = None if not conditions else fit_conditions(rows.train_conditions, categories)
+        self.conditions_, self.categorical_ = _fitted_context(rows.train_conditions, categories, modelled)
         self.recipe_ = recipe
         self.model_ = build_model(recipe, rows.mean, rows.std, context_features=_width(self))
         options = {"callback": callback, "checkpoint_dir": checkpoint_dir, "resume": resume, "compile": compile}
@@ -244,6 +257,14 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         _check_fitted(self)
         return bool(self.model_.is_bound)
 
+    @property
+    def mixed_likelihood_(self) -> bool:
+        """Whether scores are mixed likelihoods, log P(k | c) + log p(x | k, c): a log-probability mass of the
+        modelled categorical columns plus a log-density of the others (``categorical_columns`` beyond the
+        conditions). They are still exact, but only differences between models of the same columns compare."""
+        _check_fitted(self)
+        return getattr(self, "categorical_", None) is not None
+
     def score_samples(self, X, *, iw_samples: int | None = None, row_offset: int = 0) -> np.ndarray:
         """Exact log p(x) per row, in nats, in the units of the data, shape (n_samples,).
 
@@ -253,7 +274,9 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         in a file scored chunk by chunk, so that each row's noise does not depend on the chunking.
 
         A conditional model gives log p(x | c): ``X`` must hold the condition columns too (a category unseen in
-        training is a :class:`UserError` naming the column and the value).
+        training is a :class:`UserError` naming the column and the value). A mixed model (``mixed_likelihood_``)
+        gives log P(k | c) + log p(x | k, c), a log-mass of its categorical columns k plus a log-density of x: ``X``
+        must hold the categorical columns too, and a category unseen in training is refused as above.
         """
         _check_fitted(self)
         return _scores(self, X, iw_samples, row_offset)
@@ -267,7 +290,8 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
 
         An array; after ``set_output(transform="pandas")`` a DataFrame with columns :meth:`get_feature_names_out`
         and ``X``'s index (scikit-learn's wrapper does that, whatever the type of ``X``). A VAE's code is its
-        encoder's posterior mean. A conditional model's code is T(x; c): ``X`` must hold the condition columns.
+        encoder's posterior mean. A conditional model's code is T(x; c): ``X`` must hold the condition columns, and
+        a mixed model's is T(x; k, c): ``X`` must hold its categorical columns too.
         """
         _check_fitted(self)
         frame = select(self, X) + 0.5 * _dequantize_mask(self)
@@ -303,7 +327,8 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
 
         Returns a DataFrame in ``columns_`` with ``Z``'s index when fitted on a DataFrame, else an array. Constant
         columns left out by ``drop_constant`` are not modelled and not returned. A conditional model decodes
-        x = T^-1(z; c): ``conditions`` is a DataFrame of the condition columns, a row for each row of ``Z``.
+        x = T^-1(z; c): ``conditions`` is a DataFrame of the condition columns, a row for each row of ``Z``; for a
+        mixed model it holds the categorical columns too (they are the flow's context), which are not returned.
         """
         _check_fitted(self)
         if random_state is not None and not whole(random_state, 0, MAX_SEED):
@@ -333,6 +358,10 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         A conditional model draws one row from p(x | c) for each row of ``conditions``, a DataFrame holding the
         condition columns; ``n_samples`` is then left out (or equal to ``len(conditions)``). The result is a
         DataFrame with ``conditions``' index: the condition columns as given, then the sampled columns.
+
+        A mixed model draws its categorical columns k ~ P(k | c) first, then x ~ p(x | k, c); they come before the
+        modelled columns, in the dtypes they were fitted in (integers, booleans, floats, pandas categoricals;
+        others as strings).
         """
         _check_fitted(self)
         if self.conditions_ is None:
@@ -340,7 +369,10 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
                 raise Misused(["conditions"], "applies to conditional models only; this model has no conditions")
             n_samples = 1 if n_samples is None else n_samples
             check_sampling(n_samples, temperature, random_state)
-            return _as_fitted(self, _drawn(self, int(n_samples), float(temperature), random_state))
+            rows, drawn = _drawn(self, int(n_samples), float(temperature), random_state)
+            if drawn is None:
+                return _as_fitted(self, rows)
+            return pd.concat([drawn, pd.DataFrame(rows, columns=list(self.columns_))], axis=1)
         if conditions is None:
             raise Refused(
                 f"this model is conditional on {', '.join(self.conditions_.names)}",
@@ -354,9 +386,13 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
             )
         check_sampling(len(conditions), temperature, random_state)
         context = self.conditions_.encode(conditions)
-        rows = _drawn(self, len(conditions), float(temperature), random_state, context)
-        drawn = pd.DataFrame(rows, columns=list(self.columns_), index=conditions.index)
-        return pd.concat([conditions[self.conditions_.names], drawn], axis=1)
+        given = None if self.categorical_ is None else self.categorical_.given_indices(conditions)
+        rows, drawn = _drawn(self, len(conditions), float(temperature), random_state, context, given)
+        parts = [conditions[self.conditions_.names]]
+        if drawn is not None:
+            parts.append(drawn.set_axis(conditions.index))
+        parts.append(pd.DataFrame(rows, columns=list(self.columns_), index=conditions.index))
+        return pd.concat(parts, axis=1)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the model folder (``model.safetensors``, ``model.json``, ``metrics.jsonl``)."""
@@ -385,33 +421,56 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
 
 def _split_conditions(
     estimator: FunnelDensity, X, validation, recipe: Recipe
-) -> tuple[Any, Any, tuple[pd.DataFrame, pd.DataFrame | None] | None, dict[str, tuple[str, ...]]]:
-    """(X, validation) without the condition columns, the condition columns of both (None for an unconditional
-    model), and the categories of the categorical ones (:func:`funnelcli.conditions.categories_of` all of X).
+) -> tuple[Any, Any, tuple[pd.DataFrame, pd.DataFrame | None] | None, dict[str, tuple[str, ...]], list[str]]:
+    """(X, validation) without the context columns (the conditions, then the modelled categorical columns), the
+    context columns of both (None when there are none), the categories of the categorical ones
+    (:func:`funnelcli.conditions.categories_of` all of X), and the names of the modelled categorical columns.
 
-    Refused in one line: conditions on an array, a missing condition column, the VAE, ``latent_dim="auto"``."""
-    names, categorical = check_names(estimator.conditional_columns, estimator.categorical_columns)
-    if not names:
-        return X, validation, None, {}
-    if recipe.family == "vae":
-        raise Misused(
-            ["conditional_columns"],
-            "need a flow family (nsf, f-nsf, glow, f-glow, f-mlp); the VAE cannot be conditional yet",
-        )
+    Refused in one line: context columns of an array, a missing one, ``latent_dim="auto"``, and numeric
+    conditions beside modelled categorical columns (P(k | c) is counted per category of c)."""
+    names, categorical, modelled = check_names(estimator.conditional_columns, estimator.categorical_columns)
+    if not names and not modelled:
+        return X, validation, None, {}, []
+    context = names + modelled
+    parameter = ["conditional_columns"] if names else ["categorical_columns"]
     if estimator.latent_dim == AUTO:
-        raise Misused(["conditional_columns"], "cannot be used with {latent_dim}='auto' yet; choose a latent size")
+        raise Misused(parameter, "cannot be used with {latent_dim}='auto' yet; choose a latent size")
     tables = {"X": X} if validation is None else {"X": X, "validation": validation}
     for label, table in tables.items():
         if not isinstance(table, pd.DataFrame):
-            raise Misused(["conditional_columns"], f"name columns of a DataFrame; {label} is {type(table).__name__}")
-        missing = [name for name in names if name not in table.columns]
-        if missing:
-            raise UserError(f"{label} lacks the condition column(s) {', '.join(repr(c) for c in missing)}")
-    if len(names) == X.shape[1]:
-        raise Misused(["conditional_columns"], "name every column; leave at least one to model")
-    conditions = (X[names], None if validation is None else validation[names])
-    categories = categories_of(conditions[0], categorical)
-    return X.drop(columns=names), None if validation is None else validation.drop(columns=names), conditions, categories
+            raise Misused(parameter, f"name columns of a DataFrame; {label} is {type(table).__name__}")
+        for role, wanted in (("condition", names), ("categorical", modelled)):
+            missing = [name for name in wanted if name not in table.columns]
+            if missing:
+                raise UserError(f"{label} lacks the {role} column(s) {', '.join(repr(c) for c in missing)}")
+    if len(context) == X.shape[1]:
+        raise Misused(parameter, "name every column; leave at least one to model")
+    conditions = (X[context], None if validation is None else validation[context])
+    categories = categories_of(conditions[0], categorical, modelled)
+    numeric = [name for name in names if name not in categories]
+    if modelled and numeric:
+        raise Refused(
+            f"condition(s) {', '.join(repr(c) for c in numeric)} are numeric, but the mass P(k | c) of the "
+            "categorical columns is counted per category of the conditions",
+            "name them in {categorical_columns} too (their values become categories) or leave them out of "
+            "{conditional_columns}",
+        )
+    rest = None if validation is None else validation.drop(columns=context)
+    return X.drop(columns=context), rest, conditions, categories, modelled
+
+
+def _fitted_context(
+    train: pd.DataFrame | None, categories: dict[str, tuple[str, ...]], modelled: list[str]
+) -> tuple[Conditions | None, CategoricalModel | None]:
+    """(``conditions_``, ``categorical_``) from the training rows' context columns ``train`` (None: neither): the
+    conditions' encoding, and the modelled categorical columns' counts within the conditions' categories."""
+    if train is None:
+        return None, None
+    fitted = fit_conditions(train, categories)
+    given = tuple(c for c in fitted.columns if c.name not in modelled)
+    columns = tuple(c for c in fitted.columns if c.name in modelled)
+    categorical = CategoricalModel.fit(train, columns, given) if columns else None
+    return (Conditions(given) if given else None), categorical
 
 
 def _validated_rows(
@@ -463,13 +522,13 @@ def _train(estimator: FunnelDensity, rows: PreparedRows, recipe: Recipe, **optio
     counts = {"n_train": len(rows.train), "n_validation": len(rows.held_out)}
     train, held_out = (_tensor(frame, torch.device("cpu")) for frame in (rows.train, rows.held_out))
     mask = rows.mask
-    if estimator.conditions_ is not None:
-        # Each row carries its encoded conditions beside it ([x, c]), so that every batch, shard and streamed copy
-        # the loop makes keeps them together; the conditions get no dequantization noise.
-        encode = estimator.conditions_.encode
-        train = torch.cat([train, _as_tensor(encode(rows.train_conditions))], dim=1)
-        held_out = torch.cat([held_out, _as_tensor(encode(rows.held_out_conditions))], dim=1)
-        mask = np.concatenate([mask, np.zeros(estimator.conditions_.width, dtype=bool)])
+    if _width(estimator):
+        # Each row carries its encoded context beside it ([x, c]), so that every batch, shard and streamed copy
+        # the loop makes keeps them together; the context gets no dequantization noise. A mixed model's mass
+        # P(k | c) is counted, not trained: the loop fits p(x | k, c), whose one-hot k is part of the context.
+        train = torch.cat([train, _as_tensor(_context(estimator, rows.train_conditions))], dim=1)
+        held_out = torch.cat([held_out, _as_tensor(_context(estimator, rows.held_out_conditions))], dim=1)
+        mask = np.concatenate([mask, np.zeros(_width(estimator), dtype=bool)])
     try:
         # Where training runs (the device, a torchrun process group, rows on the device or streamed) is decided
         # there, from the rows in host memory.
@@ -551,12 +610,15 @@ def _scores(estimator: FunnelDensity, X, iw_samples: int | None, row_offset: int
     function, rows = model.log_prob, _BATCH
     if iw_samples is not None:
         iw_samples = int(iw_samples)
-        function = lambda x: model.iw_log_prob(x, iw_samples)  # noqa: E731
+        function = lambda x, c=None: model.iw_log_prob(x, iw_samples, c)  # noqa: E731
         rows = max(1, _BATCH // iw_samples)  # K samples of each row are held at once
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(SCORE_NOISE_SEED)
-        return _batched(model, frame, function, rows=rows, context=context)[:, 0]
+        scores = _batched(model, frame, function, rows=rows, context=context)[:, 0]
+    if estimator.categorical_ is not None:
+        scores = scores + estimator.categorical_.log_prob(X)  # the mass of k, beside the density of x given k
+    return scores
 
 
 def _drawn(
@@ -565,25 +627,35 @@ def _drawn(
     temperature: float,
     random_state: int | None,
     context: np.ndarray | None = None,
-) -> np.ndarray:
-    """``sample``: ``n_samples`` rows drawn 8192 at a time (seeded by ``random_state`` when given, leaving the
-    global RNG as it was), dequantized columns rounded down; with ``context`` (n_samples, C), row i given c_i."""
+    given: np.ndarray | None = None,
+) -> tuple[np.ndarray, pd.DataFrame | None]:
+    """``sample``: (``n_samples`` rows drawn 8192 at a time, seeded by ``random_state`` when given, leaving the
+    global RNG as it was, dequantized columns rounded down; a mixed model's categorical columns drawn first, or
+    None). With ``context`` (n_samples, C) row i is drawn given c_i; a mixed model draws k_i ~ P(k | c_i), ``given``
+    (n_samples, G) the conditions' category indices, and then x_i given [c_i, k_i]."""
     model = estimator.model_
+    categorical = estimator.categorical_
     device = next(model.parameters()).device
-    chunks = []
+    chunks, picks = [], []
     with _seeded(model, random_state), torch.no_grad():
         model.eval()
         for start in range(0, n_samples, _BATCH):
             count = min(_BATCH, n_samples - start)
-            if context is None:
+            parts = [] if context is None else [context[start : start + count]]
+            if categorical is not None:
+                # The categories' uniforms come from torch's CPU generator, so random_state seeds them too.
+                uniforms = torch.rand(count, len(categorical.columns), dtype=torch.float64).numpy()
+                picks.append(categorical.draw(uniforms, None if given is None else given[start : start + count]))
+                parts.append(categorical.one_hot(picks[-1]))
+            if not parts:
                 drawn = model.sample(count, temperature)
             else:
-                drawn = model.sample(count, temperature, _as_tensor(context[start : start + count], device))
+                drawn = model.sample(count, temperature, _as_tensor(np.concatenate(parts, axis=1), device))
             chunks.append(drawn.double().cpu().numpy())
     rows = np.concatenate(chunks)
     mask = _dequantize_mask(estimator)
     rows[:, mask] = np.floor(rows[:, mask])
-    return rows
+    return rows, None if categorical is None else categorical.frame(np.concatenate(picks))
 
 
 def _latent_codes(estimator: FunnelDensity, Z) -> np.ndarray:
@@ -701,31 +773,41 @@ def _dequantize_mask(estimator: FunnelDensity) -> np.ndarray:
 
 
 def _width(estimator: FunnelDensity) -> int:
-    """C, the width of the model's encoded conditions (0 for an unconditional model)."""
-    return 0 if estimator.conditions_ is None else estimator.conditions_.width
+    """C, the width of the flow's context: the encoded conditions, then a mixed model's one-hot categorical
+    columns (0 for an unconditional model)."""
+    parts = (estimator.conditions_, estimator.categorical_)
+    return sum(part.width for part in parts if part is not None)
 
 
 def _context(estimator: FunnelDensity, X) -> np.ndarray | None:
-    """The encoded conditions of the rows of ``X`` for a conditional model (a :class:`UserError` when ``X`` lacks
-    them), None for an unconditional one."""
-    return None if estimator.conditions_ is None else estimator.conditions_.encode(X)
+    """The flow's context of the rows of ``X`` (N, C): the encoded conditions, then a mixed model's one-hot
+    categorical columns (a :class:`UserError` when ``X`` lacks them); None for an unconditional model."""
+    parts = [part.encode(X) for part in (estimator.conditions_, estimator.categorical_) if part is not None]
+    return np.concatenate(parts, axis=1) if parts else None
+
+
+def _context_names(estimator: FunnelDensity) -> list[str]:
+    """The columns the flow's context is made of: the conditions, then a mixed model's categorical columns."""
+    parts = (estimator.conditions_, estimator.categorical_)
+    return [name for part in parts if part is not None for name in part.names]
 
 
 def _given_context(estimator: FunnelDensity, conditions, rows: int) -> np.ndarray | None:
-    """The encoded ``conditions`` (a row for each of ``rows``) that a conditional model needs and an
-    unconditional one refuses."""
-    if estimator.conditions_ is None:
+    """The flow's context of ``conditions`` (a row for each of ``rows``), which a conditional or mixed model needs
+    and an unconditional one refuses."""
+    names = _context_names(estimator)
+    if not names:
         if conditions is not None:
             raise Misused(["conditions"], "applies to conditional models only; this model has no conditions")
         return None
     if conditions is None:
         raise Refused(
-            f"this model is conditional on {', '.join(estimator.conditions_.names)}",
+            f"this model is conditional on {', '.join(names)}",
             "pass {conditions} (a DataFrame holding those columns, a row for each code)",
         )
     if len(conditions) != rows:
         raise UserError(f"conditions has {len(conditions)} rows for {rows} codes; give one row per code")
-    return estimator.conditions_.encode(conditions)
+    return _context(estimator, conditions)
 
 
 def _as_tensor(values: np.ndarray, device: torch.device | None = None) -> torch.Tensor:

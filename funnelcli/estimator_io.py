@@ -23,6 +23,7 @@ from funnelcli.errors import UserError
 from funnelcli.estimator_checks import parameter_limit, whole
 from funnelcli.model_metadata import ModelMetadata
 from funnelcli.models import Recipe, build_model
+from funnelcli.models.categorical import CategoricalModel
 from funnelcli.models.contract import DensityModel, count_parameters
 from funnelcli.models.families import MAX_PARAMETERS_LIMIT, estimate_size
 from funnelcli.training import resolve_device
@@ -33,8 +34,12 @@ if TYPE_CHECKING:
 
 def save(estimator: FunnelDensity, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``estimator``'s model folder (``model.safetensors``, ``model.json``, ``metrics.jsonl``)."""
-    model = estimator.model_
-    return artifact.write_folder(path, model.state_dict(), metadata(estimator), estimator.history_, overwrite=overwrite)
+    tensors = dict(estimator.model_.state_dict())
+    if estimator.categorical_ is not None:
+        # A mixed model's mass is counts, not weights, but they are learned numbers all the same: they go in the
+        # weights file (under keys no module uses), its categories in model.json.
+        tensors.update({name: torch.from_numpy(values) for name, values in estimator.categorical_.tensors().items()})
+    return artifact.write_folder(path, tensors, metadata(estimator), estimator.history_, overwrite=overwrite)
 
 
 def metadata(estimator: FunnelDensity) -> ModelMetadata:
@@ -55,6 +60,7 @@ def metadata(estimator: FunnelDensity) -> ModelMetadata:
         mean=tuple(scaler.mean.double().tolist()),
         std=tuple(scaler.std.double().tolist()),
         conditions=None if estimator.conditions_ is None else tuple(estimator.conditions_.to_list()),
+        categorical=None if estimator.categorical_ is None else estimator.categorical_.to_dict(),
         parameters=count_parameters(estimator.model_),
         max_parameters=parameter_limit(estimator.max_parameters),
         training=estimator.summary_,
@@ -74,17 +80,23 @@ def load(cls: type[FunnelDensity], path: str | Path, *, device: str, max_paramet
     metadata = ModelMetadata.from_dict(document)
     recipe = Recipe.from_dict(metadata.recipe, name=metadata.recipe_name)
     conditions = None if metadata.conditions is None else Conditions.from_list(metadata.conditions)
-    model = _rebuilt(path, recipe, metadata, tensors, max_parameters, conditions)
+    categorical = _categorical(path, metadata, conditions, tensors)
+    width = categorical.width if categorical is not None else 0
+    model = _rebuilt(path, recipe, metadata, tensors, max_parameters, conditions, width)
+    categorical_columns = ([] if conditions is None else conditions.categorical) + (
+        [] if categorical is None else categorical.names
+    )
     estimator = cls(
         recipe=recipe,
         device=device,
         dequantize=metadata.dequantize,
         max_parameters=metadata.max_parameters,
         conditional_columns=None if conditions is None else conditions.names,
-        categorical_columns=None if conditions is None else conditions.categorical or None,
+        categorical_columns=categorical_columns or None,
     )
     estimator.recipe_ = recipe
     estimator.conditions_ = conditions
+    estimator.categorical_ = categorical
     estimator.model_ = model.to(resolve_device(device)).eval()
     estimator.columns_ = list(metadata.columns)
     if metadata.fitted_on_names:
@@ -100,6 +112,27 @@ def load(cls: type[FunnelDensity], path: str | Path, *, device: str, max_paramet
     return estimator
 
 
+def _categorical(
+    path: str | Path, metadata: ModelMetadata, conditions: Conditions | None, tensors: dict[str, torch.Tensor]
+) -> CategoricalModel | None:
+    """A mixed model's :class:`CategoricalModel` from its ``model.json`` field and the counts in the weights
+    (taken out of ``tensors``, which then hold the flow's weights alone); None for any other model."""
+    stored = {name: tensors.pop(name, None) for name in ("categorical.codes", "categorical.counts")}
+    if metadata.categorical is None:
+        if any(value is not None for value in stored.values()):
+            raise UserError(f"{path}: the weights hold categorical counts model.json does not describe; retrain it")
+        return None
+    if any(value is None for value in stored.values()):
+        raise UserError(f"{path}: the weights lack the counts of the categorical columns; retrain it")
+    given = () if conditions is None else conditions.columns
+    try:
+        return CategoricalModel.from_stored(
+            metadata.categorical, given, stored["categorical.codes"].numpy(), stored["categorical.counts"].numpy()
+        )
+    except ValueError as error:
+        raise UserError(f"{path}: {error}; the weights do not fit model.json, retrain it") from None
+
+
 def _rebuilt(
     path: str | Path,
     recipe: Recipe,
@@ -107,11 +140,12 @@ def _rebuilt(
     tensors: dict[str, torch.Tensor],
     limit: int | None,
     conditions: Conditions | None = None,
+    categorical_width: int = 0,
 ) -> DensityModel:
-    """The model of a folder's ``recipe`` (conditional on ``conditions`` when given) holding its weights
-    ``tensors``, on the CPU; refused when its size exceeds ``limit`` (default: the folder's ``max_parameters``) or
-    the weights do not fit the recipe."""
-    width = 0 if conditions is None else conditions.width
+    """The model of a folder's ``recipe`` (conditional on ``conditions`` and a mixed model's one-hot categorical
+    columns, ``categorical_width`` of them) holding its weights ``tensors``, on the CPU; refused when its size
+    exceeds ``limit`` (default: the folder's ``max_parameters``) or the weights do not fit the recipe."""
+    width = (0 if conditions is None else conditions.width) + categorical_width
     limit = metadata.max_parameters if limit is None else limit
     if not whole(limit, 1, MAX_PARAMETERS_LIMIT):
         raise UserError(f"max_parameters must be a whole number in 1..{MAX_PARAMETERS_LIMIT:,}, got {limit!r}")

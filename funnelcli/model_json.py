@@ -157,6 +157,7 @@ _NUMBERS_FIRST = (
     "dequantized_columns",
     "dropped_constant_columns",
     "conditions",
+    "categorical",
     "input_dim",
     "latent_dim",
     "parameters",

@@ -26,6 +26,9 @@ class ModelMetadata:
     is None until the folder is written: it is the checksum of ``model.safetensors``. ``conditions`` is None for
     an unconditional model, whose ``model.json`` has no such field (as before conditional models existed); for
     a conditional one, the encoding of each condition column (:meth:`funnelcli.conditions.Conditions.to_list`).
+    ``categorical`` likewise is None but for a mixed model: its modelled categorical columns, their categories and
+    the smoothing of their mass (:meth:`funnelcli.models.categorical.CategoricalModel.to_dict`; the counts are in
+    the weights file).
     """
 
     recipe_name: str
@@ -48,6 +51,7 @@ class ModelMetadata:
     created: str
     weights_sha256: str | None = None
     conditions: tuple[dict[str, Any], ...] | None = None
+    categorical: dict[str, Any] | None = None
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -85,6 +89,7 @@ class ModelMetadata:
             created=document["created"],
             weights_sha256=document.get("weights_sha256"),
             conditions=None if "conditions" not in document else tuple(copy.deepcopy(document["conditions"])),
+            categorical=copy.deepcopy(document.get("categorical")),
             format=document.get("format", FORMAT),
             format_version=document.get("format_version", FORMAT_VERSION),
         )
@@ -108,6 +113,7 @@ class ModelMetadata:
             "dropped_constant_columns": list(self.dropped_constant_columns),
             "scaler": {"mean": list(self.mean), "std": list(self.std)},
             **({} if self.conditions is None else {"conditions": copy.deepcopy(list(self.conditions))}),
+            **({} if self.categorical is None else {"categorical": copy.deepcopy(self.categorical)}),
             "parameters": self.parameters,
             "max_parameters": self.max_parameters,
             "training": copy.deepcopy(self.training),

@@ -212,13 +212,13 @@ class _Collect(logging.Handler):
         self.into.append(" ".join(self.format(record).split()))
 
 
-def split_names(text: str | None) -> list[str] | None:
-    """``"a, b,c"`` -> ``["a", "b", "c"]``; ``None`` stays ``None``."""
+def split_names(text: str | None, flag: str = "--columns") -> list[str] | None:
+    """``"a, b,c"`` -> ``["a", "b", "c"]``; ``None`` stays ``None``; ``flag`` is the option that gave ``text``."""
     if text is None:
         return None
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
-        raise UserError("--columns was given but names no column; pass names separated by commas")
+        raise UserError(f"{flag} was given but names no column; pass names separated by commas")
     return names
 
 
@@ -238,11 +238,13 @@ def check_no_extra_columns(
 ) -> None:
     """``--strict``: refuse a table with columns the loaded model does not use (a sign of the wrong file or model).
 
-    The model's input columns (constant ones it left out included) and the ``keep`` columns are allowed.
+    The model's input columns (constant ones it left out included), its condition columns and the ``keep`` columns
+    are allowed.
     """
     from funnelcli.data.inspect import inspect_table
 
     allowed = {str(name) for name in estimator.metadata_.get("input_columns", estimator.columns_)} | set(keep or [])
+    allowed |= set(estimator.conditions_.names if estimator.conditions_ is not None else [])
     names = [str(column["name"]) for column in inspect_table(path, key=key)["columns"]]
     extra = [name for name in names if name not in allowed]
     if extra:

@@ -51,7 +51,9 @@ def encode(
 ) -> None:
     """Write the latent code z0 ... z{k-1} of every row of DATA (k = the model's latent size).
 
-    A kept column named like a latent column is refused; --prefix names the latent columns otherwise.
+    A kept column named like a latent column is refused; --prefix names the latent columns otherwise. A
+    conditional model's code is z = T(x; c): DATA must hold its condition columns, which the output carries (after
+    the --keep columns) so that the code can be decoded with its c.
     """
     warnings = setup_logging(False, json_output=json_output)
     from funnelcli.apply import encode_file
@@ -67,7 +69,9 @@ def encode(
     rows = encode_file(estimator, data, output, keep=passed, key=key, overwrite=force, prefix=prefix)
     if json_output:
         latent = [f"{prefix}{j}" for j in range(estimator.latent_dim_)]
-        document = {"output": str(output), "rows": rows, "columns": [*(passed or []), *latent]}
+        conditions = [] if estimator.conditions_ is None else estimator.conditions_.names
+        written = [*(passed or []), *(name for name in conditions if name not in (passed or []))]
+        document = {"output": str(output), "rows": rows, "columns": [*written, *latent]}
         print_json({**document, "latent_dim": estimator.latent_dim_}, warnings)
         return
     typer.echo(f"wrote {output}: {rows:,} rows, {estimator.latent_dim_} latent columns")

@@ -32,6 +32,8 @@ FLAGS: dict[str, str] = {
     "drop_constant": "--drop-constant",
     "max_parameters": "--max-parameters",
     "columns": "--columns",
+    "conditional_columns": "--condition",
+    "categorical_columns": "--categorical",
     # scoring, encoding and sampling (score_samples, sample, apply's score_file and encode_file)
     "iw_samples": "--iw-samples",
     "n_samples": "-n",
@@ -44,6 +46,7 @@ FLAGS: dict[str, str] = {
     "out": "--output",
     "overwrite": "--force",
     "key": "--key",
+    "conditions": "--conditions",
     # sweep
     "latent_dims": "--latent-dims",
     "tolerance": "--tolerance",

@@ -97,9 +97,17 @@ def _stderr_multiple(error: str) -> int:
 
 
 def _load(model: Path, device: str):
+    """The model of a folder; a conditional one is refused (its test rows, samples and baselines would need the
+    conditions, which evaluate, report and compare do not read yet)."""
     from funnelcli.estimator import FunnelDensity
 
-    return FunnelDensity.load(model, device=device)
+    estimator = FunnelDensity.load(model, device=device)
+    if estimator.conditions_ is not None:
+        raise UserError(
+            f"{model} is conditional on {', '.join(estimator.conditions_.names)}; evaluate, report and compare take "
+            "unconditional models only for now: score it with `funnel score MODEL TEST` (log p(x | c) per row)"
+        )
+    return estimator
 
 
 def _read(path: Path, estimator, key: str | None):

@@ -14,7 +14,7 @@ Examples:
 
 
 def info(model: ModelArg, json_output: JsonOpt = False) -> None:
-    """Show a model's recipe, dimensions, parameter count and training summary."""
+    """Show a model's recipe, dimensions, parameter count, columns, conditions and training summary."""
     import typer
 
     from funnelcli.model_json import verify_folder
@@ -32,6 +32,7 @@ def info(model: ModelArg, json_output: JsonOpt = False) -> None:
         f"dimensions   {metadata.input_dim} -> {metadata.latent_dim}",
         f"parameters   {metadata.parameters:,}",
         f"columns      {', '.join(metadata.columns)}",
+        *_condition_lines(metadata.conditions),
         f"training     {training.get('steps')} steps, best validation log-likelihood "
         f"{training.get('best_val_log_prob', float('nan')):.4f} nats/row at step {training.get('best_step')}, "
         f"{training.get('seconds')} s ({training.get('ms_per_step')} ms/step) on {training.get('device')}",
@@ -41,3 +42,18 @@ def info(model: ModelArg, json_output: JsonOpt = False) -> None:
         "training     " + ", ".join(f"{k}={v}" for k, v in recipe.get("training", {}).items()),
     ]
     typer.echo("\n".join(lines))
+
+
+def _condition_lines(conditions) -> list[str]:
+    """A conditional model's ``given`` lines: each condition with its categories, or its standardisation."""
+    if not conditions:
+        return []
+    lines = []
+    for entry in conditions:
+        if entry["kind"] == "categorical":
+            categories = entry["categories"]
+            shown = ", ".join(categories[:20]) + (f", ... ({len(categories)} in all)" if len(categories) > 20 else "")
+            lines.append(f"{entry['name']} (categorical: {shown})")
+        else:
+            lines.append(f"{entry['name']} (numeric, standardised: mean {entry['mean']:.6g}, std {entry['std']:.6g})")
+    return [f"{'given' if i == 0 else '':<13}{line}" for i, line in enumerate(lines)]

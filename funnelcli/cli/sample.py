@@ -12,11 +12,13 @@ from funnelcli.cli._common import (
     DeviceOpt,
     ForceOpt,
     JsonOpt,
+    KeyOpt,
     ModelArg,
     out_format_check,
     print_json,
     setup_logging,
 )
+from funnelcli.errors import UserError
 
 EXAMPLES = """
 Examples:
@@ -26,13 +28,28 @@ Examples:
   funnel sample runs/data -n 500 -o cool.csv --temperature 0.7 --seed 1
 
   funnel sample runs/data -n 100 --output few.csv --json
+
+  funnel sample runs/penguins --conditions species.csv -n 100 -o fake-penguins.csv
 """
 
 
 def sample(
     model: ModelArg,
-    n: Annotated[int, typer.Option("-n", "--n", help="Number of rows to draw (1 to 10,000,000).")],
     output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="Output table (.parquet/.csv).")],
+    n: Annotated[
+        int | None,
+        typer.Option(
+            "-n", "--n", help="Rows to draw (1 to 10,000,000); with --conditions, rows per condition row (default 1)."
+        ),
+    ] = None,
+    conditions: Annotated[
+        Path | None,
+        typer.Option(
+            "--conditions",
+            help="Conditional models: a table of the condition columns; draws -n rows for each of its rows, in order.",
+        ),
+    ] = None,
+    key: KeyOpt = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible samples (0 to 2**32 - 1).")] = None,
     temperature: Annotated[
         float,
@@ -42,19 +59,39 @@ def sample(
     force: ForceOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Draw N rows in the training columns and units."""
+    """Draw N rows in the training columns and units.
+
+    A conditional model draws from p(x | c) for each row c of --conditions FILE (-n rows each, in the file's
+    order); the output holds the condition columns, then the drawn ones.
+    """
     warnings = setup_logging(False, json_output=json_output)
     import pandas as pd
 
     from funnelcli.data import write_table
     from funnelcli.estimator import FunnelDensity, check_sampling
 
-    check_sampling(n, temperature, seed)  # before the model is read
-    out_format_check(output, force=force, inputs=(model,))
+    check_sampling(1 if n is None else n, temperature, seed)  # before the model is read
+    out_format_check(output, force=force, inputs=(model, *([conditions] if conditions is not None else [])))
     estimator = FunnelDensity.load(model, device=device)
-    rows = estimator.sample(n, random_state=seed, temperature=temperature)
-    write_table(pd.DataFrame(rows, columns=estimator.columns_), output, overwrite=force)
+    if estimator.conditions_ is not None and conditions is None:
+        raise UserError(
+            f"this model is conditional on {', '.join(estimator.conditions_.names)}; give --conditions FILE, a table "
+            "of those columns (-n K then draws K rows for each of its rows)"
+        )
+    if conditions is None and n is None:
+        raise UserError("give -n N, the number of rows to draw")
+    if conditions is None:
+        drawn = estimator.sample(n, random_state=seed, temperature=temperature)
+        rows = drawn if isinstance(drawn, pd.DataFrame) else pd.DataFrame(drawn, columns=estimator.columns_)
+    else:
+        from funnelcli.apply import condition_rows
+
+        given = condition_rows(estimator, conditions, per_row=1 if n is None else n, key=key)
+        rows = estimator.sample(conditions=given, random_state=seed, temperature=temperature)
+    write_table(rows, output, overwrite=force)
     if json_output:
-        print_json({"output": str(output), "rows": n, "columns": [str(c) for c in estimator.columns_]}, warnings)
+        document = {"output": str(output), "rows": len(rows), "columns": [str(c) for c in rows.columns]}
+        print_json(document, warnings)
         return
-    typer.echo(f"wrote {output}: {n:,} samples of {len(estimator.columns_)} columns")
+    given = "" if conditions is None else f" given {', '.join(estimator.conditions_.names)} from {conditions}"
+    typer.echo(f"wrote {output}: {len(rows):,} samples of {len(estimator.columns_)} columns{given}")

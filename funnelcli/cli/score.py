@@ -31,6 +31,8 @@ Examples:
   funnel score runs/data test.csv --json
 
   funnel score runs/data test.csv -o scores.csv --keep id,label
+
+  funnel score runs/penguins penguins.csv -o scores.csv --keep id
 """
 
 
@@ -59,6 +61,9 @@ def score(
     ] = None,
 ) -> None:
     """Score DATA: log p(x) per row in nats, in the data's units (standardisation included).
+
+    A conditional model gives log p(x | c): DATA must hold its condition columns, which -o writes (as they are)
+    before the model's columns.
 
     For integer columns that training dequantized, the score is log p(x + u) with u ~ U[0, 1) drawn with a
     fixed seed: a density of the dequantized data, which lower-bounds the integers' log-probability.
@@ -114,6 +119,8 @@ def _report(estimator, summary, *, bound_kind: str, output: Path | None) -> dict
         report["nonfinite_rows"] = summary.nonfinite
     if estimator.dequantized_columns_:
         report["dequantized_columns"] = estimator.dequantized_columns_
+    if estimator.conditions_ is not None:
+        report["conditions"] = estimator.conditions_.names
     if estimator.is_bound_:
         report.update(bound=True, bound_kind=bound_kind)
     if output is not None:
@@ -130,8 +137,9 @@ def _print_scores(estimator, summary, *, bound_kind: str, output: Path | None) -
     mean = summary.mean if summary.count else None
     label = "log-likelihood bound" if bound else "log-likelihood"
     figure = f"{mean:.4f} ± {summary.stderr:.4f} nats/row (mean ± standard error)" if mean is not None else "undefined"
+    given = "" if estimator.conditions_ is None else f" given {', '.join(estimator.conditions_.names)}"
     typer.echo(
-        f"{label} {figure} over {rows:,} rows; model {len(estimator.columns_)} -> {estimator.latent_dim_} dims"
+        f"{label} {figure} over {rows:,} rows; model {len(estimator.columns_)} -> {estimator.latent_dim_} dims{given}"
         + (f"; wrote {output}" if output is not None else "")
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import shlex
 from pathlib import Path
@@ -49,6 +50,10 @@ Examples:
   funnel train data.csv --output runs/long --checkpoint-every 500
 
   funnel train data.csv --output runs/long --checkpoint-every 500 --resume
+
+  funnel train penguins.csv --condition species,sex
+
+  funnel train survey.csv --condition region,age --categorical region
 """
 
 
@@ -74,6 +79,21 @@ def train(
     lr: LrOpt = None,
     seed: TrainSeedOpt = None,
     columns: ColumnsOpt = None,
+    condition: Annotated[
+        str | None,
+        typer.Option(
+            "--condition",
+            help="Comma-separated columns to condition on: fits p(x | c) for the other columns. Text, booleans and "
+            "--categorical columns are categories; numbers are standardised.",
+        ),
+    ] = None,
+    categorical: Annotated[
+        str | None,
+        typer.Option(
+            "--categorical",
+            help="Comma-separated integer-coded --condition columns to treat as categories (e.g. sex = 1, 2).",
+        ),
+    ] = None,
     key: KeyOpt = None,
     validation: ValidationOpt = None,
     val_fraction: ValFractionOpt = 0.1,
@@ -135,6 +155,7 @@ def train(
     from funnelcli.training import TrainingDiverged, TrainingInterrupted
 
     out = out or Path("runs") / data_stem(data)
+    conditions, categories = _condition_names(condition, categorical)
     estimator = FunnelDensity(
         recipe,
         reduce=reduce,
@@ -149,6 +170,8 @@ def train(
         dequantize=dequantize,
         drop_constant=drop_constant,
         max_parameters=max_parameters,
+        conditional_columns=conditions or None,
+        categorical_columns=categories or None,
         **({} if base is None else {"base": base}),
     )
     resolved = estimator.resolved_recipe()  # a bad recipe or flag fails here, before any data is read
@@ -156,7 +179,9 @@ def train(
     inputs = (data, *([validation] if validation is not None else []), *([recipe] if Path(recipe).exists() else []))
     artifact.check_writable(out, overwrite=force, resume=resume, inputs=inputs)
     before = _checkpoint_files(out)  # a run that diverges takes away only the checkpoints it wrote itself
-    table, held_out = _read_rows(data, validation, key=key, columns=columns)
+    table, held_out = _read_rows(
+        data, validation, key=key, columns=columns, conditions=conditions, categories=categories
+    )
     try:
         with _progress(enabled=main and not (quiet or json_output), total=resolved.training.steps) as callback:
             estimator.fit(
@@ -196,19 +221,70 @@ def _check_counts(*, checkpoint_every: int, max_nonfinite: int) -> None:
         raise UserError(f"--max-nonfinite must be at least 1, got {max_nonfinite}")
 
 
-def _read_rows(data: Path, validation: Path | None, *, key: str | None, columns: str | None):
+def _condition_names(condition: str | None, categorical: str | None) -> tuple[list[str], list[str]]:
+    """(--condition's names, --categorical's names), checked as the estimator checks them, before any data is
+    read."""
+    from funnelcli.conditions import check_names
+
+    names = split_names(condition, "--condition") or []
+    categories = split_names(categorical, "--categorical") or []
+    check_names(names, categories)
+    return names, categories
+
+
+def _read_rows(
+    data: Path,
+    validation: Path | None,
+    *,
+    key: str | None,
+    columns: str | None,
+    conditions: list[str] = (),
+    categories: list[str] = (),
+):
     """The training rows and the validation rows (None: split off by the estimator); a prepared DATA gives its
-    validation split unless one is passed."""
+    validation split unless one is passed. The ``conditions`` and ``categories`` columns are read as they are
+    (any type), beside the numeric columns."""
     from funnelcli.data import read_table
     from funnelcli.data.prepared import is_prepared, split_file
 
-    table = read_table(split_file(data, "train"), key=key, columns=split_names(columns))
+    raw = {**{name: "--categorical" for name in categories}, **{name: "--condition" for name in conditions}}
+    read = functools.partial(_read_with_raw, raw=raw) if raw else read_table
+    table = read(split_file(data, "train"), key=key, columns=split_names(columns))
     if validation is None and is_prepared(data):
         validation = split_file(data, "validation")
     held_out = None
     if validation is not None:
-        held_out = read_table(validation, key=key, columns=list(table.columns))
+        held_out = read(validation, key=key, columns=[name for name in table.columns if name not in raw])
     return table, held_out
+
+
+def _read_with_raw(path: Path, *, key: str | None, columns: list[str] | None, raw: dict[str, str]):
+    """The numeric ``columns`` of ``path`` (every numeric column but the ``raw`` ones when None, text ones skipped
+    with the usual warning; NaN, infinities and stray text refused as ``read_table`` refuses them), then its
+    ``raw`` columns as they are (any type). ``raw`` maps each to the flag that named it."""
+    import pandas as pd
+
+    from funnelcli.apply import column_names
+    from funnelcli.data import read_columns
+    from funnelcli.data.tables import numeric_frame
+
+    names = column_names(path, key=key)
+    missing = [name for name in raw if name not in names]
+    if missing:
+        raise UserError(
+            f"{raw[missing[0]]} names {missing[0]!r}, which {path} lacks; its columns are "
+            + ", ".join(names[:20])
+            + (", ..." if len(names) > 20 else "")
+        )
+    both = [name for name in columns or [] if name in raw]
+    if both:
+        raise UserError(
+            f"--columns and {raw[both[0]]} both name {both[0]!r}; a column is modelled or a condition, not both: "
+            "leave it out of one of them"
+        )
+    everything = read_columns(path, names, key=key)
+    numeric = numeric_frame(everything.drop(columns=list(raw)), str(path), columns)
+    return pd.concat([numeric, everything[list(raw)].reset_index(drop=True)], axis=1)
 
 
 def _report(estimator, resolved, out: Path, *, rows: int) -> dict:
@@ -234,13 +310,17 @@ def _report(estimator, resolved, out: Path, *, rows: int) -> dict:
     if summary.get("resumed_at_step") is not None:
         report["resumed_at_step"] = summary["resumed_at_step"]
     report["dequantized_columns"] = [str(column) for column in estimator.dequantized_columns_]
+    if estimator.conditions_ is not None:
+        report["conditions"] = estimator.conditions_.names
     return report
 
 
 def _saved_line(report: dict, resolved) -> str:
     return (
         f"saved {report['model']}: {resolved.family} ({resolved.name}), {report['input_dim']} -> "
-        f"{report['latent_dim']} dims, {report['parameters']:,} parameters; best validation log-likelihood "
+        f"{report['latent_dim']} dims"
+        + (f" given {', '.join(report['conditions'])}" if "conditions" in report else "")
+        + f", {report['parameters']:,} parameters; best validation log-likelihood "
         f"{report['best_val_log_prob']:.4f} nats/row at step {report['best_step']} of {report['steps']} "
         f"({report['seconds']:.1f} s, {report['ms_per_step']:.1f} ms/step)"
         + (f"; resumed at step {report['resumed_at_step']}" if "resumed_at_step" in report else "")

@@ -29,9 +29,7 @@ def decode(model: nn.Module, z: torch.Tensor, *, mean: bool, context: torch.Tens
     order :meth:`FunnelFlow.sample` draws them; with ``mean=True`` nothing is drawn and the result is deterministic.
     """
     if isinstance(model, VAE):
-        if context is not None:
-            raise ValueError("the VAE takes no context")
-        return model.decode(z, mean=mean)
+        return model.decode(z, mean=mean, context=context)
     model._checked(context, z.shape[0])
     return _inverse(model.transform, z, mean=mean, context=context)
 

@@ -113,13 +113,31 @@ def _conditions(value: Any) -> bool:
     )
 
 
-#: Fields that only some models have: ``conditions``, which only a conditional model's model.json holds (so that an
-#: unconditional model's folder is as it was before conditional models existed).
+def _categorical(value: Any) -> bool:
+    from funnelcli.conditions import CATEGORICAL
+
+    return (
+        isinstance(value, dict)
+        and set(value) == {"alpha", "columns", "combinations"}
+        and _is_finite(value["alpha"], _F32_TINY)
+        and _is_int(value["combinations"], 1)
+        and _conditions(value["columns"])
+        and all(entry["kind"] == CATEGORICAL for entry in value["columns"])
+    )
+
+
+#: Fields that only some models have: ``conditions``, which only a conditional model's model.json holds, and
+#: ``categorical``, only a mixed model's (so that other models' folders are as they were before these existed).
 OPTIONAL_FIELDS: dict[str, Check] = {
     "conditions": (
         _conditions,
         "a list of distinct condition columns, each numeric (name, dtype, kind, mean, std) or categorical (name, "
         "dtype, kind, categories)",
+    ),
+    "categorical": (
+        _categorical,
+        "a table of alpha (> 0), columns (distinct categorical columns: name, dtype, kind, categories) and "
+        "combinations (>= 1)",
     ),
 }
 
@@ -189,6 +207,13 @@ def check_document(path: Path, metadata: dict[str, Any]) -> None:
         raise UserError(f"{path}: field dtypes names columns the model does not read; {_EDITED}")
     if "conditions" in metadata and {c["name"] for c in metadata["conditions"]} & set(metadata["input_columns"]):
         raise UserError(f"{path}: field conditions names columns the model also reads as modelled ones; {_EDITED}")
+    if "categorical" in metadata:
+        names = {c["name"] for c in metadata["categorical"]["columns"]}
+        conditions = metadata.get("conditions", [])
+        if names & (set(metadata["input_columns"]) | {c["name"] for c in conditions}):
+            raise UserError(f"{path}: field categorical names a column the model also reads otherwise; {_EDITED}")
+        if any(c["kind"] != "categorical" for c in conditions):
+            raise UserError(f"{path}: field categorical needs categorical conditions only; {_EDITED}")
     if metadata["parameters"] > metadata["max_parameters"]:
         raise UserError(f"{path}: field parameters exceeds max_parameters; {_EDITED}")
 

@@ -191,10 +191,10 @@ def build_f_mlp(recipe: Recipe, scaler: Standardize, context_features: int = 0) 
 
 
 def build_vae(recipe: Recipe, scaler: Standardize, context_features: int = 0) -> VAE:
-    _no_conditions(recipe, context_features)
+    """The VAE; with a context, the conditional VAE: encoder q(z | x, c) and decoder p(x | z, c) read [., c]."""
     m = recipe.model
     input_dim = int(scaler.mean.shape[0])
-    return VAE(scaler, _target(recipe, input_dim), m.hidden_features, m.vae_layers)
+    return VAE(scaler, _target(recipe, input_dim), m.hidden_features, m.vae_layers, context_features)
 
 
 # -- the size of a model, counted from its recipe before anything is built -----------------------------------------
@@ -304,14 +304,6 @@ def _count_base(recipe: Recipe, latent: int) -> int:
     return mixture_parameters(latent, m.base_components) if m.base == "mixture" else 0
 
 
-def _no_conditions(recipe: Recipe, context_features: int) -> None:
-    if context_features:
-        raise UserError(
-            f"recipe {recipe.name!r} is a VAE, which cannot be conditional yet; leave out conditional_columns or "
-            "choose a flow family (nsf, f-nsf, glow, f-glow, f-mlp)"
-        )
-
-
 def count_nsf(recipe: Recipe, input_dim: int, context_features: int = 0) -> SizeEstimate:
     m = recipe.model
     c = context_features
@@ -372,15 +364,15 @@ def count_f_mlp(recipe: Recipe, input_dim: int, context_features: int = 0) -> Si
 
 
 def count_vae(recipe: Recipe, input_dim: int, context_features: int = 0) -> SizeEstimate:
-    _no_conditions(recipe, context_features)
     m = recipe.model
+    c = context_features
     latent = _target(recipe, input_dim)
 
     def mlp(n_in: int, n_out: int) -> int:
         hidden = m.hidden_features
         return _linear(n_in, hidden) + (m.vae_layers - 1) * _linear(hidden, hidden) + _linear(hidden, n_out)
 
-    return SizeEstimate(mlp(input_dim, 2 * latent) + mlp(latent, 2 * input_dim), latent)
+    return SizeEstimate(mlp(input_dim + c, 2 * latent) + mlp(latent + c, 2 * input_dim), latent)
 
 
 def estimate_size(recipe: Recipe, input_dim: int, context_features: int = 0) -> SizeEstimate:

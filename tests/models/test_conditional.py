@@ -272,8 +272,7 @@ def test_integer_codes_named_categorical_are_encoded_by_category_and_booleans_ar
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"recipe": "vae", "conditional_columns": ["c"]}, "the VAE cannot be conditional yet"),
-        ({"conditional_columns": ["c"], "categorical_columns": ["x"]}, "categorical_columns names 'x'"),
+        ({"conditional_columns": ["c"], "categorical_columns": ["g"]}, r"condition\(s\) 'c' are numeric"),
         ({"conditional_columns": ["nope"]}, r"X lacks the condition column\(s\) 'nope'"),
         ({"conditional_columns": ["c"], "latent_dim": "auto"}, "cannot be used with latent_dim='auto'"),
         ({"conditional_columns": ["x", "y", "c", "g"]}, "name every column"),
@@ -281,8 +280,6 @@ def test_integer_codes_named_categorical_are_encoded_by_category_and_booleans_ar
 )
 def test_conditions_the_estimator_cannot_take_are_refused_in_one_line(settings, message):
     settings = {"recipe": tiny_recipe("f-nsf"), "device": "cpu", "steps": 2, **settings}
-    if settings["recipe"] == "vae":
-        settings["recipe"] = tiny_recipe("vae")
     with pytest.raises(UserError, match=message) as error:
         FunnelDensity(**settings).fit(shifted_table(100))
     assert "\n" not in str(error.value)

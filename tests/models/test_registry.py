@@ -34,22 +34,14 @@ def test_every_registered_family_builds_a_tiny_model_of_the_size_it_counts(famil
     assert FAMILIES[family].count(recipe, 4).parameters == count_parameters(model)
 
 
-@pytest.mark.parametrize("family", [name for name in FAMILIES if name != "vae"])
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("context", [1, 5])
-def test_every_flow_family_builds_a_conditional_model_of_the_size_it_counts(family, context):
+def test_every_family_builds_a_conditional_model_of_the_size_it_counts(family, context):
     recipe = tiny_recipe(family)
     model = build_model(recipe, np.zeros(4), np.ones(4), context_features=context)
     assert model.context_features == context
     assert FAMILIES[family].count(recipe, 4, context).parameters == count_parameters(model)
     assert FAMILIES[family].count(recipe, 4, context).parameters > FAMILIES[family].count(recipe, 4).parameters
-
-
-def test_the_vae_refuses_conditions_when_built_or_counted():
-    recipe = tiny_recipe("vae")
-    with pytest.raises(UserError, match="VAE, which cannot be conditional yet"):
-        build_model(recipe, np.zeros(4), np.ones(4), context_features=2)
-    with pytest.raises(UserError, match="VAE, which cannot be conditional yet"):
-        FAMILIES["vae"].count(recipe, 4, 2)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

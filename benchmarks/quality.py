@@ -172,6 +172,7 @@ def funnelcli_model(recipe: str, reduce: float | None, **fields):
         return estimator.score_samples(test), estimator.summary_["ms_per_step"], estimator.latent_dim_, lr
 
     fit_and_score.lr = fields.get("lr") or load_recipe(recipe).training.lr
+    fit_and_score.base = fields.get("base") or load_recipe(recipe).model.base
     return fit_and_score
 
 
@@ -337,9 +338,14 @@ EARLIER_LR = 5e-4
 
 
 def key(row: dict) -> tuple:
-    """What makes two runs the same: a default recipe whose learning rate changed is run again."""
+    """What makes two runs the same: a default recipe whose learning rate or base distribution changed is run
+    again (rows written before rows recorded their base had the standard normal)."""
     lr = row.get("lr", EARLIER_LR if row["steps"] else None)
-    return row["table"], row["model"], row["steps"], row["seed"], lr
+    return row["table"], row["model"], row["steps"], row["seed"], lr, row.get("base", "normal")
+
+
+def base_of(model: str) -> str:
+    return getattr(MODELS[model], "base", "normal")
 
 
 def done(path: Path) -> set[tuple]:
@@ -365,6 +371,7 @@ def run_one(table: Table, frame, log_p, model: str, steps: int, seed: int) -> di
         "dim": frame.shape[1],
         "latent_dim": int(latent),
         "lr": lr,
+        "base": base_of(model),
         "test_log_prob": round(mean, 4),
         "test_stderr": round(stderr, 4),
         "worst_row": round(float(np.min(scores)), 2) if np.isfinite(scores).all() else None,
@@ -490,7 +497,7 @@ def main() -> None:
         frame, log_p = TABLES[name].load()
         for model in models:
             for seed in (int(s) for s in args.seeds.split(",")):
-                wanted = (name, model, steps if model in FLOWS else 0, seed, MODELS[model].lr)
+                wanted = (name, model, steps if model in FLOWS else 0, seed, MODELS[model].lr, base_of(model))
                 if wanted in finished:
                     continue
                 row = run_one(TABLES[name], frame, log_p, model, steps, seed)

@@ -2,9 +2,10 @@
 condition rows ``funnel sample --conditions`` draws for (``condition_rows``).
 
 Peak memory stays that of one chunk whatever the file's length; the output is written as it goes and
-appears, complete, only at the end. These are what ``funnel score`` and ``funnel encode`` run. A conditional
-model's condition columns are read from the file as they are (any type) beside its numeric columns, and a bad
-condition value is named by its row of the file.
+appears, complete, only at the end. These are what ``funnel score`` and ``funnel encode`` run. The estimator's
+``context_columns_`` (a conditional model's conditions, a mixed model's modelled categorical columns) are read
+from the file as they are (any type) beside its numeric columns, and a bad value in one is named by its row of
+the file.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from funnelcli.data.tables import (
 )
 from funnelcli.errors import Misused, Refused, UserError, shown
 from funnelcli.estimator import MAX_SAMPLES, FunnelDensity
+from funnelcli.models.categorical import ROLE
 
 
 @dataclass
@@ -82,13 +84,14 @@ def score_file(
     batch_rows: int = BATCH_ROWS,
 ) -> RunningMean:
     """Score every row of ``data``; with ``output``, write the ``keep`` columns passed through as they are (an
-    identifier, a label), then a conditional model's condition columns (as they are), then the model columns,
-    then the scores as ``column``.
+    identifier, a label), then the estimator's ``context_columns_`` it does not name (conditions, modelled
+    categorical columns; as they are), then the model columns, then the scores as ``column``.
 
-    Returns the running mean of log p(x) (log p(x | c) for a conditional model) with its standard error. Scores
-    equal ``score_samples`` on the whole table (dequantization noise follows the rows, not the chunks); a VAE's
-    bound draws fresh noise per chunk. Raises UserError, before reading any row, when ``column`` is one of the
-    output's other columns, a kept column is named twice, or ``data`` lacks a condition column.
+    Returns the running mean of log p(x) (log p(x | c) for a conditional model, log P(k | c) + log p(x | k, c) for
+    a mixed one) with its standard error. Scores equal ``score_samples`` on the whole table (dequantization noise
+    follows the rows, not the chunks); a VAE's bound draws fresh noise per chunk. Raises UserError, before reading
+    any row, when ``column`` is one of the output's other columns, a kept column is named twice, or ``data`` lacks
+    a context column.
     """
     extra = [name for name in keep or [] if name not in estimator.input_columns_]  # model columns are written anyway
     if keep and output is None:
@@ -96,14 +99,14 @@ def score_file(
     passed = _passed_columns(estimator, extra)
     if output is not None:
         check_new_columns([column], [*passed, *estimator.input_columns_], "the score column", "column")
-    check_condition_columns(estimator, data, key=key)
+    check_context_columns(estimator, data, key=key)
     summary = RunningMean()
     writer = TableWriter(output, overwrite=overwrite) if output is not None else None
     with writer if writer is not None else contextlib.nullcontext():
         offset = 0
         for chunk, raw in _chunks(estimator, data, passed, key=key, batch_rows=batch_rows):
-            rows = _with_conditions(estimator, chunk, raw)
-            with _condition_rows_named(estimator, rows, data, offset):
+            rows = _with_context(estimator, chunk, raw)
+            with _context_rows_named(estimator, rows, data, offset):
                 log_prob = estimator.score_samples(rows, iw_samples=iw_samples, row_offset=offset)
             summary.add(log_prob)
             if writer is not None:
@@ -127,20 +130,20 @@ def encode_file(
     batch_rows: int = BATCH_ROWS,
 ) -> int:
     """Write the latent code ``z0 ... z{k-1}`` (named with ``prefix``) of every row of ``data`` to ``output``,
-    after the ``keep`` columns passed through as they are and a conditional model's condition columns (the code is
-    T(x; c), which decodes only with its c); returns the number of rows.
+    after the ``keep`` columns passed through as they are and the estimator's ``context_columns_`` (the code is
+    T(x; c), or T(x; k, c) for a mixed model, which decodes only with its c and k); returns the number of rows.
 
-    Raises UserError, before reading any row, when a latent column would take the name of a kept or condition
-    column, or ``data`` lacks a condition column."""
+    Raises UserError, before reading any row, when a latent column would take the name of a kept or context
+    column, or ``data`` lacks a context column."""
     names = [f"{prefix}{j}" for j in range(estimator.latent_dim_)]
     passed = _passed_columns(estimator, keep or [])
     check_new_columns(names, passed, "the latent columns", "prefix")
-    check_condition_columns(estimator, data, key=key)
+    check_context_columns(estimator, data, key=key)
     with TableWriter(output, overwrite=overwrite) as writer:
         offset = 0
         for chunk, raw in _chunks(estimator, data, passed, key=key, batch_rows=batch_rows):
-            rows = _with_conditions(estimator, chunk, raw)
-            with _condition_rows_named(estimator, rows, data, offset):
+            rows = _with_context(estimator, chunk, raw)
+            with _context_rows_named(estimator, rows, data, offset):
                 frame = pd.DataFrame(estimator.transform(rows), columns=names)
             if raw is not None:
                 frame = pd.concat([raw, frame], axis=1)
@@ -162,7 +165,7 @@ def condition_rows(
         raise Misused(["conditions"], "applies to conditional models only; this model has no conditions")
     if not (isinstance(per_row, int) and per_row >= 1):
         raise UserError(f"-n must be at least 1 (rows drawn per condition row), got {shown(per_row)}")
-    check_condition_columns(estimator, path, key=key)
+    check_context_columns(estimator, path, key=key, conditions_only=True)
     conditions = read_columns(path, estimator.conditions_.names, key=key)
     if len(conditions) == 0:
         raise UserError(f"{path} has no rows; give a row of conditions for each draw")
@@ -171,7 +174,7 @@ def condition_rows(
             f"{path} has {len(conditions):,} rows and -n {per_row:,} draws that many for each: "
             f"{len(conditions) * per_row:,} rows, more than {MAX_SAMPLES:,}; draw fewer per row or split the file"
         )
-    with _condition_rows_named(estimator, conditions, path, 0):
+    with _context_rows_named(estimator, conditions, path, 0):
         estimator.conditions_.encode(conditions)  # checked here, where the rows are still the file's
     return conditions.loc[conditions.index.repeat(per_row)].reset_index(drop=True)
 
@@ -196,24 +199,42 @@ def column_names(path: str | Path, *, key: str | None = None) -> list[str]:
     return [str(name) for name in read_hdf5(source, label, key).columns]
 
 
-def check_condition_columns(estimator: FunnelDensity, data: str | Path, *, key: str | None = None) -> None:
-    """Refuse, before any row is read, a table that lacks a condition column of a conditional model."""
-    if estimator.conditions_ is None:
+def check_context_columns(
+    estimator: FunnelDensity, data: str | Path, *, key: str | None = None, conditions_only: bool = False
+) -> None:
+    """Refuse, before any row is read, a table that lacks one of the estimator's ``context_columns_``: a condition
+    column of a conditional model, or a modelled categorical column of a mixed one (only the former with
+    ``conditions_only``, for the conditions that sampling is given)."""
+    parts = [(column, role) for column, role in _context_parts(estimator) if role == "condition" or not conditions_only]
+    if not parts:
         return
     present = set(column_names(data, key=key))
-    names = estimator.conditions_.names
-    missing = [name for name in names if name not in present]
-    if missing:
+    lacking = {}  # role -> the missing columns of that role
+    for column, role in parts:
+        if column.name not in present:
+            lacking.setdefault(role, []).append(repr(column.name))
+    if lacking:
+        what = " and the ".join(f"{role} column(s) {', '.join(names)}" for role, names in lacking.items())
         raise UserError(
-            f"{data} lacks the condition column(s) {', '.join(map(repr, missing))}; the model gives log p(x | "
-            f"{', '.join(names)}), so the table must hold {', '.join(names)} for every row: add the column(s)"
+            f"{data} lacks the {what}; the model gives {likelihood_formula(estimator)}, so the table must hold "
+            f"{', '.join(column.name for column, _ in parts)} for every row: add the column(s)"
         )
 
 
-def _passed_columns(estimator: FunnelDensity, keep: list[str]) -> list[str]:
-    """The columns read as they are and written first: ``keep``, then the condition columns it does not name."""
+def likelihood_formula(estimator: FunnelDensity) -> str:
+    """What a score of ``estimator`` is, in symbols named by its columns: ``log p(x)``, ``log p(x | sex)``, or for a
+    mixed model ``log P(species | sex) + log p(x | species, sex)``."""
     conditions = [] if estimator.conditions_ is None else estimator.conditions_.names
-    return [*keep, *(name for name in conditions if name not in keep)]
+    given = f" | {', '.join(conditions)}" if conditions else ""
+    if estimator.categorical_ is None:
+        return f"log p(x{given})"
+    modelled, context = ", ".join(estimator.categorical_.names), ", ".join(estimator.context_columns_)
+    return f"log P({modelled}{given}) + log p(x | {context})"
+
+
+def _passed_columns(estimator: FunnelDensity, keep: list[str]) -> list[str]:
+    """The columns read as they are and written first: ``keep``, then the ``context_columns_`` it does not name."""
+    return [*keep, *(name for name in estimator.context_columns_ if name not in keep)]
 
 
 def _chunks(
@@ -226,35 +247,46 @@ def _chunks(
         yield chunk, None if raws is None else next(raws).reset_index(drop=True)
 
 
-def _with_conditions(estimator: FunnelDensity, chunk: pd.DataFrame, raw: pd.DataFrame | None) -> pd.DataFrame:
-    """The rows the estimator reads: the model's columns, and a conditional model's condition columns."""
-    if estimator.conditions_ is None:
+def _with_context(estimator: FunnelDensity, chunk: pd.DataFrame, raw: pd.DataFrame | None) -> pd.DataFrame:
+    """The rows the estimator reads: the model's columns, then its ``context_columns_`` (conditions, modelled
+    categorical columns)."""
+    names = estimator.context_columns_
+    if not names:
         return chunk
-    return pd.concat([chunk.reset_index(drop=True), raw[estimator.conditions_.names]], axis=1)
+    return pd.concat([chunk.reset_index(drop=True), raw[names]], axis=1)
 
 
 @contextlib.contextmanager
-def _condition_rows_named(estimator: FunnelDensity, rows: pd.DataFrame, data: str | Path, offset: int):
-    """Re-raise a bad condition value (missing, not finite, an unseen category) with its row of the file: the
-    library counts rows within the chunk it was given."""
+def _context_rows_named(estimator: FunnelDensity, rows: pd.DataFrame, data: str | Path, offset: int):
+    """Re-raise a bad value of a context column (missing, not finite, an unseen category) with its row of the file:
+    the library counts rows within the chunk it was given."""
     try:
         yield
     except UserError as error:
-        if estimator.conditions_ is None:
-            raise
-        for condition in estimator.conditions_.columns:
-            row = _first_bad_row(condition, rows[condition.name])
+        for condition, role in _context_parts(estimator):
+            if condition.name not in rows.columns:
+                continue
+            row = _first_bad_row(condition, rows[condition.name], role)
             if row is not None:
-                raise _bad_condition(condition, rows[condition.name].iloc[row], data, offset + row + 1) from None
+                value = rows[condition.name].iloc[row]
+                raise _bad_context_value(condition, value, data, offset + row + 1, role) from None
         raise error
 
 
-def _first_bad_row(condition, values: pd.Series) -> int | None:
+def _context_parts(estimator: FunnelDensity) -> list[tuple]:
+    """(column, role) for each of ``context_columns_``: the conditions ("condition"), then a mixed model's modelled
+    categorical columns ("categorical")."""
+    conditions = [] if estimator.conditions_ is None else [(c, "condition") for c in estimator.conditions_.columns]
+    categorical = [] if estimator.categorical_ is None else [(c, ROLE) for c in estimator.categorical_.columns]
+    return conditions + categorical
+
+
+def _first_bad_row(condition, values: pd.Series, role: str = "condition") -> int | None:
     """The first row of ``values`` that ``condition`` cannot encode, found by bisection (None: every row is good)."""
 
     def fails(stop: int) -> bool:
         try:
-            condition.encode(values.iloc[:stop])
+            condition.encode(values.iloc[:stop], role)
         except UserError:
             return True
         return False
@@ -268,20 +300,21 @@ def _first_bad_row(condition, values: pd.Series) -> int | None:
     return low
 
 
-def _bad_condition(condition, value, data: str | Path, row: int) -> UserError:
+def _bad_context_value(condition, value, data: str | Path, row: int, role: str = "condition") -> UserError:
     where = f"row {row:,} of {data}"
     if pd.isna(value):
+        given = "conditions" if role == "condition" else condition.name
         return UserError(
-            f"condition column {condition.name!r} has a missing value at {where}; give every row its "
-            "conditions, or leave such rows out"
+            f"{role} column {condition.name!r} has a missing value at {where}; give every row its {given}, or leave "
+            "such rows out"
         )
     if condition.categories is None:
         return UserError(
-            f"condition column {condition.name!r} holds {shown(value)} at {where}; the model reads it as finite numbers"
+            f"{role} column {condition.name!r} holds {shown(value)} at {where}; the model reads it as finite numbers"
         )
     known = ", ".join(condition.categories[:10]) + (", ..." if len(condition.categories) > 10 else "")
     return UserError(
-        f"condition column {condition.name!r} holds {shown(value)} at {where}, a category the model did not see in "
+        f"{role} column {condition.name!r} holds {shown(value)} at {where}, a category the model did not see in "
         f"training (it knows {known}); leave such rows out, or retrain with them"
     )
 

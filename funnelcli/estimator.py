@@ -119,6 +119,7 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
     conditions_ : Conditions or None, a conditional model's condition columns and their encoding
     categorical_ : CategoricalModel or None, a mixed model's modelled categorical columns and their mass P(k | c)
     mixed_likelihood_ : bool, True when scores add a log-probability mass (the categorical columns') to a density
+    context_columns_ : list of str, the columns read as they are: the conditions, then the modelled categorical ones
     recipe_ : Recipe, with every override applied
     columns_ : list of str, the modelled columns (``x0, x1, ...`` for arrays)
     feature_names_in_ : array of str, only when fitted on a DataFrame
@@ -405,6 +406,15 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         by field, and against the weights' record of ``model.json``, before anything is built; the model, sized
         from its recipe, must not exceed ``max_parameters`` (default: the limit it was trained under)."""
         return estimator_io.load(cls, path, device=device, max_parameters=max_parameters)
+
+    @property
+    def context_columns_(self) -> list[str]:
+        """The columns read as they are (any dtype) beside the numeric ``input_columns_``: the condition columns,
+        then a mixed model's modelled categorical columns (empty for an unconditional, unmixed model). They make the
+        flow's context; scoring, ``transform`` and ``funnel score``/``encode`` need every one of them in ``X``."""
+        _check_fitted(self)
+        parts = (self.conditions_, self.categorical_)
+        return [name for part in parts if part is not None for name in part.names]
 
     @property
     def input_columns_(self) -> list[str]:
@@ -786,16 +796,10 @@ def _context(estimator: FunnelDensity, X) -> np.ndarray | None:
     return np.concatenate(parts, axis=1) if parts else None
 
 
-def _context_names(estimator: FunnelDensity) -> list[str]:
-    """The columns the flow's context is made of: the conditions, then a mixed model's categorical columns."""
-    parts = (estimator.conditions_, estimator.categorical_)
-    return [name for part in parts if part is not None for name in part.names]
-
-
 def _given_context(estimator: FunnelDensity, conditions, rows: int) -> np.ndarray | None:
     """The flow's context of ``conditions`` (a row for each of ``rows``), which a conditional or mixed model needs
     and an unconditional one refuses."""
-    names = _context_names(estimator)
+    names = estimator.context_columns_
     if not names:
         if conditions is not None:
             raise Misused(["conditions"], "applies to conditional models only; this model has no conditions")

@@ -238,13 +238,13 @@ def check_no_extra_columns(
 ) -> None:
     """``--strict``: refuse a table with columns the loaded model does not use (a sign of the wrong file or model).
 
-    The model's input columns (constant ones it left out included), its condition columns and the ``keep`` columns
-    are allowed.
+    The model's input columns (constant ones it left out included), its context columns (conditions, modelled
+    categorical columns) and the ``keep`` columns are allowed.
     """
     from funnelcli.data.inspect import inspect_table
 
     allowed = {str(name) for name in estimator.metadata_.get("input_columns", estimator.columns_)} | set(keep or [])
-    allowed |= set(estimator.conditions_.names if estimator.conditions_ is not None else [])
+    allowed |= set(estimator.context_columns_)
     names = [str(column["name"]) for column in inspect_table(path, key=key)["columns"]]
     extra = [name for name in names if name not in allowed]
     if extra:

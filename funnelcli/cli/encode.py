@@ -53,7 +53,8 @@ def encode(
 
     A kept column named like a latent column is refused; --prefix names the latent columns otherwise. A
     conditional model's code is z = T(x; c): DATA must hold its condition columns, which the output carries (after
-    the --keep columns) so that the code can be decoded with its c.
+    the --keep columns) so that the code can be decoded with its c. A model trained with modelled --categorical
+    columns reads and carries those the same way (its code is T(x; k, c)).
     """
     warnings = setup_logging(False, json_output=json_output)
     from funnelcli.apply import encode_file
@@ -69,8 +70,8 @@ def encode(
     rows = encode_file(estimator, data, output, keep=passed, key=key, overwrite=force, prefix=prefix)
     if json_output:
         latent = [f"{prefix}{j}" for j in range(estimator.latent_dim_)]
-        conditions = [] if estimator.conditions_ is None else estimator.conditions_.names
-        written = [*(passed or []), *(name for name in conditions if name not in (passed or []))]
+        context = estimator.context_columns_
+        written = [*(passed or []), *(name for name in context if name not in (passed or []))]
         document = {"output": str(output), "rows": rows, "columns": [*written, *latent]}
         print_json({**document, "latent_dim": estimator.latent_dim_}, warnings)
         return

@@ -97,8 +97,8 @@ def _stderr_multiple(error: str) -> int:
 
 
 def _load(model: Path, device: str):
-    """The model of a folder; a conditional one is refused (its test rows, samples and baselines would need the
-    conditions, which evaluate, report and compare do not read yet)."""
+    """The model of a folder; a conditional or mixed one is refused (its test rows, samples and baselines would need
+    the conditions or the categorical columns, which evaluate, report and compare do not read yet)."""
     from funnelcli.estimator import FunnelDensity
 
     estimator = FunnelDensity.load(model, device=device)
@@ -106,6 +106,13 @@ def _load(model: Path, device: str):
         raise UserError(
             f"{model} is conditional on {', '.join(estimator.conditions_.names)}; evaluate, report and compare take "
             "unconditional models only for now: score it with `funnel score MODEL TEST` (log p(x | c) per row)"
+        )
+    if estimator.categorical_ is not None:
+        names = ", ".join(estimator.categorical_.names)
+        raise UserError(
+            f"{model} models the categorical column(s) {names} (a mixed likelihood, log P({names}) + log p(x | "
+            f"{names})); evaluate, report and compare take models of numeric columns only for now: score it with "
+            "`funnel score MODEL TEST`"
         )
     return estimator
 

@@ -62,7 +62,8 @@ def sample(
     """Draw N rows in the training columns and units.
 
     A conditional model draws from p(x | c) for each row c of --conditions FILE (-n rows each, in the file's
-    order); the output holds the condition columns, then the drawn ones.
+    order); the output holds the condition columns, then the drawn ones. A model trained with modelled
+    --categorical columns draws those first, then the others given them; the output holds both.
     """
     warnings = setup_logging(False, json_output=json_output)
     import pandas as pd
@@ -94,4 +95,5 @@ def sample(
         print_json(document, warnings)
         return
     given = "" if conditions is None else f" given {', '.join(estimator.conditions_.names)} from {conditions}"
-    typer.echo(f"wrote {output}: {len(rows):,} samples of {len(estimator.columns_)} columns{given}")
+    drawn = "" if estimator.categorical_ is None else f" plus categorical {', '.join(estimator.categorical_.names)}"
+    typer.echo(f"wrote {output}: {len(rows):,} samples of {len(estimator.columns_)} columns{drawn}{given}")

@@ -63,13 +63,14 @@ def score(
     """Score DATA: log p(x) per row in nats, in the data's units (standardisation included).
 
     A conditional model gives log p(x | c): DATA must hold its condition columns, which -o writes (as they are)
-    before the model's columns.
+    before the model's columns. A model trained with modelled --categorical columns k gives the mixed
+    log P(k) + log p(x | k), a probability mass times a density: DATA must hold k too, and -o writes the sum.
 
     For integer columns that training dequantized, the score is log p(x + u) with u ~ U[0, 1) drawn with a
     fixed seed: a density of the dequantized data, which lower-bounds the integers' log-probability.
     """
     warnings = setup_logging(False, json_output=json_output)
-    from funnelcli.apply import score_file
+    from funnelcli.apply import likelihood_formula, score_file
     from funnelcli.data.prepared import split_file
     from funnelcli.estimator import FunnelDensity
 
@@ -96,18 +97,20 @@ def score(
         f"{summary.nonfinite:,} row(s) have a density that underflows to zero (log p = -inf), far from the training "
         "data; the mean is over the other rows"
     )
+    formula = likelihood_formula(estimator)
     if json_output:
-        report = _report(estimator, summary, bound_kind=what, output=output)
+        report = _report(estimator, summary, bound_kind=what, output=output, formula=formula)
         print_json(report, [*warnings, *([underflow] if summary.nonfinite else [])])
         return
-    _print_scores(estimator, summary, bound_kind=what, output=output)
+    _print_scores(estimator, summary, bound_kind=what, output=output, formula=formula)
     if summary.nonfinite:
         typer.echo(f"warning: {underflow}", err=True)
     _print_dequantized(estimator.dequantized_columns_)
 
 
-def _report(estimator, summary, *, bound_kind: str, output: Path | None) -> dict:
-    """The --json object: the mean score over the finite rows, and what qualifies it."""
+def _report(estimator, summary, *, bound_kind: str, output: Path | None, formula: str) -> dict:
+    """The --json object: the mean score over the finite rows, and what qualifies it (``formula``: what a score
+    is, :func:`funnelcli.apply.likelihood_formula`)."""
     report = {
         "rows": summary.count + summary.nonfinite,
         "mean_log_prob": summary.mean if summary.count else None,
@@ -121,6 +124,8 @@ def _report(estimator, summary, *, bound_kind: str, output: Path | None) -> dict
         report["dequantized_columns"] = estimator.dequantized_columns_
     if estimator.conditions_ is not None:
         report["conditions"] = estimator.conditions_.names
+    if estimator.mixed_likelihood_:
+        report.update(mixed=True, categorical=estimator.categorical_.names, likelihood=formula)
     if estimator.is_bound_:
         report.update(bound=True, bound_kind=bound_kind)
     if output is not None:
@@ -128,11 +133,17 @@ def _report(estimator, summary, *, bound_kind: str, output: Path | None) -> dict
     return report
 
 
-def _print_scores(estimator, summary, *, bound_kind: str, output: Path | None) -> None:
-    """The human summary on stdout: the mean score, and first, for a VAE, that it is a bound."""
+def _print_scores(estimator, summary, *, bound_kind: str, output: Path | None, formula: str) -> None:
+    """The human summary on stdout: the mean score, and first, for a VAE, that it is a bound, and for a mixed
+    model, that it adds a log-mass to a log-density."""
     bound = estimator.is_bound_
     if bound:
         typer.echo(f"lower bound: a VAE's {bound_kind} on log p(x), not an exact log-likelihood")
+    if estimator.mixed_likelihood_:
+        typer.echo(
+            f"{formula}: a mass times a density (the categorical column(s) {', '.join(estimator.categorical_.names)} "
+            "get a probability, the others a density); compare it only with models of the same columns"
+        )
     rows = summary.count + summary.nonfinite
     mean = summary.mean if summary.count else None
     label = "log-likelihood bound" if bound else "log-likelihood"

@@ -54,6 +54,8 @@ Examples:
   funnel train penguins.csv --condition species,sex
 
   funnel train survey.csv --condition region,age --categorical region
+
+  funnel train penguins.csv --categorical species
 """
 
 
@@ -91,7 +93,8 @@ def train(
         str | None,
         typer.Option(
             "--categorical",
-            help="Comma-separated integer-coded --condition columns to treat as categories (e.g. sex = 1, 2).",
+            help="Comma-separated categorical columns: a --condition one is a category (integer codes too, e.g. "
+            "sex = 1, 2); any other is modelled, with the exact mixed log P(k) + log p(x | k).",
         ),
     ] = None,
     key: KeyOpt = None,
@@ -312,6 +315,8 @@ def _report(estimator, resolved, out: Path, *, rows: int) -> dict:
     report["dequantized_columns"] = [str(column) for column in estimator.dequantized_columns_]
     if estimator.conditions_ is not None:
         report["conditions"] = estimator.conditions_.names
+    if estimator.categorical_ is not None:
+        report["categorical"] = estimator.categorical_.names
     return report
 
 
@@ -319,6 +324,7 @@ def _saved_line(report: dict, resolved) -> str:
     return (
         f"saved {report['model']}: {resolved.family} ({resolved.name}), {report['input_dim']} -> "
         f"{report['latent_dim']} dims"
+        + (f" plus categorical {', '.join(report['categorical'])}" if "categorical" in report else "")
         + (f" given {', '.join(report['conditions'])}" if "conditions" in report else "")
         + f", {report['parameters']:,} parameters; best validation log-likelihood "
         f"{report['best_val_log_prob']:.4f} nats/row at step {report['best_step']} of {report['steps']} "

@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from funnelcli import estimator_io
 from funnelcli.conditions import Conditions, categories_of, check_names, context_width, fit_conditions
-from funnelcli.errors import Misused, OutOfRange, Refused, UserError, shown
+from funnelcli.errors import BadValue, Misused, OutOfRange, Refused, UserError, shown
 from funnelcli.estimator_checks import (
     AUTO,
     MAX_SAMPLES,
@@ -42,7 +42,15 @@ from funnelcli.models.categorical import CategoricalModel
 from funnelcli.models.decode import decode
 from funnelcli.models.families import DEFAULT_MAX_PARAMETERS, check_size
 from funnelcli.models.recipe import MAX_COLUMNS, MAX_SEED
-from funnelcli.preparation import PreparedRows, input_dtypes, modelled_dtypes, prepare_rows, split_rows
+from funnelcli.preparation import (
+    PreparedRows,
+    check_bits,
+    input_dtypes,
+    modelled_dtypes,
+    pixel_values,
+    prepare_rows,
+    split_rows,
+)
 from funnelcli.training import MAX_NONFINITE_IN_A_ROW, TrainingDiverged, TrainingSummary, fit_rows
 
 __all__ = [
@@ -92,6 +100,16 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         run off to infinity on the integers).
     drop_constant : bool, default False
         Leave out constant columns (which have no density) instead of refusing them.
+    bits : int, optional
+        The columns are pixels of this bit depth (1 to 16): whole numbers in [0, 2^bits), each dequantized with
+        u ~ U[0, 1) (whatever ``dequantize`` says; none is left out as constant). Scores are then log-densities of
+        the dequantized pixels in their own units, so -log2 p(x) / D is the image papers' bits per dimension
+        (docs/evaluation.md). Samples and decoded rows are whole numbers clipped to [0, 2^bits - 1]. Recorded in the
+        model folder; scoring refuses values that are not such pixels.
+    source_bits : int, optional
+        With ``bits``: the given pixels have this many bits (e.g. 8) and are reduced to ``bits`` (e.g. 5) as the
+        Glow and funnel papers do, x // 2^(source_bits - bits), in ``fit`` and in scoring alike. Model units, samples
+        and bits per dimension are those of the reduced pixels.
     max_parameters : int, default 100_000_000
         ``fit`` refuses a model with more parameters than this, counted from the recipe before it is built;
         ``None`` means the default.
@@ -167,6 +185,8 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         max_parameters: int | None = DEFAULT_MAX_PARAMETERS,
         conditional_columns: list[str] | None = None,
         categorical_columns: list[str] | None = None,
+        bits: int | None = None,
+        source_bits: int | None = None,
         **overrides: Any,
     ):
         self.recipe = recipe
@@ -184,6 +204,8 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         self.max_parameters = max_parameters
         self.conditional_columns = conditional_columns
         self.categorical_columns = categorical_columns
+        self.bits = bits
+        self.source_bits = source_bits
         # Checked at fit, as scikit-learn asks: __init__ only stores what it is given.
         for name, value in overrides.items():
             setattr(self, name, value)
@@ -239,11 +261,15 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         same ``X``, :meth:`save` on rank 0 only, and call :func:`funnelcli.distributed.leave` on every rank.
         """
         recipe, limit = checked_settings(self, X)
+        check_bits(self.bits, self.source_bits)
         X, validation, conditions, categories, modelled = _split_conditions(self, X, validation, recipe)
         if self.latent_dim == AUTO:
             return _fit_auto(self, X, validation, recipe)
         width = context_width(conditions[0].columns, categories) if conditions else 0
         frame, held_out = _validated_rows(self, X, validation, recipe, limit, width)
+        if self.bits is not None:
+            frame = pixel_values(frame, self.bits, self.source_bits)
+            held_out = None if held_out is None else pixel_values(held_out, self.bits, self.source_bits, "validation")
         rows = _prepared(self, frame, held_out, recipe, input_dtypes(X), conditions)
         self.conditions_, self.categorical_ = _fitted_context(rows.train_conditions, categories, modelled)
         self.recipe_ = recipe
@@ -295,7 +321,7 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         a mixed model's is T(x; k, c): ``X`` must hold its categorical columns too.
         """
         _check_fitted(self)
-        frame = select(self, X) + 0.5 * _dequantize_mask(self)
+        frame = _pixels(self, select(self, X)) + 0.5 * _dequantize_mask(self)
         return _batched(self.model_, frame, self.model_.encode, context=_context(self, X))
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
@@ -496,8 +522,30 @@ def _validated_rows(
             f"the table has {len(estimator.columns_):,} columns; a model takes at most {MAX_COLUMNS:,}",
             "choose columns with {columns}",
         )
+    _check_image_shape(recipe, len(estimator.columns_))
     check_size(recipe, len(estimator.columns_), limit, context_features)
     return frame, None if validation is None else select(estimator, validation)
+
+
+def _check_image_shape(recipe: Recipe, columns: int) -> None:
+    """Refuse an ``image_shape`` whose pixel count H * W * C is not the number of modelled columns."""
+    shape = getattr(recipe.model, "image_shape", None)
+    if not shape:
+        return
+    pixels = int(np.prod(shape))
+    if pixels != columns:
+        missing = pixels - columns == 1
+        raise BadValue(
+            "image_shape",
+            list(shape),
+            f"is {pixels:,} pixels, but X has {columns:,} modelled columns; give the shape of the rows' images"
+            + (
+                " (one column short: BSDS300's 63 columns are 8x8 patches whose last pixel was removed, as it is "
+                "minus the sum of the others; fit them as a table, without {image_shape})"
+                if missing
+                else ""
+            ),
+        )
 
 
 def _prepared(
@@ -520,6 +568,7 @@ def _prepared(
         dtypes=dtypes,
         conditions=conditions[0] if conditions else None,
         held_out_conditions=conditions[1] if conditions else None,
+        bits=estimator.bits,
     )
     estimator.dtypes_ = rows.dtypes
     estimator.dequantized_columns_ = list(rows.dequantized_columns)
@@ -605,7 +654,7 @@ def _fit_auto(estimator: FunnelDensity, X, validation, recipe: Recipe) -> Funnel
 def _scores(estimator: FunnelDensity, X, iw_samples: int | None, row_offset: int) -> np.ndarray:
     """``score_samples``: the rows' scores, with seeded dequantization noise (advanced past ``row_offset`` rows)
     and, for a VAE with ``iw_samples``, the importance-weighted bound in chunks of about 8192 / K rows."""
-    frame = select(estimator, X)
+    frame = _pixels(estimator, select(estimator, X))
     context = _context(estimator, X)
     mask = _dequantize_mask(estimator)
     if mask.any():
@@ -662,9 +711,7 @@ def _drawn(
             else:
                 drawn = model.sample(count, temperature, _as_tensor(np.concatenate(parts, axis=1), device))
             chunks.append(drawn.double().cpu().numpy())
-    rows = np.concatenate(chunks)
-    mask = _dequantize_mask(estimator)
-    rows[:, mask] = np.floor(rows[:, mask])
+    rows = _rounded(estimator, np.concatenate(chunks))
     return rows, None if categorical is None else categorical.frame(np.concatenate(picks))
 
 
@@ -708,9 +755,7 @@ def _decoded(
         rows = _batched(
             model, pd.DataFrame(codes), lambda z, c=None: decode(model, z, mean=mean, context=c), context=context
         )
-    mask = _dequantize_mask(estimator)
-    rows[:, mask] = np.floor(rows[:, mask])
-    return rows
+    return _rounded(estimator, rows)
 
 
 @contextlib.contextmanager
@@ -776,6 +821,23 @@ def _check_fitted(estimator: FunnelDensity) -> None:
         from sklearn.exceptions import NotFittedError
 
         raise NotFittedError("this FunnelDensity is not fitted yet; call fit or load first")
+
+
+def _rounded(estimator: FunnelDensity, rows: np.ndarray) -> np.ndarray:
+    """Drawn or decoded ``rows`` with their dequantized columns rounded down; a pixel model's clipped to its
+    pixel range [0, 2^bits - 1] too (a flow's support is all of R^D, the pixels' is not)."""
+    mask = _dequantize_mask(estimator)
+    rows[:, mask] = np.floor(rows[:, mask])
+    if getattr(estimator, "bits", None) is not None:
+        rows = np.clip(rows, 0, 2**estimator.bits - 1)
+    return rows
+
+
+def _pixels(estimator: FunnelDensity, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as a pixel model reads it (checked, and reduced from ``source_bits``); as it is for any other."""
+    if getattr(estimator, "bits", None) is None:
+        return frame
+    return pixel_values(frame, estimator.bits, estimator.source_bits)
 
 
 def _dequantize_mask(estimator: FunnelDensity) -> np.ndarray:

@@ -197,7 +197,8 @@ def select(estimator: FunnelDensity, X) -> pd.DataFrame:
 def drop_constant(estimator: FunnelDensity, frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` without its constant columns when ``estimator.drop_constant`` (recorded as
     ``dropped_constant_columns_``); refused (:class:`ConstantColumns`) when it has some and may not drop them."""
-    constant = constant_columns(frame)
+    # A pixel table's columns are all dequantized, so none is constant: the image keeps every pixel.
+    constant = constant_columns(frame) if getattr(estimator, "bits", None) is None else []
     estimator.dropped_constant_columns_ = constant if estimator.drop_constant else []
     if not constant:
         return frame

@@ -39,7 +39,34 @@ def save(estimator: FunnelDensity, path: str | Path, *, overwrite: bool = False)
         # A mixed model's mass is counts, not weights, but they are learned numbers all the same: they go in the
         # weights file (under keys no module uses), its categories in model.json.
         tensors.update({name: torch.from_numpy(values) for name, values in estimator.categorical_.tensors().items()})
+    # A pixel model's bit depths go with its weights (under keys no module uses) until model.json has a field for
+    # them: scoring must read pixels as training did.
+    for name in _PIXEL_KEYS:
+        value = getattr(estimator, name.split(".")[1], None)
+        if value is not None:
+            tensors[name] = torch.tensor(int(value), dtype=torch.int64)
     return artifact.write_folder(path, tensors, metadata(estimator), estimator.history_, overwrite=overwrite)
+
+
+#: The weights file's keys of a pixel model's ``bits`` and ``source_bits``.
+_PIXEL_KEYS = ("pixels.bits", "pixels.source_bits")
+
+
+def _pixel_depths(path: str | Path, tensors: dict[str, torch.Tensor]) -> dict[str, int | None]:
+    """``bits`` and ``source_bits`` of a pixel model (None each for any other), taken out of ``tensors``."""
+    from funnelcli.preparation import check_bits
+
+    depths = {}
+    for name in _PIXEL_KEYS:
+        stored = tensors.pop(name, None)
+        if stored is not None and (stored.numel() != 1 or stored.is_floating_point()):
+            raise UserError(f"{path}: the weights hold a malformed {name}; the model folder is damaged, retrain it")
+        depths[name.split(".")[1]] = None if stored is None else int(stored.item())
+    try:
+        check_bits(depths["bits"], depths["source_bits"])
+    except UserError as error:
+        raise UserError(f"{path}: the weights' pixel depths are invalid ({error}); retrain it") from None
+    return depths
 
 
 def metadata(estimator: FunnelDensity) -> ModelMetadata:
@@ -81,6 +108,7 @@ def load(cls: type[FunnelDensity], path: str | Path, *, device: str, max_paramet
     recipe = Recipe.from_dict(metadata.recipe, name=metadata.recipe_name)
     conditions = None if metadata.conditions is None else Conditions.from_list(metadata.conditions)
     categorical = _categorical(path, metadata, conditions, tensors)
+    depths = _pixel_depths(path, tensors)
     width = categorical.width if categorical is not None else 0
     model = _rebuilt(path, recipe, metadata, tensors, max_parameters, conditions, width)
     categorical_columns = ([] if conditions is None else conditions.categorical) + (
@@ -93,6 +121,7 @@ def load(cls: type[FunnelDensity], path: str | Path, *, device: str, max_paramet
         max_parameters=metadata.max_parameters,
         conditional_columns=None if conditions is None else conditions.names,
         categorical_columns=categorical_columns or None,
+        **depths,
     )
     estimator.recipe_ = recipe
     estimator.conditions_ = conditions

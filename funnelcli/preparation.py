@@ -17,12 +17,14 @@ import pandas as pd
 
 from funnelcli.data import split_validation
 from funnelcli.data.columns import integer_columns
-from funnelcli.errors import ConstantColumns, Refused, UserError
+from funnelcli.errors import ConstantColumns, Misused, OutOfRange, Refused, UserError
 
 log = logging.getLogger("funnelcli")
 
 #: What ``dequantize`` may be: ``uniform`` noise on integer-valued columns, or ``none``.
 DEQUANTIZE = ("uniform", "none")
+#: The bit depths a pixel table may state (``bits``, ``source_bits``): 1 to 16 bits per value.
+MAX_BITS = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +66,7 @@ def prepare_rows(
     dtypes: Mapping[str, str],
     conditions: pd.DataFrame | None = None,
     held_out_conditions: pd.DataFrame | None = None,
+    bits: int | None = None,
 ) -> PreparedRows:
     """Split, dequantize and measure ``frame`` for training.
 
@@ -73,6 +76,10 @@ def prepare_rows(
     names them) or ``none``. ``dtypes`` maps the input's column names to their dtypes (empty for an array).
     ``conditions`` (a conditional model's condition columns, row for row with ``frame``) are split as ``frame``
     is; ``held_out_conditions`` go with ``validation``.
+
+    ``bits``: the rows are pixels, whole numbers in [0, 2^bits) (:func:`pixel_values`): every column is
+    dequantized (a pixel that is constant in the training rows too: its density is then U[c, c + 1)), and ``std``
+    is that of x + u, sqrt(var(x) + 1/12), so that no pixel column is refused as constant.
 
     Raises :class:`UserError` when fewer than 2 rows are left to train on, when a column is constant in the
     training rows, or when a column holds values float32 cannot hold or varies too little for it to resolve.
@@ -90,8 +97,9 @@ def prepare_rows(
             f"leaves {len(train)} to train on",
             "give at least 3 rows, or pass {validation=FILE}",
         )
-    dequantized = tuple(integer_columns(train)) if dequantize == "uniform" else ()
-    if dequantized:
+    integers = tuple(integer_columns(train)) if dequantize == "uniform" else ()
+    dequantized = columns if bits is not None else integers  # every pixel is dequantized
+    if dequantized and bits is None:
         log.warning(
             "integer-valued column(s) %s: adding uniform noise in [0, 1) (dequantization); scores are densities "
             "of the dequantized data, a lower bound on the integers' log-probability (--dequantize none: off)",
@@ -101,6 +109,8 @@ def prepare_rows(
     held_out = held_out + mask * np.random.default_rng(seed).random(held_out.shape)
     mean = train.mean().to_numpy() + 0.5 * mask  # the dequantized column's mean
     std = train.std(ddof=0).to_numpy()
+    if bits is not None:
+        std = np.sqrt(std**2 + 1.0 / 12.0)  # the spread of x + u, u ~ U[0, 1): a constant pixel has density too
     _check_spread(columns, std)
     _check_float32(columns, train, held_out, mean, std)
     return PreparedRows(
@@ -115,6 +125,48 @@ def prepare_rows(
         train_conditions=train_conditions,
         held_out_conditions=held_out_conditions if conditions is not None else None,
     )
+
+
+def check_bits(bits, source_bits) -> None:
+    """Refuse a bit depth outside 1..16, a ``source_bits`` without ``bits``, and a reduction to more bits."""
+    for name, value in (("bits", bits), ("source_bits", source_bits)):
+        if value is not None and not (
+            isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 1 <= value <= MAX_BITS
+        ):
+            raise OutOfRange(name, value, f"a whole number of bits in 1..{MAX_BITS}")
+    if source_bits is not None and bits is None:
+        raise Misused(["source_bits"], "needs {bits}, the depth to reduce the pixels to")
+    if source_bits is not None and source_bits < bits:
+        raise Misused(
+            ["source_bits"],
+            f"is {source_bits} and {{bits}} {bits}: the n-bit reduction keeps the top bits, so {{bits}} must not "
+            "exceed {source_bits}",
+        )
+
+
+def pixel_values(frame: pd.DataFrame, bits: int, source_bits: int | None = None, what: str = "X") -> pd.DataFrame:
+    """``frame``'s pixels at ``bits`` bits: whole numbers in [0, 2^bits), float64.
+
+    With ``source_bits`` = m the given pixels are m-bit (whole numbers in [0, 2^m)) and are reduced to n = ``bits``
+    bits as the Glow and funnel papers reduce 8-bit images to 5: x_n = floor(x_m / 2^(m - n)), which keeps the top
+    n bits. Without it the pixels must already be n-bit. Shapes: (N, D) in, (N, D) out.
+
+    Raises :class:`UserError` naming the first value that is not such a pixel (its column and row).
+    """
+    depth = bits if source_bits is None else source_bits
+    values = frame.to_numpy(dtype=np.float64)
+    bad = (values != np.floor(values)) | (values < 0) | (values >= 2**depth)
+    if bad.any():
+        row, column = (int(i[0]) for i in np.nonzero(bad))
+        flag = "source_bits" if source_bits is not None else "bits"
+        raise Refused(
+            f"{what} column {frame.columns[column]!r} holds {values[row, column]:g} at row {row + 1}, which is not a "
+            f"pixel of {depth} bits (a whole number in 0..{2**depth - 1}); {int(bad.sum()):,} value(s) are not",
+            f"state the data's depth with {{{flag}}}",
+        )
+    if source_bits is not None:
+        values = np.floor(values / 2 ** (source_bits - bits))
+    return pd.DataFrame(values, columns=frame.columns, index=frame.index)
 
 
 def split_rows(

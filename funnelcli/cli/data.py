@@ -8,9 +8,11 @@ from typing import Annotated, Any
 import typer
 
 from funnelcli.cli._common import OUTPUT_FLAGS, App, ForceOpt, JsonOpt, KeyOpt, print_json, setup_logging
+from funnelcli.errors import UserError
 
 app = App(
-    help="Data: inspect a table before training, or turn the raw MAF benchmark files into Parquet splits.",
+    help="Data: inspect a table before training, turn the raw MAF benchmark files into Parquet splits, or cut image "
+    "patches into a pixel table.",
     no_args_is_help=True,
 )
 
@@ -177,3 +179,72 @@ def _flags(column: dict[str, Any]) -> str:
         if on
     ]
     return ",".join(flags) or "-"
+
+
+PATCHES_EXAMPLES = """
+Examples:
+
+  funnel data patches photo.png -o patches.parquet --size 8 --count 20000 --gray
+
+  funnel data patches a.jpg b.jpg --output patches.csv --size 16 --seed 1
+
+  funnel data patches --sklearn-samples -o patches.parquet --size 8 --gray --json
+"""
+
+
+@app.command("patches", epilog=PATCHES_EXAMPLES)
+def patches(
+    images: Annotated[
+        list[Path] | None, typer.Argument(help="Image files (PNG; JPEG and others with Pillow).", show_default=False)
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(*OUTPUT_FLAGS, help="The pixel table to write (.parquet or .csv).", show_default=False)
+    ] = ...,
+    size: Annotated[int, typer.Option("--size", help="Side of the square patches, in pixels.")] = 8,
+    count: Annotated[int, typer.Option("--count", help="Patches to cut.")] = 10_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the images and positions drawn.")] = 0,
+    gray: Annotated[bool, typer.Option("--gray", help="Grey patches (one channel, ITU-R 601 luma), not RGB.")] = False,
+    sklearn_samples: Annotated[
+        bool,
+        typer.Option("--sklearn-samples", help="Also cut from scikit-learn's two bundled photographs (offline)."),
+    ] = False,
+    force: ForceOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Cut random SIZE x SIZE patches from IMAGE files into a pixel table, as BSDS300 was made.
+
+    Each patch comes from an image drawn uniformly, at a position drawn uniformly in it; --seed fixes both.
+    Columns p0 ... p{D-1} hold 8-bit values 0..255 in row-major order, a pixel's channels adjacent (D = SIZE *
+    SIZE, times 3 for RGB), so `funnel train OUT --image-shape 8x8 --bits 8` reads them as images.
+    The table is written whole or not at all.
+    """
+    warnings = setup_logging(False, json_output=json_output)
+    from funnelcli.data import check_output_path, write_table
+    from funnelcli.data.pixels import cut_patches, patch_table, read_image, shape_text, sklearn_sample_images
+
+    check_output_path(out, overwrite=force)
+    if not images and not sklearn_samples:
+        raise UserError("give image files, or --sklearn-samples for scikit-learn's two bundled photographs")
+    sources = [(str(path), read_image(path, gray=gray)) for path in images or []]
+    if sklearn_samples:
+        sources += sklearn_sample_images(gray=gray)
+    rows = cut_patches(sources, size=size, count=count, seed=seed)
+    write_table(patch_table(rows), out, overwrite=force)
+    channels = rows.shape[1] // (size * size)
+    shape = shape_text([size, size, channels])
+    if json_output:
+        document = {
+            "output": str(out),
+            "rows": int(rows.shape[0]),
+            "columns": int(rows.shape[1]),
+            "image_shape": [size, size, channels],
+            "bits": 8,
+            "images": [name for name, _ in sources],
+            "seed": seed,
+        }
+        print_json(document, warnings)
+        return
+    typer.echo(
+        f"wrote {out}: {rows.shape[0]:,} patches of {shape} pixels ({rows.shape[1]} columns, 8-bit) from "
+        f"{len(sources)} image(s); train with --image-shape {shape} --bits 8"
+    )

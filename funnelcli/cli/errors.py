@@ -34,6 +34,9 @@ FLAGS: dict[str, str] = {
     "columns": "--columns",
     "conditional_columns": "--condition",
     "categorical_columns": "--categorical",
+    "image_shape": "--image-shape",
+    "bits": "--bits",
+    "source_bits": "--source-bits",
     # scoring, encoding and sampling (score_samples, sample, apply's score_file and encode_file)
     "iw_samples": "--iw-samples",
     "n_samples": "-n",

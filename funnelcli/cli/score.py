@@ -68,6 +68,9 @@ def score(
 
     For integer columns that training dequantized, the score is log p(x + u) with u ~ U[0, 1) drawn with a
     fixed seed: a density of the dequantized data, which lower-bounds the integers' log-probability.
+
+    A pixel model (trained with --bits) also prints bits per dimension, -log2 p(x) / D in its pixel units: the
+    image papers' figure (docs/evaluation.md); --json then holds bits_per_dim and bits.
     """
     warnings = setup_logging(False, json_output=json_output)
     from funnelcli.apply import likelihood_formula, score_file
@@ -118,6 +121,11 @@ def _report(estimator, summary, *, bound_kind: str, output: Path | None, formula
         "input_dim": len(estimator.columns_),
         "latent_dim": estimator.latent_dim_,
     }
+    if estimator.bits is not None:  # a pixel model: the image papers' figure, in its pixel units
+        report["bits_per_dim"] = _bits_per_dim(estimator, summary)
+        report["bits"] = estimator.bits
+        if estimator.source_bits is not None:
+            report["source_bits"] = estimator.source_bits
     if summary.nonfinite:
         report["nonfinite_rows"] = summary.nonfinite
     if estimator.dequantized_columns_:
@@ -131,6 +139,13 @@ def _report(estimator, summary, *, bound_kind: str, output: Path | None, formula
     if output is not None:
         report["output"] = str(output)
     return report
+
+
+def _bits_per_dim(estimator, summary) -> float | None:
+    """The mean score in bits per dimension, -mean / (D ln 2) (None when no row has a finite score)."""
+    from funnelcli.evaluation.metrics import bits_per_dim
+
+    return bits_per_dim(summary.mean, len(estimator.columns_)) if summary.count else None
 
 
 def _print_scores(estimator, summary, *, bound_kind: str, output: Path | None, formula: str) -> None:
@@ -151,6 +166,11 @@ def _print_scores(estimator, summary, *, bound_kind: str, output: Path | None, f
     given = "" if estimator.conditions_ is None else f" given {', '.join(estimator.conditions_.names)}"
     typer.echo(
         f"{label} {figure} over {rows:,} rows; model {len(estimator.columns_)} -> {estimator.latent_dim_} dims{given}"
+        + (
+            f"; {_bits_per_dim(estimator, summary):.4f} bits/dim ({estimator.bits}-bit pixels)"
+            if estimator.bits is not None and mean is not None
+            else ""
+        )
         + (f"; wrote {output}" if output is not None else "")
     )
 

@@ -56,6 +56,10 @@ Examples:
   funnel train survey.csv --condition region,age --categorical region
 
   funnel train penguins.csv --categorical species
+
+  funnel train digits.csv --image-shape 8x8 --bits 5 --recipe f-image
+
+  funnel train patches.parquet --image-shape 8x8 --bits 5 --source-bits 8
 """
 
 
@@ -95,6 +99,30 @@ def train(
             "--categorical",
             help="Comma-separated categorical columns: a --condition one is a category (integer codes too, e.g. "
             "sex = 1, 2); any other is modelled, with the exact mixed log P(k) + log p(x | k).",
+        ),
+    ] = None,
+    image_shape: Annotated[
+        str | None,
+        typer.Option(
+            "--image-shape",
+            help="HxW or HxWxC: the columns are the pixels of an image, in row-major order, a pixel's channels "
+            "adjacent (image recipes read it; H * W * C must be the column count).",
+        ),
+    ] = None,
+    bits: Annotated[
+        int | None,
+        typer.Option(
+            "--bits",
+            help="The columns are pixels of this bit depth (1-16), whole numbers 0..2^bits - 1: every one is "
+            "dequantized, and score, evaluate and compare report bits per dimension in these units.",
+        ),
+    ] = None,
+    source_bits: Annotated[
+        int | None,
+        typer.Option(
+            "--source-bits",
+            help="With --bits: DATA's pixels have this depth (e.g. 8) and are reduced to --bits (e.g. 5) by "
+            "x // 2^(source - bits), the Glow and funnel papers' n-bit images; scoring reduces them alike.",
         ),
     ] = None,
     key: KeyOpt = None,
@@ -154,11 +182,14 @@ def train(
     main = ranks.is_main
     warnings = setup_logging(quiet or not main, json_output=json_output)
     from funnelcli import artifact
+    from funnelcli.data.pixels import parse_image_shape
     from funnelcli.estimator import FunnelDensity
+    from funnelcli.preparation import check_bits
     from funnelcli.training import TrainingDiverged, TrainingInterrupted
 
     out = out or Path("runs") / data_stem(data)
     conditions, categories = _condition_names(condition, categorical)
+    shape = None if image_shape is None else parse_image_shape(image_shape)
     estimator = FunnelDensity(
         recipe,
         reduce=reduce,
@@ -175,9 +206,13 @@ def train(
         max_parameters=max_parameters,
         conditional_columns=conditions or None,
         categorical_columns=categories or None,
+        bits=bits,
+        source_bits=source_bits,
         **({} if base is None else {"base": base}),
+        **({} if shape is None else {"image_shape": shape}),
     )
     resolved = estimator.resolved_recipe()  # a bad recipe or flag fails here, before any data is read
+    check_bits(bits, source_bits)
     _check_counts(checkpoint_every=checkpoint_every, max_nonfinite=max_nonfinite)
     inputs = (data, *([validation] if validation is not None else []), *([recipe] if Path(recipe).exists() else []))
     artifact.check_writable(out, overwrite=force, resume=resume, inputs=inputs)
@@ -185,6 +220,8 @@ def train(
     table, held_out = _read_rows(
         data, validation, key=key, columns=columns, conditions=conditions, categories=categories
     )
+    if shape is not None:
+        _check_pixel_count(image_shape, shape, table.shape[1] - len({*conditions, *categories}), data)
     try:
         with _progress(enabled=main and not (quiet or json_output), total=resolved.training.steps) as callback:
             estimator.fit(
@@ -214,6 +251,23 @@ def train(
         print_json(report, warnings)
         return
     typer.echo(_saved_line(report, resolved))
+
+
+def _check_pixel_count(text: str, shape: list[int], columns: int, data: Path) -> None:
+    """Refuse an --image-shape whose pixel count is not DATA's number of modelled columns, before training."""
+    pixels = shape[0] * shape[1] * shape[2]
+    if pixels == columns:
+        return
+    hint = (
+        " (BSDS300's 63 columns are 8x8 patches less the last pixel, which MAF removed as minus the sum of the "
+        "others: train them as a table, without --image-shape)"
+        if pixels - columns == 1
+        else ""
+    )
+    raise UserError(
+        f"--image-shape {text} is {pixels:,} pixels; {data} has {columns:,} columns to model{hint}: give the rows' "
+        "shape, or choose the pixel columns with --columns"
+    )
 
 
 def _check_counts(*, checkpoint_every: int, max_nonfinite: int) -> None:
@@ -313,6 +367,13 @@ def _report(estimator, resolved, out: Path, *, rows: int) -> dict:
     if summary.get("resumed_at_step") is not None:
         report["resumed_at_step"] = summary["resumed_at_step"]
     report["dequantized_columns"] = [str(column) for column in estimator.dequantized_columns_]
+    if estimator.bits is not None:
+        report["bits"] = estimator.bits
+        if estimator.source_bits is not None:
+            report["source_bits"] = estimator.source_bits
+    shape = getattr(resolved.model, "image_shape", None)
+    if shape:
+        report["image_shape"] = list(shape)
     if estimator.conditions_ is not None:
         report["conditions"] = estimator.conditions_.names
     if estimator.categorical_ is not None:

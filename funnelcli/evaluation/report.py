@@ -460,7 +460,12 @@ def metric_rows(metrics: dict[str, Any], *, stderr_multiple: float = 1) -> list[
 
     rows = [
         (f"test {what}, nats/row", f"{plus_minus(metrics)} ({label})"),
-        ("bits per dimension" + (" (bound)" if bound else ""), _number(metrics["bits_per_dim"])),
+        (
+            "bits per dimension"
+            + (f" ({metrics['bits']}-bit pixels)" if metrics.get("bits") is not None else "")
+            + (" (bound)" if bound else ""),
+            _number(metrics["bits_per_dim"]),
+        ),
         ("test rows", _number(metrics["rows"])),
         ("dimensions", f"{metrics['input_dim']} -> {metrics['latent_dim']} (latent size)"),
         ("parameters", _number(metrics["parameters"])),
@@ -642,7 +647,10 @@ def _likelihood_summary(name: str | None, estimator: FunnelDensity, log_prob: np
         "input_dim": len(estimator.columns_),
         "latent_dim": int(estimator.latent_dim_),
         "parameters": parameter_count(estimator),
+        "bits_per_dim": m.bits_per_dim(mean, len(estimator.columns_)),
     }
+    if getattr(estimator, "bits", None) is not None:
+        summary["bits"] = int(estimator.bits)  # the pixels' depth: bits_per_dim is then the image papers' figure
     if is_bound(estimator):
         summary["bound"] = True
     return summary
@@ -657,6 +665,10 @@ def best_index(rows: Sequence[dict[str, Any]]) -> int | None:
 def _header(stderr_multiple: float) -> tuple[str, ...]:
     likelihood = f"test log-likelihood (nats, {error_bar_label(stderr_multiple)})"
     return ("model", "recipe", likelihood, "latent size", "parameters", "ms / step")
+
+
+#: The column added to the comparison, after the log-likelihood, when it holds a pixel model (trained with bits).
+_BPD_HEADER = "bits / dim"
 
 
 #: The column added to the comparison when it holds baselines.
@@ -693,6 +705,11 @@ def format_comparison(rows: Sequence[dict[str, Any]], *, markdown: bool = False,
     gain = any(row.get("baseline") for row in rows)
     header = [*_header(stderr_multiple), _GAIN_HEADER] if gain else list(_header(stderr_multiple))
     body = [_cells(row, gain, stderr_multiple) for row in rows]
+    if any(row.get("bits") is not None for row in rows):  # pixel models: the image papers' figure beside nats
+        header.insert(3, _BPD_HEADER)
+        for row, cells in zip(rows, body, strict=True):
+            value = row.get("bits_per_dim")
+            cells.insert(3, "–" if value is None or not math.isfinite(value) else f"{value:.3f}")
     if markdown:
 
         def line(cells: Sequence[str]) -> str:

@@ -16,6 +16,7 @@ from torch import nn
 
 from funnelcli.models.vae import VAE
 from funnelcli.transforms.funnel import Funnel
+from funnelcli.transforms.multiscale import MultiScale
 
 __all__ = ["decode"]
 
@@ -40,6 +41,6 @@ def _inverse(transform: Transform, z: torch.Tensor, *, mean: bool, context: torc
         for layer in reversed(transform._transforms):
             z = _inverse(layer, z, mean=mean, context=context)
         return z
-    if isinstance(transform, Funnel) and mean:
+    if isinstance(transform, Funnel | MultiScale) and mean:
         return transform.inverse_centred(z, context)[0]
     return transform.inverse(z, context=context)[0]

@@ -12,6 +12,10 @@
   ``f-glow``: the same with an affine funnel at ``funnel_level``.
 - ``f-mlp``: the paper's MLP funnel model: layers y = s(W x + b) after fixed permutations, some preserving
   the dimension and some reducing it (``mlp_layout``).
+- ``nsf-image``: a multi-scale image flow on pixel columns (``model.image_shape``): per level ``flow_steps``
+  steps of ActNorm, an invertible 1x1 convolution and an RQ-spline channel coupling, squeeze-and-split between
+  levels (the factored channels join the latent); ``f-nsf-image``: the same with a 2-D convolutional funnel
+  between levels (docs/maths.md, section 7). Both are unconditional and take the standard normal base.
 - ``vae``: the VAE baseline; ``reduce`` sets its latent size as it sets a funnel's.
 
 Every model starts with the standardisation of the training data, so log-likelihoods are in the user's units.
@@ -36,6 +40,7 @@ from torch import nn
 from funnelcli.errors import UserError
 from funnelcli.models.base import GaussianMixture, StandardNormal, mixture_parameters
 from funnelcli.models.flow import FunnelFlow
+from funnelcli.models.image_plan import Level, image_latent_dim, image_levels, image_shape_for
 from funnelcli.models.recipe import Recipe
 from funnelcli.models.registry import FAMILIES
 from funnelcli.models.vae import VAE
@@ -53,7 +58,9 @@ from funnelcli.transforms import (
 )
 from funnelcli.transforms.affine import ActNorm, ElementwiseAffine, affine_coupling
 from funnelcli.transforms.conv import conv_funnel, conv_latent_dim, conv_stride1_funnel
+from funnelcli.transforms.conv2d import count_channel_coupling, count_conv2d_funnel
 from funnelcli.transforms.mlp import mlp_funnel, mlp_layer
+from funnelcli.transforms.multiscale import multiscale
 
 
 def _spline_settings(recipe: Recipe, hidden_features: int | None = None) -> SplineSettings:
@@ -188,6 +195,25 @@ def build_f_mlp(recipe: Recipe, scaler: Standardize, context_features: int = 0) 
             transforms.append(mlp_funnel(dim, size, _ansatz(recipe, dim - size, size + c), settings, c))
             dim = size
     return FunnelFlow(transforms, input_dim=input_dim, latent_dim=dim, base=_base(recipe, dim), context_features=c)
+
+
+def _image_plan(recipe: Recipe, input_dim: int, context_features: int) -> tuple[tuple[int, int, int], list[Level]]:
+    """(H, W, C) and the level plan of an image family's model on ``input_dim`` columns."""
+    if context_features:
+        raise UserError(f"family {recipe.family} models images unconditionally; train it without conditions")
+    m = recipe.model
+    image = image_shape_for(m.image_shape, input_dim, recipe.family)
+    return image, image_levels(image, m.levels, recipe.has_funnel, m.reduce)
+
+
+def build_image(recipe: Recipe, scaler: Standardize, context_features: int = 0) -> FunnelFlow:
+    """nsf-image, or f-nsf-image (2-D funnels between levels) when the recipe's family has a funnel."""
+    m = recipe.model
+    input_dim = int(scaler.mean.shape[0])
+    image, plan = _image_plan(recipe, input_dim, context_features)
+    flow = multiscale(image, plan, m.flow_steps, m.hidden_features, m.bins, m.tail_bound, m.ansatz_hidden_features)
+    latent = image_latent_dim(plan)
+    return FunnelFlow([scaler, flow], input_dim=input_dim, latent_dim=latent, base=StandardNormal(latent))
 
 
 def build_vae(recipe: Recipe, scaler: Standardize, context_features: int = 0) -> VAE:
@@ -361,6 +387,20 @@ def count_f_mlp(recipe: Recipe, input_dim: int, context_features: int = 0) -> Si
             total += _lu(size) + size * (drop + c) + per + _count_ansatz(recipe, drop, size + c)
             dim = size
     return SizeEstimate(total + _count_base(recipe, dim), dim)
+
+
+def count_image(recipe: Recipe, input_dim: int, context_features: int = 0) -> SizeEstimate:
+    m = recipe.model
+    _, plan = _image_plan(recipe, input_dim, context_features)
+    total = 0
+    for level in plan:
+        c = level.channels
+        # ActNorm's log-scale and shift, the 1x1 convolution's C^2, the coupling's conv net, per step.
+        total += m.flow_steps * (2 * c + c * c + count_channel_coupling(c, m.hidden_features, m.bins))
+        if level.dropped:
+            keep = 4 * c - level.dropped
+            total += count_conv2d_funnel(c, keep, m.hidden_features, m.ansatz_hidden_features, m.bins)
+    return SizeEstimate(total, image_latent_dim(plan))
 
 
 def count_vae(recipe: Recipe, input_dim: int, context_features: int = 0) -> SizeEstimate:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from funnelcli.errors import BadValue, Misused, OutOfRange, Refused, UserError, shown
+from funnelcli.models.image_plan import image_latent_dim, image_levels, image_shape_for
 
 # The families are declared in the registry; FAMILIES and FAMILY_FIELDS are re-exported for their readers here.
 from funnelcli.models.registry import FAMILIES as FAMILIES
@@ -146,6 +147,19 @@ def _layout(value):
 _layout.range = f"1..{MAX_MLP_LAYERS} of " + " | ".join(MLP_LAYERS)
 
 
+def _image_shape(value):
+    """An empty list, [H, W] or [H, W, C] of positive integers whose product is at most MAX_COLUMNS."""
+    expected = f"[] or [H, W] or [H, W, C], positive integers whose product is at most {MAX_COLUMNS}"
+    if not isinstance(value, list | tuple) or len(value) not in (0, 2, 3):
+        return expected
+    if any(_int(1, MAX_COLUMNS)(v) for v in value) or math.prod(value) > MAX_COLUMNS:
+        return expected
+    return None
+
+
+_image_shape.range = "[] | [H, W] | [H, W, C]"
+
+
 def _spec(default, check, doc: str):
     return field(default=default, metadata={"check": check, "doc": doc})
 
@@ -194,6 +208,12 @@ class ModelSettings:
         "latent distribution: the standard normal, or a Gaussian mixture of base_components (for clustered tables)",
     )
     base_components: int = _spec(8, _int(1, 256), "components of the mixture base")
+    image_shape: tuple = _spec(
+        (),
+        _image_shape,
+        "image families: [H, W] or [H, W, C] of the pixels the columns are, row-major (empty: a square grey image)",
+    )
+    levels: int = _spec(2, _int(1, 16), "image families: levels of the multi-scale flow (each halves H and W)")
 
 
 @dataclass(frozen=True)
@@ -289,6 +309,10 @@ class Recipe:
     def latent_size(self, input_dim: int) -> int:
         """The latent size this recipe's funnels (or VAE) give ``input_dim`` columns: ``latent_dim``, or what
         ``drop`` or ``reduce`` leaves (:func:`latent_dim`); with ``funnels``, what the last one keeps."""
+        if FAMILIES[self.family].image:
+            m = self.model
+            image = image_shape_for(m.image_shape, input_dim, self.family)
+            return image_latent_dim(image_levels(image, m.levels, self.has_funnel, m.reduce))
         if self.model.funnels:
             return self.funnel_plan(input_dim)[-1][1]
         m = self.model
@@ -333,8 +357,9 @@ class Recipe:
         for key, default in _OPTIONAL_DEFAULTS.items():
             if model.get(key, default) == default:
                 model.pop(key, None)
-        if "mlp_layout" in model:
-            model["mlp_layout"] = list(model["mlp_layout"])
+        for key in ("mlp_layout", "image_shape"):
+            if key in model:
+                model[key] = list(model[key])
         data = {"family": self.family, "description": self.description}
         if self.input_dim is not None:
             data["input_dim"] = self.input_dim
@@ -385,7 +410,7 @@ class Recipe:
 
     def _does_not_use(self, keys: list[str], shown: str) -> str:
         """An error for fields (shown as ``shown``) that this recipe's family does not read."""
-        if set(keys) <= set(FUNNEL_FIELDS):
+        if set(keys) <= set(FUNNEL_FIELDS) and not self.has_funnel:
             return f"(family {self.family}) has no funnel, so {shown} does not apply; use a funnel recipe such as f-nsf"
         return f"(family {self.family}) does not use {shown}; remove it"
 
@@ -442,8 +467,9 @@ def _build_settings(settings_cls, values: dict[str, Any], source: str, section: 
             raise UserError(f"{source}: {section}.{key} = {shown(value)} is invalid; it must be {expected}")
     # TOML and JSON may write a float field as an integer (lr = 1); store floats as floats.
     converted = {key: float(value) if fields[key].type == "float" else value for key, value in values.items()}
-    if "mlp_layout" in converted:
-        converted["mlp_layout"] = tuple(converted["mlp_layout"])
+    for key in ("mlp_layout", "image_shape"):
+        if key in converted:
+            converted[key] = tuple(converted[key])
     if "funnels" in converted:
         converted["funnels"] = tuple(
             {key: float(value) if key == "reduce" else value for key, value in entry.items()}

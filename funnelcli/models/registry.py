@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 #: The latent distribution, which every flow family (not the VAE) can change.
 _BASE = ("base", "base_components")
 _SPLINE = ("flow_steps", "transform", "hidden_features", "residual_blocks", "bins", "tail_bound", "dropout", *_BASE)
+#: The image families' fields: ``flow_steps`` counts the steps of each level, ``hidden_features`` conv channels.
+_IMAGE = ("image_shape", "levels", "flow_steps", "hidden_features", "bins", "tail_bound")
 _GLOW = ("flow_steps", "hidden_features", "residual_blocks", "dropout", *_BASE)
 #: The ``[model]`` fields of a funnel; a family without a funnel that is given only these is told it has none.
 FUNNEL_FIELDS = (
@@ -60,6 +62,8 @@ class Family:
     has_funnel: bool
     builder: str
     counter: str
+    #: The columns are the pixels of an image (``model.image_shape``); its models are multi-scale image flows.
+    image: bool = False
 
     def build(self, recipe: Recipe, scaler: Any, context_features: int = 0) -> Any:
         """The family's model for ``recipe``, starting with the standardisation ``scaler`` (imports torch);
@@ -125,6 +129,24 @@ FAMILIES: dict[str, Family] = {
             has_funnel=True,
             builder=_FAMILIES + "build_f_mlp",
             counter=_FAMILIES + "count_f_mlp",
+        ),
+        Family(
+            "nsf-image",
+            "multi-scale image flow: ActNorm, 1x1 convolutions, spline couplings; squeeze-and-split between levels",
+            _IMAGE,
+            has_funnel=False,
+            builder=_FAMILIES + "build_image",
+            counter=_FAMILIES + "count_image",
+            image=True,
+        ),
+        Family(
+            "f-nsf-image",
+            "nsf-image with a 2-D convolutional funnel between levels instead of squeeze-and-split",
+            (*_IMAGE, "reduce", "ansatz_hidden_features"),
+            has_funnel=True,
+            builder=_FAMILIES + "build_image",
+            counter=_FAMILIES + "count_image",
+            image=True,
         ),
         Family(
             "vae",

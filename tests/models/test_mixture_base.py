@@ -183,13 +183,17 @@ class _Messages(logging.Handler):
 def test_an_untrained_mixture_base_flow_falls_back_to_the_data_s_mixture():
     x, test = _blobs(), _blobs(400, seed=4)
     recipe = tiny_recipe("nsf", base="mixture", base_components=4)
-    # A handler on funnelcli's own logger: the commands' logging set-up may stop it propagating to caplog's.
+    # A handler on funnelcli's own logger: the commands' logging set-up may stop it propagating to caplog's
+    # (and may have set its level higher, e.g. for --quiet), so the test sets both for the fit.
     messages, logger = _Messages(), logging.getLogger("funnelcli")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
     logger.addHandler(messages)
     try:
         estimator = FunnelDensity(recipe, steps=1, eval_every=1, lr=1e-9, device="cpu").fit(x)
     finally:
         logger.removeHandler(messages)
+        logger.setLevel(level)
     assert estimator.summary_["best_step"] == 0
     assert any("Gaussian mixture fit" in line for line in messages.lines)
     assert estimator.score(test) > _blobs_log_density(test).mean() - 0.1

@@ -19,6 +19,9 @@ from tests.helpers import tiny_recipe
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run on one torch thread
 
 MODEL_FIELDS = [f.name for f in dataclasses.fields(ModelSettings)]
+#: Families that model p(x | c); the image families are unconditional and refuse a context.
+CONDITIONAL = [name for name, family in FAMILIES.items() if not family.image]
+IMAGE = [name for name, family in FAMILIES.items() if family.image]
 
 
 @pytest.mark.parametrize("name", list(bundled_recipes()))
@@ -34,7 +37,22 @@ def test_every_registered_family_builds_a_tiny_model_of_the_size_it_counts(famil
     assert FAMILIES[family].count(recipe, 4).parameters == count_parameters(model)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", IMAGE)
+def test_every_image_family_builds_a_model_of_the_size_it_counts_on_an_image_with_two_levels(family):
+    # tiny_recipe's 4 columns are a 2x2 image, one level and no transition; 4x4x3 has both levels.
+    recipe = tiny_recipe(family, image_shape=[4, 4, 3])
+    model = build_model(recipe, np.zeros(48), np.ones(48))
+    estimate = FAMILIES[family].count(recipe, 48)
+    assert estimate.parameters == count_parameters(model) and estimate.latent_dim == model.latent_dim
+
+
+@pytest.mark.parametrize("family", IMAGE)
+def test_every_image_family_refuses_a_context(family):
+    with pytest.raises(UserError, match="unconditionally"):
+        build_model(tiny_recipe(family), np.zeros(4), np.ones(4), context_features=1)
+
+
+@pytest.mark.parametrize("family", CONDITIONAL)
 @pytest.mark.parametrize("context", [1, 5])
 def test_every_family_builds_a_conditional_model_of_the_size_it_counts(family, context):
     recipe = tiny_recipe(family)

@@ -1,0 +1,92 @@
+"""The shape plan of the multi-scale image families (``nsf-image``, ``f-nsf-image``), in plain arithmetic.
+
+Imports no torch: the recipe validator, the latent size and the parameter count read it before anything is built.
+Columns are pixels in row-major order (H, W, C), the C channels of a pixel adjacent (docs/maths.md, section 7).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from funnelcli.errors import UserError
+
+
+def image_shape_for(shape: tuple[int, ...], columns: int, family: str) -> tuple[int, int, int]:
+    """(H, W, C) of ``columns`` pixel values: ``shape`` ([H, W] or [H, W, C]) checked against the column count, or,
+    when ``shape`` is empty, a square one-channel image sqrt(D) x sqrt(D). A mismatch is a one-line UserError."""
+    if not shape:
+        side = math.isqrt(columns)
+        if side * side != columns:
+            raise UserError(
+                f"family {family} needs model.image_shape (--image-shape HxW or HxWxC): {columns} columns are not a "
+                "square one-channel image"
+            )
+        return side, side, 1
+    height, width, channels = (*shape, 1) if len(shape) == 2 else tuple(shape)
+    if height * width * channels != columns:
+        given = "x".join(str(n) for n in shape)
+        raise UserError(
+            f"model.image_shape {given} holds {height * width * channels} pixel values, but the table has {columns} "
+            "columns; give the shape of the images whose pixels the columns are (row-major H, W, C)"
+        )
+    return height, width, channels
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of the multi-scale flow: ``steps`` flow steps on a (channels, height, width) tensor, then (except
+    after the last level) a transition to the next level: ``factored`` channels are factored out to the latent
+    (squeeze-and-split) or ``dropped`` of the ``4 * channels`` squeezed channels go to the ansatz (2-D funnel)."""
+
+    channels: int
+    height: int
+    width: int
+    factored: int = 0
+    dropped: int = 0
+
+
+def halvings(height: int, width: int) -> int:
+    """How many times a 2x2 squeeze can halve both H and W."""
+    count = 0
+    while height % 2 == 0 and width % 2 == 0 and height and width:
+        height, width, count = height // 2, width // 2, count + 1
+    return count
+
+
+def image_levels(image: tuple[int, int, int], levels: int, funnel: bool, reduce: float = 0.5) -> list[Level]:
+    """The levels of a multi-scale flow on an (H, W, C) image.
+
+    The image is squeezed once (C, H, W) -> (4C, H/2, W/2) before the first level, and each transition halves H
+    and W again, so an image allows at most ``halvings(H, W)`` levels: ``levels`` is capped there (a 2x2 image has
+    one level, and then no transition and no funnel). Between levels the baseline factors out half the channels and
+    squeezes the rest; the funnel squeezes and drops clip(round(reduce * 4c), 1, 4c - 1) of the 4c channels (with
+    reduce = 0.5 both hand the same shape to the next level).
+    """
+    height, width, channels = image
+    count = min(levels, halvings(height, width))
+    if count == 0:
+        raise UserError(
+            f"an image of {height}x{width} pixels has an odd side; the image families halve H and W (2x2 tiles), so "
+            "both must be even"
+        )
+    c, h, w = 4 * channels, height // 2, width // 2
+    plan = []
+    for index in range(count):
+        if index == count - 1:
+            plan.append(Level(c, h, w))
+        elif funnel:
+            dropped = min(4 * c - 1, max(1, math.floor(reduce * 4 * c + 0.5)))
+            plan.append(Level(c, h, w, dropped=dropped))
+            c, h, w = 4 * c - dropped, h // 2, w // 2
+        else:
+            factored = c - c // 2
+            plan.append(Level(c, h, w, factored=factored))
+            c, h, w = 4 * (c // 2), h // 2, w // 2
+    return plan
+
+
+def image_latent_dim(plan: list[Level]) -> int:
+    """The latent size: the last level's values and every factored-out channel (dropped ones are not latent)."""
+    last = plan[-1]
+    return last.channels * last.height * last.width + sum(level.factored * level.height * level.width for level in plan)

@@ -114,6 +114,7 @@ REPORT = FolderKind(
     frozenset(
         {"index.html", "training.png", "columns.png", "corner.png", "latent.png", "temperatures.png"}
         | {"ood_log_prob.png", "roc.png"}
+        | {"image_samples.png", "reconstructions.png"}  # a model with an image shape
     ),
     {},
     _unmarked_report,

@@ -266,6 +266,8 @@ def report(
 
     Latent codes of DATA against N(0, 1); samples at temperatures 0.5, 0.75 and 1.
 
+    A model of image pixels (--image-shape): a grid of samples and held-out rows beside decode(encode(row)).
+
     With --ood OTHER: the two log-likelihood histograms and the ROC curve. Prints the path of index.html.
     """
     warnings = setup_logging(False, json_output=json_output)

@@ -252,6 +252,63 @@ def temperature_samples(data: np.ndarray, samples_by_temperature: Mapping[float,
     return figure
 
 
+#: Pixels of the white gap between the images of a grid.
+IMAGE_GAP = 1
+
+
+def image_grid(
+    panels: Mapping[str, np.ndarray],
+    shape: tuple[int, int, int],
+    value_range: tuple[float, float],
+    *,
+    columns: int = 8,
+    title: str = "",
+) -> Figure:
+    """Rows of pixels drawn as images, ``columns`` to a row, one titled panel per entry of ``panels``.
+
+    Each panel's array is (N, H * W * C), the pixels of an (H, W, C) ``shape`` in row-major order, a pixel's
+    channels adjacent. Values are clipped to ``value_range`` = (low, high) and scaled to [0, 1]; C = 1 is drawn
+    grey, C = 3 as RGB, any other C as its channels' grey planes side by side. Image i sits at the same place in
+    every panel, so panels of rows and of their reconstructions can be read pair by pair.
+    """
+    height, width, channels = shape
+    low, high = value_range
+    span = high - low if high > low else 1.0
+    mosaics = []
+    for values in panels.values():
+        images = np.clip((np.asarray(values, dtype=np.float64) - low) / span, 0.0, 1.0).reshape(-1, *shape)
+        if channels != 3:  # grey: one plane, or each channel's plane beside the next
+            images = images.transpose(0, 1, 3, 2).reshape(len(images), height, channels * width, 1)
+        mosaics.append(_mosaic(images, columns))
+    total_width = sum(m.shape[1] for m in mosaics) + 4 * (len(mosaics) - 1)
+    inches = min(8.0 / total_width, 8.0 / max(m.shape[0] for m in mosaics))
+    figure = _figure(max(2.0, inches * total_width), max(1.5, inches * mosaics[0].shape[0] + 0.6))
+    grid = figure.subplots(1, len(mosaics), squeeze=False)[0]
+    for axes, name, mosaic in zip(grid, panels, mosaics, strict=True):
+        if mosaic.shape[2] == 1:
+            axes.imshow(mosaic[:, :, 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        else:
+            axes.imshow(mosaic, interpolation="nearest")
+        axes.set_title(name, fontsize=9)
+        axes.set_axis_off()
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def _mosaic(images: np.ndarray, columns: int) -> np.ndarray:
+    """(N, H, W, C) images in [0, 1] laid out ``columns`` to a row with white gaps, shape (rows * (H + gap) - gap,
+    columns * (W + gap) - gap, C); cells past the last image are left white."""
+    count, height, width, channels = images.shape
+    rows, columns = _grid(max(count, 1), columns)
+    step_y, step_x = height + IMAGE_GAP, width + IMAGE_GAP
+    mosaic = np.ones((rows * step_y - IMAGE_GAP, columns * step_x - IMAGE_GAP, channels))
+    for i, image in enumerate(images):
+        y, x = divmod(i, columns)
+        mosaic[y * step_y : y * step_y + height, x * step_x : x * step_x + width] = image
+    return mosaic
+
+
 def log_likelihood_histograms(
     log_prob_in: np.ndarray, log_prob_out: np.ndarray, *, bound: bool = False, labels: tuple[str, str] = ("test", "OOD")
 ) -> Figure:

@@ -5,6 +5,8 @@
   ``metrics`` is one JSON-able dict.
 - :func:`write_report` turns an evaluation into PNG figures and an ``index.html`` that shows them with the
   metrics.
+- A model whose columns are the pixels of an image (:func:`image_shape`) adds a grid of samples and a grid of
+  held-out rows beside their reconstructions decode(encode(x)), drawn as images.
 - :func:`compare_row` and :func:`format_comparison` make the paper's Table 1: a row per model.
 - What people read (the terminal, the page, the table) shows ``stderr_multiple`` standard errors after each
   "±" and names them (:func:`error_bar_label`); the MAF, NSF and funnel papers print 2. The metrics keep the
@@ -72,7 +74,14 @@ FIGURES = {
     "temperatures": "temperatures.png",
     "ood_log_prob": "ood_log_prob.png",
     "roc": "roc.png",
+    "image_samples": "image_samples.png",
+    "reconstructions": "reconstructions.png",
 }
+#: The figures only a model with an image shape draws (see :func:`image_shape`).
+IMAGE_FIGURES = ("image_samples", "reconstructions")
+#: A model with an image shape (``model.image_shape``) draws its samples and reconstructions as images, this many
+#: to a row of a square grid (IMAGE_COLUMNS squared of each, fewer when the test data have fewer rows).
+IMAGE_COLUMNS = 8
 
 
 def is_bound(estimator: FunnelDensity) -> bool:
@@ -106,6 +115,23 @@ def recipe_name(estimator: FunnelDensity) -> str | None:
 def family_name(estimator: FunnelDensity) -> str | None:
     saved = _saved_metadata(estimator)
     return estimator.recipe_.family or (saved.family if saved is not None else None)
+
+
+def image_shape(estimator: FunnelDensity) -> tuple[int, int, int] | None:
+    """(H, W, C) of the images whose pixels the model's columns are: its recipe's ``model.image_shape``, or an image
+    family's square one-channel default; None for a tabular model (or a shape that no longer fits the columns)."""
+    from funnelcli.models.image_plan import image_shape_for
+    from funnelcli.models.registry import FAMILIES
+
+    recipe = estimator.recipe_
+    shape = tuple(getattr(recipe.model, "image_shape", ()) or ())
+    family = FAMILIES.get(recipe.family)
+    if not shape and not (family is not None and family.image):
+        return None
+    try:
+        return image_shape_for(shape, len(estimator.columns_), recipe.family)
+    except UserError:
+        return None
 
 
 def modelled_values(estimator: FunnelDensity, table: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -370,6 +396,7 @@ def write_report(
     folder.parent.mkdir(parents=True, exist_ok=True)
     temperature_samples = _temperature_samples(estimator, len(evaluation.data), random_state)
     figures = _figure_makers(evaluation, temperature_samples, test_name=test_name, ood_name=ood_name)
+    figures.update(_image_figure_makers(estimator, evaluation))
     # Not funnelcli.atomic.staged_folder: the report goes into the folder, which is kept (it may be one the user
     # made, with its own mode, or the current folder), and only the report's own files in it are replaced.
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.report-", dir=folder.parent))
@@ -423,6 +450,43 @@ def _figure_makers(
         )
         figures["roc"] = lambda: plots.roc_curve_figure(*evaluation.roc, auroc, bound=bound)
     return figures
+
+
+def _image_figure_makers(estimator: FunnelDensity, evaluation: Evaluation) -> dict[str, Callable[[], Any]]:
+    """The sample grid and the reconstruction grid of a model with an image shape (none for a tabular one).
+
+    Up to IMAGE_COLUMNS^2 held-out rows x are shown beside decode(encode(x)) (``inverse_transform(transform(x),
+    mean=True)``: a funnel's dropped pixels set to its ansatz's centre), and as many of the evaluation's samples.
+    A pixel model's rows are shown in its units (reduced from ``source_bits``) on [0, 2^bits - 1]; any other's
+    on the held-out rows' range.
+    """
+    from funnelcli.evaluation import plots
+
+    shape = image_shape(estimator)
+    if shape is None or not len(evaluation.data):
+        return {}
+    count = IMAGE_COLUMNS**2
+    rows = pd.DataFrame(evaluation.data[:count], columns=list(estimator.columns_))
+    bits = getattr(estimator, "bits", None)
+    if bits is not None:
+        from funnelcli.preparation import pixel_values
+
+        value_range = (0.0, float(2**bits - 1))
+        shown = pixel_values(rows, bits, getattr(estimator, "source_bits", None)).to_numpy()
+    else:
+        value_range = (float(np.min(evaluation.data)), float(np.max(evaluation.data)))
+        shown = rows.to_numpy()
+    given = rows if getattr(estimator, "feature_names_in_", None) is not None else rows.to_numpy()
+    decoded = np.asarray(estimator.inverse_transform(estimator.transform(given), mean=True), dtype=np.float64)
+    samples = evaluation.samples[:count]
+    return {
+        "image_samples": lambda: plots.image_grid(
+            {"model samples, T = 1": samples}, shape, value_range, columns=IMAGE_COLUMNS
+        ),
+        "reconstructions": lambda: plots.image_grid(
+            {"held-out rows x": shown, "decode(encode(x))": decoded}, shape, value_range, columns=IMAGE_COLUMNS
+        ),
+    }
 
 
 def _move_into(staging: Path, folder: Path, *, shown: list[str]) -> None:
@@ -538,13 +602,16 @@ _CAPTIONS = {
     "beside the held-out rows, projected on the held-out rows' first two principal components.",
     "ood_log_prob": "Per-row log-likelihood of the held-out rows and of the out-of-distribution rows.",
     "roc": "ROC curve of anomaly detection with -log p as the score, out-of-distribution rows positive.",
+    "image_samples": "Model samples drawn as images (pixel rows in row-major order).",
+    "reconstructions": "Held-out rows as images (left) and, at the same place on the right, each decoded from its "
+    "latent code, decode(encode(x)), with a funnel's dropped pixels at its ansatz's centre.",
 }
 
 
 #: The page's layout: the training curve sits beside the metrics; these take the page's full width, the others
 #: half of it.
 _WIDE = {"columns", "corner", "latent", "temperatures"}
-_ORDER = ("ood_log_prob", "roc", "temperatures", "corner", "columns", "latent")
+_ORDER = ("ood_log_prob", "roc", "image_samples", "reconstructions", "temperatures", "corner", "columns", "latent")
 
 
 def _html(

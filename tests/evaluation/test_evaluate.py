@@ -30,10 +30,12 @@ from funnelcli.evaluation import (
     wasserstein_to_standard_normal,
     write_report,
 )
-from funnelcli.evaluation.report import FIGURES, GENERATOR, INDEX, metric_rows
+from funnelcli.evaluation.report import FIGURES, GENERATOR, IMAGE_FIGURES, INDEX, metric_rows
 from funnelcli.models import FAMILIES
 from tests.helpers import assert_one_line_error, manifold_table, run, tiny_recipe
 
+#: The figures of a tabular model's report: all but the image grids.
+TABULAR_FIGURES = [name for key, name in FIGURES.items() if key not in IMAGE_FIGURES]
 LOG_PROB_IN = np.array([-1.2, -0.7, -2.5, -0.9, -1.8, -3.1, -1.1, -0.4])
 LOG_PROB_OUT = np.array([-2.6, -4.0, -1.0, -5.5, -3.2, -2.5])
 
@@ -172,9 +174,14 @@ def report(request, models, workdir) -> tuple[Path, dict]:
     return folder, evaluation.to_json()
 
 
+def _figures_of(metrics: dict) -> list[str]:
+    """The figures of a report on a model of ``metrics["family"]``: an image family's add the image grids."""
+    return list(FIGURES.values()) if FAMILIES[metrics["family"]].image else TABULAR_FIGURES
+
+
 def test_a_report_writes_every_figure_and_index_html_non_empty(report):
-    folder, _ = report
-    for name in [*FIGURES.values(), INDEX]:
+    folder, metrics = report
+    for name in [*_figures_of(metrics), INDEX]:
         assert (folder / name).stat().st_size > 0, name
         if name.endswith(".png"):
             assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -185,7 +192,7 @@ def test_index_html_shows_every_figure_and_the_metrics(report):
     folder, metrics = report
     page = (folder / INDEX).read_text(encoding="utf-8")
     for name in FIGURES.values():
-        assert f'src="{name}"' in page
+        assert (f'src="{name}"' in page) == (name in _figures_of(metrics))
     assert f"{metrics['ood']['auroc']:.3f}" in page
     assert f"{metrics['mean_log_prob']:.4f}" in page
     assert ("lower bound" in page) == metrics.get("bound", False)
@@ -267,7 +274,7 @@ def test_report_replaces_an_existing_report_only_with_force_and_prints_the_path_
     result = run(*args, "--force")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(folder / INDEX)
-    assert all((folder / name).read_bytes()[:4] == b"\x89PNG" for name in FIGURES.values())
+    assert all((folder / name).read_bytes()[:4] == b"\x89PNG" for name in TABULAR_FIGURES)
 
 
 def test_evaluate_reads_the_test_split_of_a_prepared_folder(models, workdir):

@@ -150,11 +150,11 @@ def fit(
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(settings.seed + ranks.rank)
         fallback = None
-        if not resume:
-            fit_base(model, _start_rows(train, dequantize, device), settings.seed)
-        if not resume and "gaussian" in (settings.start, settings.fallback):
+        rows = None if resume else _start_rows(train, dequantize, device)
+        if rows is not None:
+            fit_base(model, rows, settings.seed)
+        if rows is not None and "gaussian" in (settings.start, settings.fallback):
             gaussian = copy.deepcopy(model)
-            rows = _start_rows(train, dequantize, device)
             if gaussian_start(gaussian, rows):
                 mixture_fallback(gaussian, rows, _start_rows(validation, dequantize, device), settings.seed)
             else:

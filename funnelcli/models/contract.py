@@ -53,3 +53,16 @@ def count_parameters(model: torch.nn.Module) -> int:
     """The number of numbers a model learns: every element of every parameter tensor (buffers, such as the
     scaler's mean and std, are not learnt and not counted)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def checked_context(model: str, width: int, context: torch.Tensor | None, rows: int) -> torch.Tensor | None:
+    """``context`` as a model's layers take it: None for an unconditional model (``width`` 0), else (rows, width).
+    ``model`` names the kind in the error ("flow", "VAE"); a wrong context is a programming error, a ValueError."""
+    if width == 0:
+        if context is not None:
+            raise ValueError(f"this {model} is unconditional; it takes no context")
+        return None
+    if context is None or tuple(context.shape) != (rows, width):
+        shape = None if context is None else tuple(context.shape)
+        raise ValueError(f"this conditional {model} needs a context of shape ({rows}, {width}), got {shape}")
+    return context

@@ -7,6 +7,7 @@ from nflows.transforms.base import CompositeTransform, Transform
 from torch import nn
 
 from funnelcli.models.base import StandardNormal
+from funnelcli.models.contract import checked_context
 
 
 class FunnelFlow(nn.Module):
@@ -48,16 +49,7 @@ class FunnelFlow(nn.Module):
         return self.transform._transforms[0]
 
     def _checked(self, context: torch.Tensor | None, rows: int) -> torch.Tensor | None:
-        """``context`` as the layers take it: None for an unconditional flow, (rows, C) for a conditional one."""
-        if self.context_features == 0:
-            if context is not None:
-                raise ValueError("this flow is unconditional; it takes no context")
-            return None
-        if context is None or tuple(context.shape) != (rows, self.context_features):
-            shape = None if context is None else tuple(context.shape)
-            expected = f"({rows}, {self.context_features})"
-            raise ValueError(f"this conditional flow needs a context of shape {expected}, got {shape}")
-        return context
+        return checked_context("flow", self.context_features, context, rows)
 
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Exact log p(x) (log p(x | c) with a context), shape (N,)."""

@@ -20,6 +20,7 @@ import math
 import torch
 from torch import nn
 
+from funnelcli.models.contract import checked_context
 from funnelcli.transforms.ansatz import standard_normal_log_prob
 from funnelcli.transforms.standardize import Standardize
 
@@ -58,17 +59,7 @@ class VAE(nn.Module):
         self.decoder = _mlp(latent_dim + context_features, 2 * self.input_dim, hidden_features, layers)
 
     def _checked(self, context: torch.Tensor | None, rows: int) -> torch.Tensor | None:
-        """``context`` as the networks take it: None for an unconditional VAE, (rows, C) for a conditional one."""
-        if self.context_features == 0:
-            if context is not None:
-                raise ValueError("this VAE is unconditional; it takes no context")
-            return None
-        if context is None or tuple(context.shape) != (rows, self.context_features):
-            shape = None if context is None else tuple(context.shape)
-            raise ValueError(
-                f"this conditional VAE needs a context of shape ({rows}, {self.context_features}), got {shape}"
-            )
-        return context
+        return checked_context("VAE", self.context_features, context, rows)
 
     @staticmethod
     def _with(values: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:

@@ -165,6 +165,8 @@ def funnelcli_model(recipe: str, reduce: float | None, **fields):
         )
         if fields.get("eval_every") == "epoch":
             settings["eval_every"] = min(settings["eval_every"], max(1, -(-len(train) // BATCH)))
+        if fields.get("eval_every") == "recipe":  # the recipe's own validation interval, as `funnel train` uses it
+            del settings["eval_every"]
         settings.update({k: v for k, v in fields.items() if k != "eval_every"})
         estimator = FunnelDensity(recipe, **settings)
         estimator.fit(train, validation=val)
@@ -312,6 +314,12 @@ MODELS = {
     "mix-nsf": funnelcli_model("nsf", None, base="mixture"),
     "mix32-f-nsf-25": funnelcli_model("f-nsf", 0.25, base="mixture", base_components=32),
     "mix32-f-nsf-50": funnelcli_model("f-nsf", 0.5, base="mixture", base_components=32),
+    # The small recipe with the mixture base and its own validation interval (every 50 steps): the candidate for
+    # tables of a few hundred to a few thousand rows (a row-count rule, issue 13).
+    "smix-f-nsf-25": funnelcli_model("small-f-nsf", 0.25, base="mixture", eval_every="recipe"),
+    "smix-f-nsf-50": funnelcli_model("small-f-nsf", 0.5, base="mixture", eval_every="recipe"),
+    "smix-f-nsf-75": funnelcli_model("small-f-nsf", 0.75, base="mixture", eval_every="recipe"),
+    "smix-nsf": funnelcli_model("small-nsf", None, base="mixture", eval_every="recipe"),
     "zuko-nsf": torch_model(zuko_nsf),
     "gmm": baseline("gmm"),
     "gaussian": baseline("gaussian"),

@@ -168,6 +168,9 @@ def funnelcli_model(recipe: str, reduce: float | None, **fields):
         if fields.get("eval_every") == "recipe":  # the recipe's own validation interval, as `funnel train` uses it
             del settings["eval_every"]
         settings.update({k: v for k, v in fields.items() if k != "eval_every"})
+        # Each model is the recipe it names at every size: the defaults' row-count rule (training.small_rows) is
+        # measured by setting the small recipes beside the large ones (`defaults_report`).
+        settings.setdefault("small_rows", 0)
         estimator = FunnelDensity(recipe, **settings)
         estimator.fit(train, validation=val)
         lr = estimator.recipe_.training.lr  # the recipe's own: the defaults are what is measured
@@ -320,6 +323,7 @@ MODELS = {
     "smix-f-nsf-50": funnelcli_model("small-f-nsf", 0.5, base="mixture", eval_every="recipe"),
     "smix-f-nsf-75": funnelcli_model("small-f-nsf", 0.75, base="mixture", eval_every="recipe"),
     "smix-nsf": funnelcli_model("small-nsf", None, base="mixture", eval_every="recipe"),
+    "small-nsf-own": funnelcli_model("small-nsf", None, eval_every="recipe"),
     "zuko-nsf": torch_model(zuko_nsf),
     "gmm": baseline("gmm"),
     "gaussian": baseline("gaussian"),
@@ -472,6 +476,98 @@ def report(path: Path, steps: int, only: list[str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The bundled f-nsf and nsf recipes give way to their small-table recipes below this many training rows
+#: (``training.small_rows``); what a user gets on each table is therefore one of two sets of rows.
+SMALL_ROWS = load_recipe("f-nsf").training.small_rows
+
+
+def training_rows(rows: int) -> int:
+    """How many of a table's rows `split` gives the training set (what the row-count rule sees)."""
+    return rows - 2 * max(rows // 10, 1)
+
+
+def default_models(rows: int) -> tuple[tuple[str, ...], str]:
+    """(the f-nsf models at 25, 50 and 75%, the nsf model) that funnelcli's defaults train on a table of ``rows``."""
+    if SMALL_ROWS and training_rows(rows) < SMALL_ROWS:
+        return ("smix-f-nsf-25", "smix-f-nsf-50", "smix-f-nsf-75"), "smix-nsf"
+    return DEFAULT_FUNNELS, "nsf"
+
+
+def _current(group: pd.DataFrame, model: str):
+    """The latest row of ``model`` at its present definition (learning rate and base), or None."""
+    fit = MODELS[model]
+    rows = group[group.model == model]
+    if model in FLOWS:
+        lr = rows.lr.fillna(EARLIER_LR) if "lr" in rows else pd.Series(EARLIER_LR, index=rows.index)
+        base = rows.base.fillna("normal") if "base" in rows else pd.Series("normal", index=rows.index)
+        rows = rows[np.isclose(lr, fit.lr) & (base == base_of(model))]
+    return None if rows.empty else rows.iloc[-1]
+
+
+def defaults_report(path: Path, steps: int) -> str:
+    """What a user gets against the alternatives: on each table, the best reduction of the default f-nsf and the
+    default nsf (the small-table recipes below `SMALL_ROWS` training rows), as each is defined now, against the
+    plain nflows and zuko NSFs, the Gaussian mixture and the Gaussian; with issue 13's tallies."""
+    frame = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+    frame = frame[frame.steps.isin([steps, 0])]
+    others = ("nflows-nsf", "zuko-nsf", "gmm", "gaussian")
+    lines = [
+        "| table | rows | D | recipes | default f-nsf (best reduction) | default nsf | "
+        + " | ".join(others)
+        + " | truth |",
+        "|---|---|---|---|---|---|" + "---|" * (len(others) + 1),
+    ]
+    beats = {"nflows-nsf": [0, 0], "gmm": [0, 0]}
+    nsf_matches, gaps, missing = [0, 0], [], []
+    for name, group in frame.groupby("table", sort=False):
+        first = group.iloc[0]
+        funnels, nsf = default_models(int(first.rows))
+        found = {m: _current(group, m) for m in (*funnels, nsf, *others)}
+        truth = group.truth.dropna().iloc[0] if "truth" in group and group.truth.notna().any() else None
+        ran = [found[m] for m in funnels if found[m] is not None]
+        top = max(ran, key=lambda r: r.test_log_prob) if ran else None
+        absent = [m for m, r in found.items() if r is None]
+        if absent:
+            missing.append(f"{name} ({', '.join(absent)})")
+
+        def cell(r, label=""):
+            return "" if r is None else f"{r.test_log_prob:.2f} ± {r.test_stderr:.2f}{label}"
+
+        top_cell = "" if top is None else cell(top, f" ({top.model.rsplit('-', 1)[1]}%)")
+        lines.append(
+            f"| {name} | {first.rows:,} | {first.dim} | {'small' if funnels[0].startswith('smix') else 'large'} | "
+            + f"{top_cell} | {cell(found[nsf])} | "
+            + " | ".join(cell(found[m]) for m in others)
+            + f" | {'' if truth is None else f'{truth:.2f}'} |"
+        )
+        if top is not None and len(ran) == len(funnels):
+            for other, tally in beats.items():
+                if found[other] is not None and truth is None:
+                    tally[1] += 1
+                    tally[0] += _as_good(top, found[other])
+            if truth is not None:
+                gaps.append((name, (truth - top.test_log_prob) / first_dim(group)))
+        if found[nsf] is not None and found["nflows-nsf"] is not None:
+            nsf_matches[1] += 1
+            nsf_matches[0] += _as_good(found[nsf], found["nflows-nsf"])
+    lines += [
+        "",
+        "The default f-nsf at its best reduction at least as good as "
+        + ", ".join(f"{o} on {a} of {b} real tables" for o, (a, b) in beats.items())
+        + " (within one standard error, the larger of the two).",
+        f"The default nsf at least as good as nflows-nsf on {nsf_matches[0]} of {nsf_matches[1]} tables.",
+    ]
+    if gaps:
+        lines.append(
+            "Gap of the default f-nsf to the truth, nats per dimension (the bar is 0.05): "
+            + ", ".join(f"{n} {g:.3f}" for n, g in gaps)
+            + "."
+        )
+    if missing:
+        lines.append("Not yet run at the current definitions: " + "; ".join(missing) + ".")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", help="comma-separated table names (default: all)")
@@ -491,7 +587,10 @@ def main() -> None:
         return
     if args.report:
         only = args.models.split(",") if args.models else None
-        print(report(args.results, QUICK_STEPS if args.quick else args.steps, only), end="")
+        steps = QUICK_STEPS if args.quick else args.steps
+        print(report(args.results, steps, only), end="")
+        if not only:
+            print("\n" + defaults_report(args.results, steps), end="")
         return
     tables = list(QUICK_TABLES) if args.quick else (args.tables.split(",") if args.tables else list(TABLES))
     models = list(QUICK_MODELS) if args.quick else (args.models.split(",") if args.models else list(DEFAULT_MODELS))

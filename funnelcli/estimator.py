@@ -210,9 +210,10 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         for name, value in overrides.items():
             setattr(self, name, value)
 
-    def resolved_recipe(self) -> Recipe:
-        """The recipe with this estimator's overrides applied (validated; ``max_parameters`` too)."""
-        return resolved_recipe(self)
+    def resolved_recipe(self, rows: int | None = None) -> Recipe:
+        """The recipe with this estimator's overrides applied (validated; ``max_parameters`` too), for a table of
+        ``rows`` rows when given: below its ``small_rows`` a recipe gives way to its ``small_recipe``."""
+        return resolved_recipe(self, rows)
 
     # -- fitting ---------------------------------------------------------------------------------------------
     def fit(
@@ -260,7 +261,7 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         every N-th row, ``batch_size // N`` a step, and every rank ends with the same weights. Give every rank the
         same ``X``, :meth:`save` on rank 0 only, and call :func:`funnelcli.distributed.leave` on every rank.
         """
-        recipe, limit = checked_settings(self, X)
+        recipe, limit = checked_settings(self, X, validation)
         check_bits(self.bits, self.source_bits)
         X, validation, conditions, categories, modelled = _split_conditions(self, X, validation, recipe)
         if self.latent_dim == AUTO:

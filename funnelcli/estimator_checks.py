@@ -17,6 +17,7 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 from sklearn.utils.validation import validate_data
 
 from funnelcli.data.columns import constant_columns
+from funnelcli.data.tables import validation_size
 from funnelcli.errors import ConstantColumns, OutOfRange, Refused, UnknownChoice, UserError, shown
 from funnelcli.models import Recipe, load_recipe
 from funnelcli.models.families import DEFAULT_MAX_PARAMETERS, MAX_PARAMETERS_LIMIT
@@ -69,10 +70,13 @@ class SklearnParams:
         return tags
 
 
-def resolved_recipe(estimator: FunnelDensity) -> Recipe:
-    """``estimator``'s recipe with its overrides applied (validated; ``max_parameters`` too)."""
+def resolved_recipe(estimator: FunnelDensity, rows: int | None = None) -> Recipe:
+    """``estimator``'s recipe with its overrides applied (validated; ``max_parameters`` too). Given the number of
+    training ``rows``, a recipe with ``small_rows`` gives way to its ``small_recipe`` below that many."""
     parameter_limit(estimator.max_parameters)
     recipe = estimator.recipe if isinstance(estimator.recipe, Recipe) else load_recipe(estimator.recipe)
+    if rows is not None:
+        recipe = recipe.small_table_recipe(rows, getattr(estimator, "small_rows", None)) or recipe
     unknown = [name for name in estimator._override_names() if name not in field_names()]
     if unknown:
         raise UserError(
@@ -80,6 +84,9 @@ def resolved_recipe(estimator: FunnelDensity) -> Recipe:
             + ", ".join(field_names())
         )
     overrides = {name: getattr(estimator, name) for name in (*_NAMED_PARAMS, *estimator._override_names())}
+    if rows is not None:
+        # Decided once, for the table as given: a sweep's levels and a validation split see fewer rows.
+        overrides["small_rows"] = 0
     if overrides.get("latent_dim") == AUTO:
         if estimator.reduce is not None:
             raise UserError("reduce and latent_dim='auto' both set the latent size; pass one of them")
@@ -92,7 +99,16 @@ def resolved_recipe(estimator: FunnelDensity) -> Recipe:
     return recipe.with_overrides(**overrides)
 
 
-def checked_settings(estimator: FunnelDensity, X) -> tuple[Recipe, int]:
+def training_rows(estimator: FunnelDensity, rows: int, validation_given: bool) -> int:
+    """How many of a table's ``rows`` ``fit`` trains on: all of them beside validation rows, else what the
+    validation split leaves (what a recipe's ``small_rows`` is compared with)."""
+    fraction = estimator.val_fraction
+    if validation_given or rows < 2 or not isinstance(fraction, float | int) or not 0 < fraction < 1:
+        return rows  # a bad fraction is refused, with its own message, where the rows are split
+    return rows - validation_size(rows, fraction)
+
+
+def checked_settings(estimator: FunnelDensity, X, validation=None) -> tuple[Recipe, int]:
     """(the resolved recipe, the parameter limit), once the settings and the number of rows are checked."""
     try:
         rows = len(X)
@@ -107,7 +123,8 @@ def checked_settings(estimator: FunnelDensity, X) -> tuple[Recipe, int]:
     if estimator.dequantize not in DEQUANTIZE:
         raise UnknownChoice("dequantize", estimator.dequantize, DEQUANTIZE)
     limit = parameter_limit(estimator.max_parameters)
-    return resolved_recipe(estimator), limit
+    trained = None if rows is None else training_rows(estimator, rows, validation is not None)
+    return resolved_recipe(estimator, trained), limit
 
 
 def parameter_limit(max_parameters: Any) -> int:

@@ -80,6 +80,14 @@ def train(
             help="Latent distribution: normal, or mixture (a Gaussian mixture, for rows that fall into groups)."
         ),
     ] = None,
+    small_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--small-rows",
+            help="A table with fewer rows trains with the recipe's small-table recipe (f-nsf and nsf: 5,000, see "
+            "`funnel recipes show`); 0 keeps the recipe whatever the size.",
+        ),
+    ] = None,
     steps: StepsOpt = None,
     batch_size: BatchSizeOpt = None,
     lr: LrOpt = None,
@@ -184,6 +192,7 @@ def train(
     from funnelcli import artifact
     from funnelcli.data.pixels import parse_image_shape
     from funnelcli.estimator import FunnelDensity
+    from funnelcli.estimator_checks import training_rows
     from funnelcli.preparation import check_bits
     from funnelcli.training import TrainingDiverged, TrainingInterrupted
 
@@ -209,6 +218,7 @@ def train(
         bits=bits,
         source_bits=source_bits,
         **({} if base is None else {"base": base}),
+        **({} if small_rows is None else {"small_rows": small_rows}),
         **({} if shape is None else {"image_shape": shape}),
     )
     resolved = estimator.resolved_recipe()  # a bad recipe or flag fails here, before any data is read
@@ -222,6 +232,8 @@ def train(
     )
     if shape is not None:
         _check_pixel_count(image_shape, shape, table.shape[1] - len({*conditions, *categories}), data)
+    trained = training_rows(estimator, len(table), held_out is not None)
+    asked, resolved = resolved, estimator.resolved_recipe(rows=trained)
     try:
         with _progress(enabled=main and not (quiet or json_output), total=resolved.training.steps) as callback:
             estimator.fit(
@@ -247,6 +259,8 @@ def train(
     # The folder may hold this run's checkpoints, which its model replaces.
     estimator.save(out, overwrite=force or artifact.holds_only_checkpoints(out))
     report = _report(estimator, resolved, out, rows=len(table))
+    if resolved.name != asked.name:
+        report["small_table"] = {"recipe": asked.name, "small_rows": asked.training.small_rows, "rows": trained}
     if json_output:
         print_json(report, warnings)
         return
@@ -391,6 +405,18 @@ def _saved_line(report: dict, resolved) -> str:
         f"{report['best_val_log_prob']:.4f} nats/row at step {report['best_step']} of {report['steps']} "
         f"({report['seconds']:.1f} s, {report['ms_per_step']:.1f} ms/step)"
         + (f"; resumed at step {report['resumed_at_step']}" if "resumed_at_step" in report else "")
+        + _small_table_note(report)
+    )
+
+
+def _small_table_note(report: dict) -> str:
+    if "small_table" not in report:
+        return ""
+    asked = report["small_table"]
+    return (
+        f"\n{report['recipe']} is recipe {asked['recipe']}'s small-table recipe: this table has "
+        f"{asked['rows']:,} training rows, fewer than its small_rows ({asked['small_rows']:,}); --small-rows 0 "
+        f"keeps {asked['recipe']}"
     )
 
 

@@ -765,6 +765,12 @@ def check_selection(shown: str, available: Sequence[str], columns: Sequence[str]
 # ---------------------------------------------------------------------------------------------- splitting
 
 
+def validation_size(n: int, fraction: float) -> int:
+    """How many of ``n`` rows :func:`split_validation` holds out: ``round(fraction * n)``, at least 1, at most
+    n - 1."""
+    return min(max(1, round(fraction * n)), n - 1)
+
+
 def split_validation(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split rows at random into (training, validation), the same way for the same seed.
 
@@ -779,7 +785,7 @@ def split_validation(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[p
         raise Refused(
             f"the table has {plural(n, 'row')}", "a validation split needs at least 2 rows, or pass {validation=FILE}"
         )
-    n_val = min(max(1, round(fraction * n)), n - 1)
+    n_val = validation_size(n, fraction)
     order = np.random.default_rng(seed).permutation(n)
     # Sorted so each part keeps the file's row order, which makes splits easy to compare and diff
     validation = np.sort(order[:n_val])

@@ -91,6 +91,16 @@ def _choice(*options: str):
     return check
 
 
+def _recipe_name(value):
+    """A check for the name of a bundled recipe ('' for none): a small-table recipe is never a user's file."""
+    if value == "" or (isinstance(value, str) and value in bundled_recipes()):
+        return None
+    return "the name of a bundled recipe (`funnel recipes` lists them), or ''"
+
+
+_recipe_name.range = "a bundled recipe name, or ''"
+
+
 def _bool(value):
     return None if isinstance(value, bool) else "true or false"
 
@@ -239,6 +249,13 @@ class TrainingSettings:
         "weights kept if no trained ones beat them on the validation rows: the training rows' full-covariance "
         "Gaussian (spline flows; with a mixture base, a Gaussian mixture), or none",
     )
+    small_rows: int = _spec(
+        0,
+        _int(0, 10**12),
+        "a table with fewer rows than this (the rows given to train, before a validation split) is trained with "
+        "small_recipe instead (0: never)",
+    )
+    small_recipe: str = _spec("", _recipe_name, "the bundled recipe used below small_rows rows")
 
 
 _SECTIONS = {"model": ModelSettings, "training": TrainingSettings}
@@ -250,6 +267,8 @@ _OPTIONAL_DEFAULTS = {
     "ansatz_spline": False,
     "start": "random",
     "fallback": "gaussian",
+    "small_rows": 0,
+    "small_recipe": "",
 }
 _TOP_LEVEL = ("family", "description", "input_dim")
 _FIELD_SECTION = {f.name: name for name, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
@@ -364,7 +383,7 @@ class Recipe:
         if self.input_dim is not None:
             data["input_dim"] = self.input_dim
         training = dataclasses.asdict(self.training)
-        for key in ("start", "fallback"):
+        for key in ("start", "fallback", "small_rows", "small_recipe"):
             if training[key] == _OPTIONAL_DEFAULTS[key]:
                 del training[key]
         return {**data, "model": model, "training": training}
@@ -414,7 +433,20 @@ class Recipe:
             return f"(family {self.family}) has no funnel, so {shown} does not apply; use a funnel recipe such as f-nsf"
         return f"(family {self.family}) does not use {shown}; remove it"
 
+    def small_table_recipe(self, rows: int, small_rows: int | None = None) -> Recipe | None:
+        """The bundled recipe to train a table of ``rows`` rows with instead of this one (its ``small_recipe``,
+        below ``small_rows`` rows: this recipe's own, unless given), or None to keep this one."""
+        threshold = self.training.small_rows if small_rows is None else small_rows
+        if not threshold or rows >= threshold or not self.training.small_recipe:
+            return None
+        return load_recipe(self.training.small_recipe)
+
     def _check_consistent(self, source: str, model_keys: set[str]) -> None:
+        if self.training.small_rows and not self.training.small_recipe:
+            raise UserError(
+                f"{source}: training.small_rows = {self.training.small_rows} needs training.small_recipe, the "
+                "bundled recipe for smaller tables (or set small_rows = 0)"
+            )
         given = sorted(model_keys - set(self.fields))
         if given:
             raise UserError(f"{source}: {self._does_not_use(given, 'model.' + given[0])}")

@@ -493,15 +493,25 @@ def default_models(rows: int) -> tuple[tuple[str, ...], str]:
     return DEFAULT_FUNNELS, "nsf"
 
 
+#: Earlier names of a model's present definition: the mixture base was measured as ``mix-f-nsf-*`` before it
+#: became f-nsf's, and 2e-3 as ``nsf-lr2e-3`` before it became nsf's (rows of that time do not record it).
+ALIASES = {f"f-nsf-{r}": (f"mix-f-nsf-{r}",) for r in (25, 50, 75)} | {"nsf": ("nsf-lr2e-3",)}
+
+
 def _current(group: pd.DataFrame, model: str):
-    """The latest row of ``model`` at its present definition (learning rate and base), or None."""
+    """The latest row of ``model`` (or an alias) at its present definition (learning rate and base), or None."""
     fit = MODELS[model]
-    rows = group[group.model == model]
-    if model in FLOWS:
-        lr = rows.lr.fillna(EARLIER_LR) if "lr" in rows else pd.Series(EARLIER_LR, index=rows.index)
-        base = rows.base.fillna("normal") if "base" in rows else pd.Series("normal", index=rows.index)
-        rows = rows[np.isclose(lr, fit.lr) & (base == base_of(model))]
-    return None if rows.empty else rows.iloc[-1]
+    found = []
+    for name in (model, *ALIASES.get(model, ())):
+        rows = group[group.model == name]
+        if name in FLOWS and not rows.empty:
+            unrecorded = MODELS[name].lr if "-lr" in name else EARLIER_LR
+            lr = rows.lr.fillna(unrecorded) if "lr" in rows else pd.Series(unrecorded, index=rows.index)
+            base = rows.base.fillna("normal") if "base" in rows else pd.Series("normal", index=rows.index)
+            rows = rows[np.isclose(lr.astype(float), fit.lr) & (base == base_of(model))]
+        found.append(rows)
+    rows = pd.concat(found)
+    return None if rows.empty else rows.loc[rows.index.max()]
 
 
 def defaults_report(path: Path, steps: int) -> str:

@@ -25,7 +25,13 @@ Models, all at the same steps, batch size (256), cosine schedule, gradient clipp
 - ``gmm``: a full-covariance Gaussian mixture whose k is chosen on the validation rows; ``gaussian``: one
   full-covariance Gaussian;
 - candidates for the defaults, run only when named with ``--models``: ``small-f-nsf-50`` and ``small-nsf`` (the
-  small-table recipes), ``ar-f-nsf-50`` (5 autoregressive steps of width 256, Gaussian ansatz) and ``ar-nsf``.
+  small-table recipes), ``ar-f-nsf-50`` (5 autoregressive steps of width 256, Gaussian ansatz) and ``ar-nsf``;
+- ``smix-f-nsf-25``, ``-50``, ``-75`` and ``smix-nsf``: the small-table recipes as ``funnel train`` runs them
+  (mixture base, their own validation interval), which ``f-nsf`` and ``nsf`` give way to below 600 training
+  rows. Every other model is the recipe it names at any size (``small_rows = 0``).
+
+``--report`` prints the table of every model, then the defaults table: on each table, what a user gets (the
+small or the large recipes, by training rows) against the plain NSFs and the baselines, with issue 13's tallies.
 
 Each run appends one JSON line to ``benchmarks/quality.jsonl``: the table, model, budget and seed, the
 test log-likelihood (nats per row, in the units of the data) and its standard error, ms per training step,

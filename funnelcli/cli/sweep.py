@@ -135,6 +135,8 @@ def sweep(
     if drop_constant:
         train, held_out, test_rows = _drop_constant(train, held_out, test_rows)
     sizes = sweeping.parse_sizes(train.shape[1], dims, fractions)
+    # Every level trains what `funnel train` would on these rows: a small table, the small-table recipe.
+    resolved = _sweepable_recipe(recipe, ansatz, len(train), steps=steps, batch_size=batch_size, lr=lr, seed=seed)
 
     # The rows the levels learn from; a test table may change between runs (every level is scored again).
     settings = sweeping.settings_record(resolved, level_options, sweeping.fingerprint(train, held_out))
@@ -174,12 +176,13 @@ def sweep(
     typer.echo("wrote " + ", ".join(written))
 
 
-def _sweepable_recipe(recipe: str, ansatz: str | None, **training):
-    """The resolved recipe, refused unless it has a latent size; the sweep's default ansatz where it has one."""
+def _sweepable_recipe(recipe: str, ansatz: str | None, rows: int | None = None, **training):
+    """The resolved recipe (for ``rows`` training rows: below its ``small_rows``, its small-table recipe), refused
+    unless it has a latent size; the sweep's default ansatz where it has one."""
     from funnelcli import sweep as sweeping
     from funnelcli.estimator import FunnelDensity
 
-    resolved = FunnelDensity(recipe, **training).resolved_recipe()
+    resolved = FunnelDensity(recipe, **training).resolved_recipe(rows)
     if not resolved.has_funnel and resolved.family != "vae":
         raise UserError(f"recipe {resolved.name!r} (family {resolved.family}) has no latent size to sweep; use f-nsf")
     if ansatz is not None or "ansatz" in resolved.fields:

@@ -12,6 +12,7 @@ from funnelcli.data.pixels import cut_patches, parse_image_shape, pixel_columns,
 from funnelcli.errors import UserError
 from funnelcli.evaluation.metrics import bits_per_dim
 from funnelcli.preparation import check_bits, pixel_values, prepare_rows
+from tests.helpers import assert_one_line_error, run
 
 # -- image shapes ----------------------------------------------------------------------------------------------
 
@@ -28,6 +29,15 @@ def test_a_malformed_image_shape_is_refused_in_one_line(text):
     with pytest.raises(UserError, match="--image-shape") as caught:
         parse_image_shape(text)
     assert "\n" not in str(caught.value)
+
+
+def test_an_empty_image_shape_flag_is_refused_in_one_line_not_read_as_a_square_grey_image(tmp_path):
+    # An empty recipe image_shape means "a square grey image"; an empty flag must not fall through to that meaning.
+    table = tmp_path / "pixels.csv"
+    pd.DataFrame(np.zeros((8, 4)), columns=pixel_columns(4)).to_csv(table, index=False)
+    result = run("train", table, "--image-shape", "", "--recipe", "image", "--output", tmp_path / "run")
+    assert_one_line_error(result, "--image-shape ''", "8x8")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_shape_is_written_back_as_given():

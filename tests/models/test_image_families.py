@@ -69,6 +69,29 @@ def test_the_baseline_inverts_and_its_logdet_is_autograds_on_a_4x4_grey_image():
 
 
 @pytest.mark.parametrize("shape", [[4, 4], [4, 4, 2]])
+def test_the_funnel_family_logdet_is_autograds_on_the_latent_joined_with_the_dropped_values(shape):
+    # x -> z alone is not square; x -> (z, x_drop) is a bijection whose log|det| is the levels' and f's (given
+    # x_drop), so the contribution less log q(x_drop | funnel output) must equal it, as for a tabular funnel.
+    flow = model("f-nsf-image", shape)
+    (funnel,) = flow.transform._transforms[1].funnels
+    seen = {}
+    hook = funnel.register_forward_hook(lambda layer, inputs, output: seen.update(x=inputs[0], z=output[0]))
+
+    def latent_and_dropped(v):
+        latent, _ = flow.transform(v)
+        return torch.cat([latent, funnel.split(seen["x"])[1].flatten(1)], dim=1)
+
+    try:
+        x = rows(3, math.prod(shape))
+        _, contribution = flow.transform(x)
+        log_q = funnel.ansatz.log_prob(funnel.split(seen["x"])[1], seen["z"])
+        expected = autograd_logabsdet(latent_and_dropped, x)
+    finally:
+        hook.remove()
+    torch.testing.assert_close(contribution - log_q, expected, atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [[4, 4], [4, 4, 2]])
 @pytest.mark.parametrize("mean", [False, True])
 def test_the_funnel_family_decodes_to_a_right_inverse(shape, mean):
     flow = model("f-nsf-image", shape)

@@ -73,7 +73,8 @@ def test_the_small_glow_recipes_mirror_small_nsf_and_small_f_nsf(name):
     glow, spline = load_recipe(name), load_recipe(name.replace("glow", "nsf"))
     assert glow.family == SMALL_GLOW[name] and glow.input_dim is None
     assert glow.training == spline.training
-    for field in glow.fields:
+    # The mixture base was measured for the spline recipes only (benchmarks/RESULTS.md, "Small tables").
+    for field in (f for f in glow.fields if f not in ("base", "base_components")):
         assert getattr(glow.model, field) == getattr(spline.model, field), field
 
 

@@ -147,9 +147,14 @@ QUICK_MODELS = ("f-nsf-50", "nsf", "nflows-nsf", "gmm", "gaussian")
 QUICK_STEPS = 600
 
 
+def held_out_rows(rows: int) -> int:
+    """The validation rows, and as many test rows, that `split` takes from a table of ``rows`` rows."""
+    return max(rows // 10, 1)
+
+
 def split(frame: pd.DataFrame, log_p: np.ndarray | None, seed: int = 0):
     order = np.random.default_rng(seed).permutation(len(frame))
-    n_test = n_val = max(len(frame) // 10, 1)
+    n_test = n_val = held_out_rows(len(frame))
     parts = np.split(order, [len(frame) - n_test - n_val, len(frame) - n_test])
     train, val, test = (frame.iloc[p].reset_index(drop=True) for p in parts)
     return train, val, test, (None if log_p is None else log_p[parts[2]])
@@ -489,7 +494,7 @@ SMALL_ROWS = load_recipe("f-nsf").training.small_rows
 
 def training_rows(rows: int) -> int:
     """How many of a table's rows `split` gives the training set (what the row-count rule sees)."""
-    return rows - 2 * max(rows // 10, 1)
+    return rows - 2 * held_out_rows(rows)
 
 
 def default_models(rows: int) -> tuple[tuple[str, ...], str]:

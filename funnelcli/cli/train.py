@@ -84,8 +84,8 @@ def train(
         int | None,
         typer.Option(
             "--small-rows",
-            help="A table with fewer rows trains with the recipe's small-table recipe (f-nsf and nsf: 5,000, see "
-            "`funnel recipes show`); 0 keeps the recipe whatever the size.",
+            help="A table with fewer training rows (after the validation split) trains with the recipe's "
+            "small-table recipe (f-nsf and nsf: 600, see `funnel recipes show`); 0 keeps the recipe at any size.",
         ),
     ] = None,
     steps: StepsOpt = None,

@@ -252,8 +252,8 @@ class TrainingSettings:
     small_rows: int = _spec(
         0,
         _int(0, 10**12),
-        "a table with fewer rows than this (the rows given to train, before a validation split) is trained with "
-        "small_recipe instead (0: never)",
+        "a table with fewer training rows than this (after the validation split) is trained with small_recipe "
+        "instead (0: never)",
     )
     small_recipe: str = _spec("", _recipe_name, "the bundled recipe used below small_rows rows")
 

@@ -391,8 +391,10 @@ def count_f_mlp(recipe: Recipe, input_dim: int, context_features: int = 0) -> Si
 
 def count_image(recipe: Recipe, input_dim: int, context_features: int = 0) -> SizeEstimate:
     m = recipe.model
-    _, plan = _image_plan(recipe, input_dim, context_features)
+    image, plan = _image_plan(recipe, input_dim, context_features)
     total = 0
+    if plan[0].entry_dropped:
+        total += count_conv2d_funnel(image[2], plan[0].channels, m.hidden_features, m.ansatz_hidden_features, m.bins)
     for level in plan:
         c = level.channels
         # ActNorm's log-scale and shift, the 1x1 convolution's C^2, the coupling's conv net, per step.

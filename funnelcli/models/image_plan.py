@@ -37,13 +37,16 @@ def image_shape_for(shape: tuple[int, ...], columns: int, family: str) -> tuple[
 class Level:
     """One level of the multi-scale flow: ``steps`` flow steps on a (channels, height, width) tensor, then (except
     after the last level) a transition to the next level: ``factored`` channels are factored out to the latent
-    (squeeze-and-split) or ``dropped`` of the ``4 * channels`` squeezed channels go to the ansatz (2-D funnel)."""
+    (squeeze-and-split) or ``dropped`` of the ``4 * channels`` squeezed channels go to the ansatz (2-D funnel).
+    ``entry_dropped`` (first level only) is set when the image's own squeeze is a 2-D funnel: that many of its
+    ``4 C`` squeezed channels went to the ansatz, and ``channels`` were kept."""
 
     channels: int
     height: int
     width: int
     factored: int = 0
     dropped: int = 0
+    entry_dropped: int = 0
 
 
 def halvings(height: int, width: int) -> int:
@@ -58,10 +61,12 @@ def image_levels(image: tuple[int, int, int], levels: int, funnel: bool, reduce:
     """The levels of a multi-scale flow on an (H, W, C) image.
 
     The image is squeezed once (C, H, W) -> (4C, H/2, W/2) before the first level, and each transition halves H
-    and W again, so an image allows at most ``halvings(H, W)`` levels: ``levels`` is capped there (a 2x2 image has
-    one level, and then no transition and no funnel). Between levels the baseline factors out half the channels and
-    squeezes the rest; the funnel squeezes and drops clip(round(reduce * 4c), 1, 4c - 1) of the 4c channels (with
-    reduce = 0.5 both hand the same shape to the next level).
+    and W again, so an image allows at most ``halvings(H, W)`` levels: ``levels`` is capped there. Between levels
+    the baseline factors out half the channels and squeezes the rest; the funnel squeezes and drops
+    clip(round(reduce * 4c), 1, 4c - 2) of the 4c channels (the next level's coupling needs two; with
+    reduce = 0.5 both hand the same shape to the next level). A funnel model with one level (a 2x2 image, or
+    ``levels = 1``) has no transition, so the image's own squeeze is its funnel, sized by the same rule: the
+    funnel family always reduces.
     """
     height, width, channels = image
     count = min(levels, halvings(height, width))
@@ -71,12 +76,15 @@ def image_levels(image: tuple[int, int, int], levels: int, funnel: bool, reduce:
             "both must be even"
         )
     c, h, w = 4 * channels, height // 2, width // 2
+    if funnel and count == 1:
+        dropped = _dropped(reduce, c)
+        return [Level(c - dropped, h, w, entry_dropped=dropped)]
     plan = []
     for index in range(count):
         if index == count - 1:
             plan.append(Level(c, h, w))
         elif funnel:
-            dropped = min(4 * c - 1, max(1, math.floor(reduce * 4 * c + 0.5)))
+            dropped = _dropped(reduce, 4 * c)
             plan.append(Level(c, h, w, dropped=dropped))
             c, h, w = 4 * c - dropped, h // 2, w // 2
         else:
@@ -84,6 +92,12 @@ def image_levels(image: tuple[int, int, int], levels: int, funnel: bool, reduce:
             plan.append(Level(c, h, w, factored=factored))
             c, h, w = 4 * (c // 2), h // 2, w // 2
     return plan
+
+
+def _dropped(reduce: float, squeezed: int) -> int:
+    """What a 2-D funnel drops of ``squeezed`` channels: round(reduce * squeezed), leaving at least 2 and dropping
+    at least 1."""
+    return min(squeezed - 2, max(1, math.floor(reduce * squeezed + 0.5)))
 
 
 def image_latent_dim(plan: list[Level]) -> int:

@@ -25,14 +25,22 @@ def flow_step(channels: int, step: int, hidden: int, bins: int, tail_bound: floa
 
 class MultiScale(Transform):
     """T: (N, H W C) -> (N, k). ``levels`` are lists of image layers, one list per level; ``transitions`` (one
-    fewer) are :class:`Conv2dFunnel` layers or ``factored`` channel counts (squeeze-and-split). Forward returns the
+    fewer) are :class:`Conv2dFunnel` layers or ``factored`` channel counts (squeeze-and-split); ``entry``, when
+    given, is a :class:`Conv2dFunnel` that replaces the image's first squeeze. Forward returns the
     latent and the sum of the layers' contributions; inverse draws what funnels dropped and returns minus theirs,
     so log p_Z(z) - inverse-logabsdet is the exact log-density of the sample (the contract of
     :class:`~funnelcli.transforms.funnel.Funnel`)."""
 
-    def __init__(self, image: tuple[int, int, int], levels: list[list[Transform]], transitions: list):
+    def __init__(
+        self,
+        image: tuple[int, int, int],
+        levels: list[list[Transform]],
+        transitions: list,
+        entry: Conv2dFunnel | None = None,
+    ):
         super().__init__()
         self.image = tuple(image)
+        self.entry = entry
         self.levels = nn.ModuleList(nn.ModuleList(level) for level in levels)
         self.funnels = nn.ModuleList(t for t in transitions if isinstance(t, Conv2dFunnel))
         # Per transition: the funnel's index in self.funnels, or -(factored channels) for squeeze-and-split.
@@ -48,8 +56,12 @@ class MultiScale(Transform):
     def forward(self, inputs, context=None):
         n = inputs.shape[0]
         height, width, channels = self.image
-        x = squeeze(inputs.reshape(n, height, width, channels).permute(0, 3, 1, 2))
+        x = inputs.reshape(n, height, width, channels).permute(0, 3, 1, 2)
         total = inputs.new_zeros(n)
+        if self.entry is None:
+            x = squeeze(x)
+        else:
+            x, total = self.entry(x)
         latents = []
         for index, level in enumerate(self.levels):
             for layer in level:
@@ -70,7 +82,8 @@ class MultiScale(Transform):
     def _shapes(self) -> list[tuple[int, int, int]]:
         """(channels, height, width) entering each level's steps."""
         height, width, channels = self.image
-        c, h, w = 4 * channels, height // 2, width // 2
+        c = 4 * channels if self.entry is None else self.entry.keep
+        h, w = height // 2, width // 2
         shapes = []
         for index in range(len(self.levels)):
             shapes.append((c, h, w))
@@ -79,6 +92,10 @@ class MultiScale(Transform):
                 c = self.funnels[kind].keep if kind >= 0 else 4 * (c + kind)
                 h, w = h // 2, w // 2
         return shapes
+
+    @staticmethod
+    def _funnel_inverse(funnel: Conv2dFunnel, x: torch.Tensor, centred: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        return funnel.inverse_centred(x) if centred else funnel.inverse(x)
 
     def _inverse(self, z: torch.Tensor, centred: bool) -> tuple[torch.Tensor, torch.Tensor]:
         n = z.shape[0]
@@ -92,8 +109,7 @@ class MultiScale(Transform):
             if index < len(self.kinds):
                 kind = self.kinds[index]
                 if kind >= 0:
-                    funnel = self.funnels[kind]
-                    x, contribution = funnel.inverse_centred(x) if centred else funnel.inverse(x)
+                    x, contribution = self._funnel_inverse(self.funnels[kind], x, centred)
                     total = total + contribution
                 else:
                     c, h, w = shapes[index]
@@ -102,8 +118,12 @@ class MultiScale(Transform):
             for layer in reversed(self.levels[index]):
                 x, logabsdet = layer.inverse(x)
                 total = total + logabsdet
-        x = unsqueeze(x).permute(0, 2, 3, 1).reshape(n, -1)
-        return x, total
+        if self.entry is None:
+            x = unsqueeze(x)
+        else:
+            x, contribution = self._funnel_inverse(self.entry, x, centred)
+            total = total + contribution
+        return x.permute(0, 2, 3, 1).reshape(n, -1), total
 
     def inverse(self, inputs, context=None):
         return self._inverse(inputs, centred=False)
@@ -117,6 +137,9 @@ def multiscale(
     image: tuple[int, int, int], plan: list, steps: int, hidden: int, bins: int, tail_bound: float, ansatz_hidden: int
 ) -> MultiScale:
     """The flow of a plan (:func:`funnelcli.models.image_plan.image_levels`): ``steps`` steps per level."""
+    entry = None
+    if plan[0].entry_dropped:
+        entry = Conv2dFunnel(image[2], plan[0].channels, hidden, ansatz_hidden, bins, tail_bound)
     levels, transitions = [], []
     for index, level in enumerate(plan):
         levels.append([t for step in range(steps) for t in flow_step(level.channels, step, hidden, bins, tail_bound)])
@@ -126,4 +149,4 @@ def multiscale(
                 transitions.append(Conv2dFunnel(level.channels, keep, hidden, ansatz_hidden, bins, tail_bound))
             else:
                 transitions.append(level.factored)
-    return MultiScale(image, levels, transitions)
+    return MultiScale(image, levels, transitions, entry)

@@ -529,20 +529,21 @@ def _validated_rows(
 
 
 def _check_image_shape(recipe: Recipe, columns: int) -> None:
-    """Refuse an ``image_shape`` whose pixel count H * W * C is not the number of modelled columns."""
+    """Refuse an ``image_shape`` whose pixel count H * W * C is not the number of modelled columns (or one more, for
+    the funnel family, which takes an image less its last value)."""
     shape = getattr(recipe.model, "image_shape", None)
     if not shape:
         return
     pixels = int(np.prod(shape))
-    if pixels != columns:
+    if pixels != columns and not (recipe.has_funnel and pixels == columns + 1):
         missing = pixels - columns == 1
         raise BadValue(
             "image_shape",
             list(shape),
             f"is {pixels:,} pixels, but X has {columns:,} modelled columns; give the shape of the rows' images"
             + (
-                " (one column short: BSDS300's 63 columns are 8x8 patches whose last pixel was removed, as it is "
-                "minus the sum of the others; fit them as a table, without {image_shape})"
+                " (one column short, as BSDS300's 63 columns are 8x8 patches less their last pixel: the funnel "
+                "family f-nsf-image takes such images, recipe f-image, its first squeeze dropping the missing pixel)"
                 if missing
                 else ""
             ),

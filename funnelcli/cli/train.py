@@ -231,7 +231,8 @@ def train(
         data, validation, key=key, columns=columns, conditions=conditions, categories=categories
     )
     if shape is not None:
-        _check_pixel_count(image_shape, shape, table.shape[1] - len({*conditions, *categories}), data)
+        columns = table.shape[1] - len({*conditions, *categories})
+        _check_pixel_count(image_shape, shape, columns, data, funnel=resolved.has_funnel)
     trained = training_rows(estimator, len(table), held_out is not None)
     asked, resolved = resolved, estimator.resolved_recipe(rows=trained)
     try:
@@ -267,14 +268,15 @@ def train(
     typer.echo(_saved_line(report, resolved))
 
 
-def _check_pixel_count(text: str, shape: list[int], columns: int, data: Path) -> None:
-    """Refuse an --image-shape whose pixel count is not DATA's number of modelled columns, before training."""
+def _check_pixel_count(text: str, shape: list[int], columns: int, data: Path, *, funnel: bool) -> None:
+    """Refuse an --image-shape whose pixel count is not DATA's number of modelled columns, before training; a funnel
+    family also takes an image less its last value (BSDS300's 63 columns)."""
     pixels = shape[0] * shape[1] * shape[2]
-    if pixels == columns:
+    if pixels == columns or (funnel and pixels == columns + 1):
         return
     hint = (
-        " (BSDS300's 63 columns are 8x8 patches less the last pixel, which MAF removed as minus the sum of the "
-        "others: train them as a table, without --image-shape)"
+        " (one value short, as BSDS300's 63 columns are 8x8 patches less their last pixel: the funnel family "
+        "f-nsf-image takes such images, --recipe f-image, its first squeeze dropping the missing pixel)"
         if pixels - columns == 1
         else ""
     )

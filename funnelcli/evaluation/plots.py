@@ -269,14 +269,18 @@ def image_grid(
     Each panel's array is (N, H * W * C), the pixels of an (H, W, C) ``shape`` in row-major order, a pixel's
     channels adjacent. Values are clipped to ``value_range`` = (low, high) and scaled to [0, 1]; C = 1 is drawn
     grey, C = 3 as RGB, any other C as its channels' grey planes side by side. Image i sits at the same place in
-    every panel, so panels of rows and of their reconstructions can be read pair by pair.
+    every panel, so panels of rows and of their reconstructions can be read pair by pair. Rows one value short (an
+    image less its last value, as BSDS300's patches) are drawn with that value at the row's mean.
     """
     height, width, channels = shape
     low, high = value_range
     span = high - low if high > low else 1.0
     mosaics = []
     for values in panels.values():
-        images = np.clip((np.asarray(values, dtype=np.float64) - low) / span, 0.0, 1.0).reshape(-1, *shape)
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape[1] == height * width * channels - 1:
+            values = np.hstack([values, values.mean(axis=1, keepdims=True)])
+        images = np.clip((values - low) / span, 0.0, 1.0).reshape(-1, *shape)
         if channels != 3:  # grey: one plane, or each channel's plane beside the next
             images = images.transpose(0, 1, 3, 2).reshape(len(images), height, channels * width, 1)
         mosaics.append(_mosaic(images, columns))

@@ -129,7 +129,7 @@ def image_shape(estimator: FunnelDensity) -> tuple[int, int, int] | None:
     if not shape and not (family is not None and family.image):
         return None
     try:
-        return image_shape_for(shape, len(estimator.columns_), recipe.family)
+        return image_shape_for(shape, len(estimator.columns_), recipe.family, funnel=recipe.has_funnel)
     except UserError:
         return None
 

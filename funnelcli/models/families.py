@@ -40,7 +40,7 @@ from torch import nn
 from funnelcli.errors import UserError
 from funnelcli.models.base import GaussianMixture, StandardNormal, mixture_parameters
 from funnelcli.models.flow import FunnelFlow
-from funnelcli.models.image_plan import Level, image_latent_dim, image_levels, image_shape_for
+from funnelcli.models.image_plan import Level, image_latent_dim, image_plan, missing_last
 from funnelcli.models.recipe import Recipe
 from funnelcli.models.registry import FAMILIES
 from funnelcli.models.vae import VAE
@@ -202,8 +202,7 @@ def _image_plan(recipe: Recipe, input_dim: int, context_features: int) -> tuple[
     if context_features:
         raise UserError(f"family {recipe.family} models images unconditionally; train it without conditions")
     m = recipe.model
-    image = image_shape_for(m.image_shape, input_dim, recipe.family)
-    return image, image_levels(image, m.levels, recipe.has_funnel, m.reduce)
+    return image_plan(m.image_shape, input_dim, recipe.family, m.levels, recipe.has_funnel, m.reduce)
 
 
 def build_image(recipe: Recipe, scaler: Standardize, context_features: int = 0) -> FunnelFlow:
@@ -211,7 +210,16 @@ def build_image(recipe: Recipe, scaler: Standardize, context_features: int = 0) 
     m = recipe.model
     input_dim = int(scaler.mean.shape[0])
     image, plan = _image_plan(recipe, input_dim, context_features)
-    flow = multiscale(image, plan, m.flow_steps, m.hidden_features, m.bins, m.tail_bound, m.ansatz_hidden_features)
+    flow = multiscale(
+        image,
+        plan,
+        m.flow_steps,
+        m.hidden_features,
+        m.bins,
+        m.tail_bound,
+        m.ansatz_hidden_features,
+        missing=missing_last(image, input_dim),
+    )
     latent = image_latent_dim(plan)
     return FunnelFlow([scaler, flow], input_dim=input_dim, latent_dim=latent, base=StandardNormal(latent))
 

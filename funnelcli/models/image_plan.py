@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from funnelcli.errors import UserError
 
 
-def image_shape_for(shape: tuple[int, ...], columns: int, family: str) -> tuple[int, int, int]:
+def image_shape_for(shape: tuple[int, ...], columns: int, family: str, funnel: bool = False) -> tuple[int, int, int]:
     """(H, W, C) of ``columns`` pixel values: ``shape`` ([H, W] or [H, W, C]) checked against the column count, or,
-    when ``shape`` is empty, a square one-channel image sqrt(D) x sqrt(D). A mismatch is a one-line UserError."""
+    when ``shape`` is empty, a square one-channel image sqrt(D) x sqrt(D). A ``funnel`` family also takes an image
+    one value short, its last (bottom-right pixel, last channel) missing, as BSDS300's 63 columns are 8x8 patches
+    less their last pixel (:func:`missing_last`). A mismatch is a one-line UserError."""
     if not shape:
         side = math.isqrt(columns)
         if side * side != columns:
@@ -24,13 +26,25 @@ def image_shape_for(shape: tuple[int, ...], columns: int, family: str) -> tuple[
             )
         return side, side, 1
     height, width, channels = (*shape, 1) if len(shape) == 2 else tuple(shape)
-    if height * width * channels != columns:
-        given = "x".join(str(n) for n in shape)
-        raise UserError(
-            f"model.image_shape {given} holds {height * width * channels} pixel values, but the table has {columns} "
-            "columns; give the shape of the images whose pixels the columns are (row-major H, W, C)"
-        )
-    return height, width, channels
+    pixels = height * width * channels
+    if pixels == columns or (funnel and pixels == columns + 1):
+        return height, width, channels
+    given = "x".join(str(n) for n in shape)
+    short = (
+        "; an image one value short (its last pixel missing, as in BSDS300's 63 columns) takes the funnel family "
+        "f-nsf-image (recipe f-image), whose first squeeze drops that value"
+        if pixels == columns + 1
+        else ""
+    )
+    raise UserError(
+        f"model.image_shape {given} holds {pixels} pixel values, but the table has {columns} columns; give the "
+        f"shape of the images whose pixels the columns are (row-major H, W, C){short}"
+    )
+
+
+def missing_last(image: tuple[int, int, int], columns: int) -> bool:
+    """Whether the ``columns`` are an (H, W, C) image less its last value (checked by :func:`image_shape_for`)."""
+    return image[0] * image[1] * image[2] == columns + 1
 
 
 @dataclass(frozen=True)
@@ -57,7 +71,9 @@ def halvings(height: int, width: int) -> int:
     return count
 
 
-def image_levels(image: tuple[int, int, int], levels: int, funnel: bool, reduce: float = 0.5) -> list[Level]:
+def image_levels(
+    image: tuple[int, int, int], levels: int, funnel: bool, reduce: float = 0.5, missing: bool = False
+) -> list[Level]:
     """The levels of a multi-scale flow on an (H, W, C) image.
 
     The image is squeezed once (C, H, W) -> (4C, H/2, W/2) before the first level, and each transition halves H
@@ -66,7 +82,8 @@ def image_levels(image: tuple[int, int, int], levels: int, funnel: bool, reduce:
     clip(round(reduce * 4c), 1, 4c - 2) of the 4c channels (the next level's coupling needs two; with
     reduce = 0.5 both hand the same shape to the next level). A funnel model with one level (a 2x2 image, or
     ``levels = 1``) has no transition, so the image's own squeeze is its funnel, sized by the same rule: the
-    funnel family always reduces.
+    funnel family always reduces. So is an image ``missing`` its last value: the squeezed channels end with each
+    tile's bottom-right pixel, which the funnel always drops, and its ansatz leaves the missing one out.
     """
     height, width, channels = image
     count = min(levels, halvings(height, width))
@@ -75,17 +92,19 @@ def image_levels(image: tuple[int, int, int], levels: int, funnel: bool, reduce:
             f"an image of {height}x{width} pixels has an odd side; the image families halve H and W (2x2 tiles), so "
             "both must be even"
         )
+    if missing and not funnel:
+        raise UserError("an image one value short takes the funnel family f-nsf-image (recipe f-image)")
     c, h, w = 4 * channels, height // 2, width // 2
-    if funnel and count == 1:
-        dropped = _dropped(reduce, c)
-        return [Level(c - dropped, h, w, entry_dropped=dropped)]
+    entry = _dropped(reduce, c) if funnel and (count == 1 or missing) else 0
+    c -= entry
     plan = []
     for index in range(count):
+        entered = entry if index == 0 else 0
         if index == count - 1:
-            plan.append(Level(c, h, w))
+            plan.append(Level(c, h, w, entry_dropped=entered))
         elif funnel:
             dropped = _dropped(reduce, 4 * c)
-            plan.append(Level(c, h, w, dropped=dropped))
+            plan.append(Level(c, h, w, dropped=dropped, entry_dropped=entered))
             c, h, w = 4 * c - dropped, h // 2, w // 2
         else:
             factored = c - c // 2
@@ -98,6 +117,14 @@ def _dropped(reduce: float, squeezed: int) -> int:
     """What a 2-D funnel drops of ``squeezed`` channels: round(reduce * squeezed), leaving at least 2 and dropping
     at least 1."""
     return min(squeezed - 2, max(1, math.floor(reduce * squeezed + 0.5)))
+
+
+def image_plan(
+    shape: tuple[int, ...], columns: int, family: str, levels: int, funnel: bool, reduce: float
+) -> tuple[tuple[int, int, int], list[Level]]:
+    """(H, W, C) and the levels of an image family's model on ``columns`` pixel columns."""
+    image = image_shape_for(shape, columns, family, funnel)
+    return image, image_levels(image, levels, funnel, reduce, missing_last(image, columns))
 
 
 def image_latent_dim(plan: list[Level]) -> int:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from funnelcli.errors import BadValue, Misused, OutOfRange, Refused, UserError, shown
-from funnelcli.models.image_plan import image_latent_dim, image_levels, image_shape_for
+from funnelcli.models.image_plan import image_latent_dim, image_plan
 
 # The families are declared in the registry; FAMILIES and FAMILY_FIELDS are re-exported for their readers here.
 from funnelcli.models.registry import FAMILIES as FAMILIES
@@ -330,8 +330,8 @@ class Recipe:
         ``drop`` or ``reduce`` leaves (:func:`latent_dim`); with ``funnels``, what the last one keeps."""
         if FAMILIES[self.family].image:
             m = self.model
-            image = image_shape_for(m.image_shape, input_dim, self.family)
-            return image_latent_dim(image_levels(image, m.levels, self.has_funnel, m.reduce))
+            _, plan = image_plan(m.image_shape, input_dim, self.family, m.levels, self.has_funnel, m.reduce)
+            return image_latent_dim(plan)
         if self.model.funnels:
             return self.funnel_plan(input_dim)[-1][1]
         m = self.model

@@ -163,19 +163,29 @@ class ChannelCoupling(Transform):
 class ConvGaussianAnsatz(nn.Module):
     """q(x_drop | z) = N(mu(z), diag sigma(z)^2) per pixel, mu and log sigma from a conv net of z whose only
     spatial layer is the first 3x3 convolution: each tile's dropped channels read the 3x3 neighbourhood of its
-    output (as the paper). Shapes: x_drop (N, D_c, H, W), z (N, K_c, H, W). Starts at N(0, I)."""
+    output (as the paper). Shapes: x_drop (N, D_c, H, W), z (N, K_c, H, W). Starts at N(0, I).
 
-    def __init__(self, drop_channels: int, keep_channels: int, hidden: int):
+    With ``missing_last``, x_drop's last entry (last channel, bottom-right tile) is not data: q is the marginal of
+    the other entries (the diagonal Gaussian less that factor), and the entry is held at 0 in what it returns."""
+
+    def __init__(self, drop_channels: int, keep_channels: int, hidden: int, missing_last: bool = False):
         super().__init__()
         self.net = conv_net(keep_channels, 2 * drop_channels, hidden, last_kernel=1)
+        self.missing_last = missing_last
 
     def _mean_log_scale(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_scale = self.net(z).chunk(2, dim=1)
+        if self.missing_last:
+            present = torch.ones_like(mean[0])
+            present[-1, -1, -1] = 0.0
+            mean, log_scale = mean * present, log_scale * present
         return mean, log_scale
 
-    @staticmethod
-    def _log_prob(noise: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-        return standard_normal_log_prob(noise.flatten(1)) - log_scale.flatten(1).sum(dim=1)
+    def _log_prob(self, noise: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+        noise = noise.flatten(1)
+        if self.missing_last:
+            noise = noise[:, :-1]
+        return standard_normal_log_prob(noise) - log_scale.flatten(1).sum(dim=1)
 
     def log_prob(self, inputs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         mean, log_scale = self._mean_log_scale(context)
@@ -184,6 +194,8 @@ class ConvGaussianAnsatz(nn.Module):
     def sample(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_scale = self._mean_log_scale(context)
         noise = torch.randn_like(mean)
+        if self.missing_last:
+            noise[:, -1, -1, -1] = 0.0
         return mean + noise * torch.exp(log_scale), self._log_prob(noise, log_scale)
 
     def centre(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,9 +217,22 @@ class Conv2dFunnel(Transform):
     q is :class:`ConvGaussianAnsatz`, conditioned on the OUTPUT z (a 3x3 neighbourhood of it), so the inverse is
     a right inverse (forward(inverse(z)) == z) and log p(x) = log p(z) + contribution exactly, as in
     :class:`~funnelcli.transforms.funnel.Funnel`. H and W must be even.
+
+    ``missing_last``: the image's last value (bottom-right pixel, last channel) is not data but a 0 put in its
+    place. It is the last dropped channel of the last tile, so the ansatz leaves it out (:class:`ConvGaussianAnsatz`)
+    and the inverse returns it as 0: the density is exact over the other H W C - 1 values (docs/maths.md, 7).
     """
 
-    def __init__(self, channels: int, keep: int, hidden: int, ansatz_hidden: int, bins: int, tail_bound: float):
+    def __init__(
+        self,
+        channels: int,
+        keep: int,
+        hidden: int,
+        ansatz_hidden: int,
+        bins: int,
+        tail_bound: float,
+        missing_last: bool = False,
+    ):
         super().__init__()
         if not 1 <= keep < 4 * channels:
             raise ValueError(f"a 2-D funnel keeps 1 to {4 * channels - 1} of the {4 * channels} squeezed channels")
@@ -216,7 +241,7 @@ class Conv2dFunnel(Transform):
         self.linear = InvertibleConv1x1(keep)
         self.net = conv_net(self.drop, keep * (3 * bins - 1), hidden)
         _identity_spline_bias(self.net[-1].bias, keep, bins)
-        self.ansatz = ConvGaussianAnsatz(self.drop, keep, ansatz_hidden)
+        self.ansatz = ConvGaussianAnsatz(self.drop, keep, ansatz_hidden, missing_last)
 
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_keep, x_drop) of an image x (N, C, H, W), each (N, ., H/2, W/2)."""

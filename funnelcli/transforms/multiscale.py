@@ -26,7 +26,8 @@ def flow_step(channels: int, step: int, hidden: int, bins: int, tail_bound: floa
 class MultiScale(Transform):
     """T: (N, H W C) -> (N, k). ``levels`` are lists of image layers, one list per level; ``transitions`` (one
     fewer) are :class:`Conv2dFunnel` layers or ``factored`` channel counts (squeeze-and-split); ``entry``, when
-    given, is a :class:`Conv2dFunnel` that replaces the image's first squeeze. Forward returns the
+    given, is a :class:`Conv2dFunnel` that replaces the image's first squeeze; with ``missing`` the rows hold
+    H W C - 1 values, the image less its last, which the entry funnel drops (a 0 stands in for it). Forward returns the
     latent and the sum of the layers' contributions; inverse draws what funnels dropped and returns minus theirs,
     so log p_Z(z) - inverse-logabsdet is the exact log-density of the sample (the contract of
     :class:`~funnelcli.transforms.funnel.Funnel`)."""
@@ -37,10 +38,14 @@ class MultiScale(Transform):
         levels: list[list[Transform]],
         transitions: list,
         entry: Conv2dFunnel | None = None,
+        missing: bool = False,
     ):
         super().__init__()
+        if missing and (entry is None or not entry.ansatz.missing_last):
+            raise ValueError("an image less its last value needs an entry funnel that leaves it out")
         self.image = tuple(image)
         self.entry = entry
+        self.missing = missing
         self.levels = nn.ModuleList(nn.ModuleList(level) for level in levels)
         self.funnels = nn.ModuleList(t for t in transitions if isinstance(t, Conv2dFunnel))
         # Per transition: the funnel's index in self.funnels, or -(factored channels) for squeeze-and-split.
@@ -56,6 +61,8 @@ class MultiScale(Transform):
     def forward(self, inputs, context=None):
         n = inputs.shape[0]
         height, width, channels = self.image
+        if self.missing:
+            inputs = torch.cat([inputs, inputs.new_zeros(n, 1)], dim=1)
         x = inputs.reshape(n, height, width, channels).permute(0, 3, 1, 2)
         total = inputs.new_zeros(n)
         if self.entry is None:
@@ -123,7 +130,8 @@ class MultiScale(Transform):
         else:
             x, contribution = self._funnel_inverse(self.entry, x, centred)
             total = total + contribution
-        return x.permute(0, 2, 3, 1).reshape(n, -1), total
+        x = x.permute(0, 2, 3, 1).reshape(n, -1)
+        return (x[:, :-1] if self.missing else x), total
 
     def inverse(self, inputs, context=None):
         return self._inverse(inputs, centred=False)
@@ -134,12 +142,20 @@ class MultiScale(Transform):
 
 
 def multiscale(
-    image: tuple[int, int, int], plan: list, steps: int, hidden: int, bins: int, tail_bound: float, ansatz_hidden: int
+    image: tuple[int, int, int],
+    plan: list,
+    steps: int,
+    hidden: int,
+    bins: int,
+    tail_bound: float,
+    ansatz_hidden: int,
+    missing: bool = False,
 ) -> MultiScale:
-    """The flow of a plan (:func:`funnelcli.models.image_plan.image_levels`): ``steps`` steps per level."""
+    """The flow of a plan (:func:`funnelcli.models.image_plan.image_levels`): ``steps`` steps per level; ``missing``
+    when the rows are the image less its last value."""
     entry = None
     if plan[0].entry_dropped:
-        entry = Conv2dFunnel(image[2], plan[0].channels, hidden, ansatz_hidden, bins, tail_bound)
+        entry = Conv2dFunnel(image[2], plan[0].channels, hidden, ansatz_hidden, bins, tail_bound, missing)
     levels, transitions = [], []
     for index, level in enumerate(plan):
         levels.append([t for step in range(steps) for t in flow_step(level.channels, step, hidden, bins, tail_bound)])
@@ -149,4 +165,4 @@ def multiscale(
                 transitions.append(Conv2dFunnel(level.channels, keep, hidden, ansatz_hidden, bins, tail_bound))
             else:
                 transitions.append(level.factored)
-    return MultiScale(image, levels, transitions, entry)
+    return MultiScale(image, levels, transitions, entry, missing)

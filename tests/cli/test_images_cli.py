@@ -190,4 +190,4 @@ def test_one_column_short_of_the_image_names_bsds300s_missing_pixel(workdir):
     table = pd.read_csv(workdir / "patches.csv").iloc[:, :3]
     table.to_csv(workdir / "three.csv", index=False)
     result = run("train", workdir / "three.csv", "--recipe", "image", "--image-shape", "2x2", "--out", workdir / "x")
-    assert_one_line_error(result, "--image-shape 2x2 is 4 pixels", "BSDS300")
+    assert_one_line_error(result, "--image-shape 2x2 is 4 pixels", "BSDS300", "f-nsf-image")

@@ -129,7 +129,8 @@ def image_shape(estimator: FunnelDensity) -> tuple[int, int, int] | None:
     if not shape and not (family is not None and family.image):
         return None
     try:
-        return image_shape_for(shape, len(estimator.columns_), recipe.family, funnel=recipe.has_funnel)
+        funnel = family is not None and family.image and family.has_funnel  # one value short: f-nsf-image
+        return image_shape_for(shape, len(estimator.columns_), recipe.family, funnel=funnel)
     except UserError:
         return None
 

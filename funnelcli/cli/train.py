@@ -114,7 +114,8 @@ def train(
         typer.Option(
             "--image-shape",
             help="HxW or HxWxC: the columns are the pixels of an image, in row-major order, a pixel's channels "
-            "adjacent (image recipes read it; H * W * C must be the column count).",
+            "adjacent (image recipes read it; H * W * C must be the column count, or one more for f-image: an "
+            "image less its last pixel, as BSDS300's 63 columns).",
         ),
     ] = None,
     bits: Annotated[

@@ -221,7 +221,8 @@ class ModelSettings:
     image_shape: tuple = _spec(
         (),
         _image_shape,
-        "image families: [H, W] or [H, W, C] of the pixels the columns are, row-major (empty: a square grey image)",
+        "image families: [H, W] or [H, W, C] of the pixels the columns are, row-major (empty: a square grey image;"
+        " f-nsf-image also takes an image less its last value)",
     )
     levels: int = _spec(2, _int(1, 16), "image families: levels of the multi-scale flow (each halves H and W)")
 

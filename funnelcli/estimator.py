@@ -41,6 +41,7 @@ from funnelcli.models import Recipe, build_model
 from funnelcli.models.categorical import CategoricalModel
 from funnelcli.models.decode import decode
 from funnelcli.models.families import DEFAULT_MAX_PARAMETERS, check_size
+from funnelcli.models.image_plan import holds
 from funnelcli.models.recipe import MAX_COLUMNS, MAX_SEED
 from funnelcli.preparation import (
     PreparedRows,
@@ -535,7 +536,7 @@ def _check_image_shape(recipe: Recipe, columns: int) -> None:
     if not shape:
         return
     pixels = int(np.prod(shape))
-    if pixels != columns and not (recipe.has_funnel and pixels == columns + 1):
+    if not holds(pixels, columns, recipe.has_funnel):
         missing = pixels - columns == 1
         raise BadValue(
             "image_shape",

@@ -272,8 +272,10 @@ def train(
 def _check_pixel_count(text: str, shape: list[int], columns: int, data: Path, *, funnel: bool) -> None:
     """Refuse an --image-shape whose pixel count is not DATA's number of modelled columns, before training; a funnel
     family also takes an image less its last value (BSDS300's 63 columns)."""
+    from funnelcli.models.image_plan import holds
+
     pixels = shape[0] * shape[1] * shape[2]
-    if pixels == columns or (funnel and pixels == columns + 1):
+    if holds(pixels, columns, funnel):
         return
     hint = (
         " (one value short, as BSDS300's 63 columns are 8x8 patches less their last pixel: the funnel family "

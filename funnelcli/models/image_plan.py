@@ -27,7 +27,7 @@ def image_shape_for(shape: tuple[int, ...], columns: int, family: str, funnel: b
         return side, side, 1
     height, width, channels = (*shape, 1) if len(shape) == 2 else tuple(shape)
     pixels = height * width * channels
-    if pixels == columns or (funnel and pixels == columns + 1):
+    if holds(pixels, columns, funnel):
         return height, width, channels
     given = "x".join(str(n) for n in shape)
     short = (
@@ -40,6 +40,12 @@ def image_shape_for(shape: tuple[int, ...], columns: int, family: str, funnel: b
         f"model.image_shape {given} holds {pixels} pixel values, but the table has {columns} columns; give the "
         f"shape of the images whose pixels the columns are (row-major H, W, C){short}"
     )
+
+
+def holds(pixels: int, columns: int, funnel: bool) -> bool:
+    """Whether an image of ``pixels`` values can be the ``columns``: all of them, or, for a ``funnel`` family, all
+    but the last."""
+    return pixels == columns or (funnel and pixels == columns + 1)
 
 
 def missing_last(image: tuple[int, int, int], columns: int) -> bool:

@@ -26,8 +26,9 @@ def flow_step(channels: int, step: int, hidden: int, bins: int, tail_bound: floa
 class MultiScale(Transform):
     """T: (N, H W C) -> (N, k). ``levels`` are lists of image layers, one list per level; ``transitions`` (one
     fewer) are :class:`Conv2dFunnel` layers or ``factored`` channel counts (squeeze-and-split); ``entry``, when
-    given, is a :class:`Conv2dFunnel` that replaces the image's first squeeze; with ``missing`` the rows hold
-    H W C - 1 values, the image less its last, which the entry funnel drops (a 0 stands in for it). Forward returns the
+    given, is a :class:`Conv2dFunnel` that replaces the image's first squeeze; when its ansatz has ``missing_last``
+    the rows hold H W C - 1 values, the image less its last, which that funnel drops (a 0 stands in for it).
+    Forward returns the
     latent and the sum of the layers' contributions; inverse draws what funnels dropped and returns minus theirs,
     so log p_Z(z) - inverse-logabsdet is the exact log-density of the sample (the contract of
     :class:`~funnelcli.transforms.funnel.Funnel`)."""
@@ -38,14 +39,10 @@ class MultiScale(Transform):
         levels: list[list[Transform]],
         transitions: list,
         entry: Conv2dFunnel | None = None,
-        missing: bool = False,
     ):
         super().__init__()
-        if missing and (entry is None or not entry.ansatz.missing_last):
-            raise ValueError("an image less its last value needs an entry funnel that leaves it out")
         self.image = tuple(image)
         self.entry = entry
-        self.missing = missing
         self.levels = nn.ModuleList(nn.ModuleList(level) for level in levels)
         self.funnels = nn.ModuleList(t for t in transitions if isinstance(t, Conv2dFunnel))
         # Per transition: the funnel's index in self.funnels, or -(factored channels) for squeeze-and-split.
@@ -53,6 +50,11 @@ class MultiScale(Transform):
             self._funnel_index(transitions, i) if isinstance(t, Conv2dFunnel) else -int(t)
             for i, t in enumerate(transitions)
         ]
+
+    @property
+    def missing(self) -> bool:
+        """Whether the rows are the image less its last value (the entry funnel's ansatz leaves it out)."""
+        return self.entry is not None and self.entry.ansatz.missing_last
 
     @staticmethod
     def _funnel_index(transitions: list, i: int) -> int:
@@ -165,4 +167,4 @@ def multiscale(
                 transitions.append(Conv2dFunnel(level.channels, keep, hidden, ansatz_hidden, bins, tail_bound))
             else:
                 transitions.append(level.factored)
-    return MultiScale(image, levels, transitions, entry, missing)
+    return MultiScale(image, levels, transitions, entry)

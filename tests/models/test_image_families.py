@@ -80,27 +80,36 @@ def test_the_baseline_inverts_and_its_logdet_is_autograds_on_a_4x4_grey_image():
     torch.testing.assert_close(logabsdet, expected, atol=1e-8, rtol=0)
 
 
-@pytest.mark.parametrize("shape", [[4, 4], [4, 4, 2]])
-def test_the_funnel_family_logdet_is_autograds_on_the_latent_joined_with_the_dropped_values(shape):
-    # x -> z alone is not square; x -> (z, x_drop) is a bijection whose log|det| is the levels' and f's (given
-    # x_drop), so the contribution less log q(x_drop | funnel output) must equal it, as for a tabular funnel.
-    flow = model("f-nsf-image", shape)
-    (funnel,) = flow.transform._transforms[1].funnels
+def check_logdet_on_the_latent_joined_with_the_dropped(flow, x: torch.Tensor) -> None:
+    """x -> z alone is not square; x -> (z, every funnel's dropped values but a missing one) is a bijection whose
+    log|det| is the levels' and the funnels' f (given their dropped values), so the flow's contribution less every
+    log q(x_drop | funnel output) must equal it, as for a tabular funnel."""
+    multiscale = flow.transform._transforms[1]
+    funnels = [f for f in (multiscale.entry, *multiscale.funnels) if f is not None]
     seen = {}
-    hook = funnel.register_forward_hook(lambda layer, inputs, output: seen.update(x=inputs[0], z=output[0]))
+    hooks = [f.register_forward_hook(lambda layer, i, o: seen.update({layer: (i[0], o[0])})) for f in funnels]
 
-    def latent_and_dropped(v):
+    def dropped(funnel) -> torch.Tensor:
+        values = funnel.split(seen[funnel][0])[1].flatten(1)
+        return values[:, :-1] if funnel.ansatz.missing_last else values
+
+    def joined(v):
         latent, _ = flow.transform(v)
-        return torch.cat([latent, funnel.split(seen["x"])[1].flatten(1)], dim=1)
+        return torch.cat([latent, *(dropped(f) for f in funnels)], dim=1)
 
     try:
-        x = rows(3, math.prod(shape))
         _, contribution = flow.transform(x)
-        log_q = funnel.ansatz.log_prob(funnel.split(seen["x"])[1], seen["z"])
-        expected = autograd_logabsdet(latent_and_dropped, x)
+        log_q = sum(f.ansatz.log_prob(f.split(seen[f][0])[1], seen[f][1]) for f in funnels)
+        expected = autograd_logabsdet(joined, x)
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     torch.testing.assert_close(contribution - log_q, expected, atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [[4, 4], [4, 4, 2]])
+def test_the_funnel_family_logdet_is_autograds_on_the_latent_joined_with_the_dropped_values(shape):
+    check_logdet_on_the_latent_joined_with_the_dropped(model("f-nsf-image", shape), rows(3, math.prod(shape)))
 
 
 @pytest.mark.parametrize("shape", [[4, 4], [4, 4, 2]])
@@ -160,22 +169,10 @@ def test_a_reduction_close_to_one_still_leaves_the_next_level_two_channels_for_i
 
 def test_a_first_squeeze_funnel_inverts_and_its_logdet_is_autograds_on_the_latent_joined_with_the_dropped():
     flow = model("f-nsf-image", [2, 4, 2], levels=1)
-    entry = flow.transform._transforms[1].entry
-    seen = {}
-    hook = entry.register_forward_hook(lambda layer, inputs, output: seen.update(x=inputs[0], z=output[0]))
-
-    def latent_and_dropped(v):
-        latent, _ = flow.transform(v)
-        return torch.cat([latent, entry.split(seen["x"])[1].flatten(1)], dim=1)
-
-    try:
-        x = rows(3, 16)
-        z, contribution = flow.transform(x)
-        log_q = entry.ansatz.log_prob(entry.split(seen["x"])[1], seen["z"])
-        expected = autograd_logabsdet(latent_and_dropped, x)
-    finally:
-        hook.remove()
-    torch.testing.assert_close(contribution - log_q, expected, atol=1e-8, rtol=0)
+    assert flow.transform._transforms[1].entry is not None
+    x = rows(3, 16)
+    check_logdet_on_the_latent_joined_with_the_dropped(flow, x)
+    z = flow.encode(x)
     torch.testing.assert_close(flow.encode(decode(flow, z, mean=True)), z, atol=1e-9, rtol=0)
 
 
@@ -207,28 +204,9 @@ def test_the_funnel_family_on_a_2x2_grey_image_less_its_last_pixel_integrates_to
 
 @pytest.mark.parametrize("shape", [[4, 4], [4, 4, 3]])
 def test_with_the_last_value_missing_the_logdet_is_autograds_on_the_latent_joined_with_the_present_dropped(shape):
-    # x -> (z, the entry funnel's dropped values less the missing one, the second funnel's dropped values) is a
-    # bijection of R^(HWC - 1); its log|det| is the contribution less both ansatz terms.
     flow = model("f-nsf-image", shape, missing=True)
-    multiscale = flow.transform._transforms[1]
-    funnels = [multiscale.entry, *multiscale.funnels]
-    seen = {}
-    hooks = [f.register_forward_hook(lambda layer, i, o: seen.update({layer: (i[0], o[0])})) for f in funnels]
-
-    def joined(v):
-        latent, _ = flow.transform(v)
-        entry_dropped = funnels[0].split(seen[funnels[0]][0])[1].flatten(1)[:, :-1]
-        return torch.cat([latent, entry_dropped, funnels[1].split(seen[funnels[1]][0])[1].flatten(1)], dim=1)
-
-    try:
-        x = rows(3, math.prod(shape) - 1)
-        _, contribution = flow.transform(x)
-        log_q = sum(f.ansatz.log_prob(f.split(seen[f][0])[1], seen[f][1]) for f in funnels)
-        expected = autograd_logabsdet(joined, x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    torch.testing.assert_close(contribution - log_q, expected, atol=1e-8, rtol=0)
+    assert flow.transform._transforms[1].missing and len(flow.transform._transforms[1].funnels) == 1
+    check_logdet_on_the_latent_joined_with_the_dropped(flow, rows(3, math.prod(shape) - 1))
 
 
 @pytest.mark.parametrize("mean", [False, True])

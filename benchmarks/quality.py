@@ -322,6 +322,9 @@ MODELS = {
     "gse-nsf": funnelcli_model("nsf", None, start="gaussian", eval_every="epoch", patience=0),
     # A Gaussian-mixture base (model.base = "mixture", 8 components), started on the codes and with the mixture
     # fallback: for tables whose rows fall into groups.
+    "ps-f-nsf-25": funnelcli_model("f-nsf", 0.25, start="principal"),
+    "ps-f-nsf-50": funnelcli_model("f-nsf", 0.5, start="principal"),
+    "ps-f-nsf-75": funnelcli_model("f-nsf", 0.75, start="principal"),
     "mix-f-nsf-25": funnelcli_model("f-nsf", 0.25, base="mixture"),
     "mix-f-nsf-50": funnelcli_model("f-nsf", 0.5, base="mixture"),
     "mix-f-nsf-75": funnelcli_model("f-nsf", 0.75, base="mixture"),

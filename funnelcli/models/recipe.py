@@ -241,8 +241,9 @@ class TrainingSettings:
     seed: int = _spec(0, _int(0, MAX_SEED), "seed of weights, permutations, batches and the validation split")
     start: str = _spec(
         "random",
-        _choice("random", "gaussian"),
-        "initial weights: random, or gaussian (spline flows start as the training rows' full-covariance Gaussian)",
+        _choice("random", "gaussian", "principal"),
+        "initial weights: random; gaussian (spline flows start as the training rows' full-covariance Gaussian); or "
+        "principal (random, but each funnel starts keeping the top principal components of the rows reaching it)",
     )
     fallback: str = _spec(
         "gaussian",

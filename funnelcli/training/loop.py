@@ -23,6 +23,7 @@ from funnelcli.distributed import Ranks, current
 from funnelcli.errors import Misused, Refused, UnknownChoice, UserError
 from funnelcli.models.base import GaussianMixture
 from funnelcli.models.flow import FunnelFlow, split_context
+from funnelcli.models.funnel_start import principal_start
 from funnelcli.models.recipe import TrainingSettings
 from funnelcli.models.start import fit_base, gaussian_start, mixture_fallback
 from funnelcli.training import checkpoint
@@ -152,6 +153,8 @@ def fit(
         fallback = None
         rows = None if resume else _start_rows(train, dequantize, device)
         if rows is not None:
+            if settings.start == "principal":
+                principal_start(model, rows)
             fit_base(model, rows, settings.seed)
         if rows is not None and "gaussian" in (settings.start, settings.fallback):
             gaussian = copy.deepcopy(model)

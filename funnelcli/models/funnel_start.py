@@ -1,0 +1,99 @@
+"""The principal start: every funnel begins by keeping the directions in which the rows reaching it vary most.
+
+A funnel keeps the first k outputs of the LU map before it and drops the others. From random weights that map
+is the identity, so the kept coordinates are k columns picked by the permutation, and training must first turn
+them towards the data's surface before the ansatz can learn how the dropped ones follow from them. Started
+here instead, the map is the linear funnel that PCA would give:
+
+- the kept outputs span the top k principal components of the rows that reach the funnel;
+- each dropped output is what the kept ones leave of it: its column less its least-squares prediction from
+  them, so at the start the dropped outputs are uncorrelated with the kept ones;
+- every output is centred and scaled to unit variance.
+
+Only the permutation before the map (its order) and the map's weights are set; the model is as exact as from
+any other weights. docs/maths.md, section 1, states the funnel; benchmarks/RESULTS.md ("The principal start")
+measures what this start gives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import torch
+from nflows.transforms.base import CompositeTransform
+from nflows.transforms.permutations import Permutation
+from torch import nn
+
+from funnelcli.models.flow import split_context
+from funnelcli.transforms.funnel import Funnel
+from funnelcli.transforms.linear import LULinear
+
+#: Added to each output's variance before it is scaled to one: rows on an exact plane leave the dropped outputs
+#: no variance, and their scale should stay moderate rather than infinite.
+RIDGE = 1e-4
+
+
+def principal_start(model: nn.Module, rows: torch.Tensor) -> int:
+    """Set the permutation and LU map before each funnel of ``model`` (a
+    :class:`~funnelcli.models.flow.FunnelFlow`) from ``rows`` (N, D), training rows in the data's units (with
+    their conditions, for a conditional model). Returns how many funnels were started; funnels without an LU
+    map before them (the convolutional ones) are left as they are."""
+    transform = getattr(model, "transform", None)
+    if not isinstance(transform, CompositeTransform):
+        return 0
+    layers = list(transform._transforms)
+    started = 0
+    with torch.no_grad():
+        rows, context = split_context(model, rows)
+        u = rows.to(next(model.parameters()).dtype)
+        for i, layer in enumerate(layers):
+            if _enters_funnel(layers, i):
+                _set_principal(layer, layers[i + 1], layers[i + 2].keep, u)
+                started += 1
+            u, _ = layer(u, context)
+    return started
+
+
+def _enters_funnel(layers: list[nn.Module], i: int) -> bool:
+    return (
+        i + 2 < len(layers)
+        and isinstance(layers[i], Permutation)
+        and isinstance(layers[i + 1], LULinear)
+        and isinstance(layers[i + 2], Funnel)
+    )
+
+
+def _set_principal(permutation: Permutation, lu: LULinear, keep: int, u: torch.Tensor) -> None:
+    x = u.double().cpu().numpy()
+    mean = x.mean(axis=0)
+    centred = x - mean
+    _, vectors = np.linalg.eigh(centred.T @ centred / len(x))
+    top = vectors[:, -keep:].T  # (k, D): the span of the k largest principal components
+    # The k columns that pivoted QR finds most independent in that span come first, so that writing the span
+    # as rows [I, C] (C = A^-1 B below) stays well conditioned.
+    _, _, order = scipy.linalg.qr(top, pivoting=True)
+    centred = centred[:, order]
+    a, b = top[:, order[:keep]], top[:, order[keep:]]
+    dim = x.shape[1]
+    # W = L U with U = [[I, C], [0, I]] (kept = x_a + C x_b spans the top components) and L = [[I, 0], [E, I]]
+    # (dropped = x_b + E kept, uncorrelated with the kept outputs).
+    upper = np.eye(dim)
+    upper[:keep, keep:] = np.linalg.solve(a, b)
+    kept = centred @ upper[:keep].T
+    dropped = centred[:, keep:]
+    lower = np.eye(dim)
+    lower[keep:, :keep] = -np.linalg.lstsq(kept, dropped, rcond=None)[0].T
+    outputs = centred @ (lower @ upper).T
+    scale = np.maximum(1.0 / np.sqrt(outputs.var(axis=0) + RIDGE), 10 * lu.eps)  # softplus + eps > eps
+    # S W = (S L S^-1)(S U): still a unit lower times an upper triangle, whose diagonal is S.
+    lower = scale[:, None] * lower / scale[None, :]
+    upper = scale[:, None] * upper
+    weight = lower @ upper
+    dtype = lu.lower_entries.dtype
+    permutation._permutation.copy_(torch.as_tensor(order, dtype=permutation._permutation.dtype))
+    rows, cols = lu.lower_indices
+    lu.lower_entries.copy_(torch.as_tensor(lower[rows, cols], dtype=dtype))
+    rows, cols = lu.upper_indices
+    lu.upper_entries.copy_(torch.as_tensor(upper[rows, cols], dtype=dtype))
+    lu.unconstrained_upper_diag.copy_(torch.as_tensor(np.log(np.expm1(scale - lu.eps)), dtype=dtype))
+    lu.bias.copy_(torch.as_tensor(-(weight @ mean[order]), dtype=dtype))

@@ -63,14 +63,12 @@ def test_the_kept_outputs_span_the_top_principal_components_of_the_rows_reaching
     assert outside.abs().max() < 1e-8 * coefficients.abs().max()
 
 
-def test_the_dropped_outputs_start_uncorrelated_with_the_kept_ones_each_with_about_unit_variance():
+def test_the_dropped_outputs_start_centred_and_uncorrelated_with_the_kept_ones():
     x = _rows()
     _, inputs = _into_funnel(_started(x, funnel_level=0), x)
     centred = inputs - inputs.mean(0)
     covariance = centred.T @ centred / len(x)
     assert torch.allclose(covariance[:2, 2:], torch.zeros(2, 4, dtype=covariance.dtype), atol=1e-8)
-    # About: a small ridge keeps the scale of a direction without variance finite.
-    assert torch.allclose(torch.diagonal(covariance), torch.ones(6, dtype=covariance.dtype), atol=0.05)
     assert inputs.mean(0).abs().max() < 1e-8
 
 
@@ -87,18 +85,6 @@ def test_the_started_layers_before_the_funnel_invert_exactly():
         back, _ = layers[at - 2].inverse(back)
     assert torch.allclose(back, u, atol=1e-9)
     assert torch.allclose(logabsdet, -inverse_logabsdet, atol=1e-9)
-
-
-def test_a_principal_start_beats_a_random_one_at_the_start_on_rows_near_a_plane():
-    # At the start the ansatz is near N(0, 1) and the flow near the identity, so the likelihood is what the
-    # linear map gives: the top components kept, the rest whitened residuals.
-    x = _rows()
-    principal = _started(x, funnel_level=0)
-    torch.manual_seed(0)
-    recipe = tiny_recipe("f-nsf", funnel_level=0, latent_dim=2, ansatz="gaussian")
-    random = build_model(recipe, x.mean(0), x.std(0)).double()
-    with torch.no_grad():
-        assert principal.log_prob(torch.tensor(x)).mean() > random.log_prob(torch.tensor(x)).mean() + 1.0
 
 
 def test_a_recipe_with_start_principal_trains_and_scores_finite():

@@ -619,10 +619,10 @@ def _set_summary(estimator: FunnelDensity, summary: TrainingSummary, *, n_train:
 
 def _fit_auto(estimator: FunnelDensity, X, validation, recipe: Recipe) -> FunnelDensity:
     """``latent_dim="auto"``: sweep the default ladder of sizes and keep the chosen level's model."""
-    from funnelcli.sweep import DEFAULT_ANSATZ, latent_ladder, run_sweep
+    from funnelcli.sweep import latent_ladder, run_sweep, with_sweep_defaults
 
-    if estimator.ansatz is None and recipe.has_funnel:
-        recipe = recipe.with_overrides(ansatz=DEFAULT_ANSATZ)
+    if recipe.has_funnel:
+        recipe = with_sweep_defaults(recipe, estimator.ansatz, getattr(estimator, "start", None))
     frame = drop_constant(estimator, validate(estimator, X, reset=True))
     estimator.dtypes_ = modelled_dtypes(input_dtypes(X), frame.columns)
     held_out = None if validation is None else select(estimator, validation)

@@ -53,6 +53,11 @@ FULL = "full"
 #: The ansatz of a sweep unless told otherwise: a Gaussian cannot model a dropped direction along the data's
 #: surface, so the likelihood falls below the intrinsic dimension and the choice estimates it.
 DEFAULT_ANSATZ = "gaussian"
+#: How a sweep's levels start unless told otherwise: each funnel keeping the top principal components of the rows
+#: that reach it (funnelcli.models.funnel_start). Measured in benchmarks/RESULTS.md ("The principal start"): at
+#: 400 steps on 16 columns near a 4-D surface the choice is 4, where levels started at random chose 7 (8 at
+#: 1,200 steps), because the level at the true size gains about 3 nats per row and the larger ones little.
+DEFAULT_START = "principal"
 #: Nats per row a kept dimension must add; 0 is the one-standard-error rule. 0.5 stops the creep of under-trained
 #: levels on the tables in benchmarks/RESULTS.md ("Choosing the latent size") but misses a gently curved table
 #: whose needed dimensions gain only 0.2 to 0.9 nats each, so it is an option, not the default.
@@ -63,6 +68,18 @@ DENSE_UP_TO = 8
 #: gained more than this many of its standard errors: more steps would likely change the picture.
 IMPROVING_STDERRS = 1.0
 _FULL_FAMILY = {"f-nsf": "nsf", "f-glow": "glow", "f-mlp": "nsf"}
+
+
+def with_sweep_defaults(recipe: Recipe, ansatz: str | None = None, start: str | None = None) -> Recipe:
+    """``recipe`` as a sweep trains it: with ``ansatz`` (by default :data:`DEFAULT_ANSATZ`) where its family has an
+    ansatz, and with ``start`` (by default :data:`DEFAULT_START` where its funnels can start so)."""
+    from funnelcli.models.funnel_start import applies
+
+    if ansatz is not None or "ansatz" in recipe.fields:
+        recipe = recipe.with_overrides(ansatz=ansatz or DEFAULT_ANSATZ)
+    if start is None and applies(recipe):
+        start = DEFAULT_START
+    return recipe.with_overrides(start=start)
 
 
 def level_name(latent: int, input_dim: int) -> str:
@@ -105,12 +122,15 @@ def parse_sizes(input_dim: int, latent_dims: Sequence[int] | None = None, reduce
 
 def full_dimension_recipe(recipe: Recipe) -> Recipe | None:
     """The flow of the same kind without a funnel (NSF for F-NSF and F-MLP, Glow for F-Glow), with the recipe's
-    shared settings and training; None for a family that has no full-dimension counterpart (the VAE)."""
+    shared settings and training (a principal start, which only funnels have, becomes a random one); None for a
+    family that has no full-dimension counterpart (the VAE)."""
     family = _FULL_FAMILY.get(recipe.family)
     if family is None:
         return None
     data = recipe.to_dict()
     data["family"] = family
+    if data.get("training", {}).get("start") == "principal":
+        data["training"]["start"] = "random"
     data["model"] = {key: value for key, value in data["model"].items() if key in FAMILY_FIELDS[family]}
     data["description"] = f"the full-dimension counterpart of {recipe.name}"
     return Recipe.from_dict(data, name=f"{recipe.name}-full")

@@ -65,6 +65,14 @@ def sweep(
             "likelihood, so the choice estimates the intrinsic dimension) or flow."
         ),
     ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="How each level's weights start: principal (the default where the recipe's funnels allow it: each "
+            "funnel first keeps the top principal components of the rows reaching it, so every level starts near "
+            "its best linear reduction), random or gaussian."
+        ),
+    ] = None,
     tolerance: Annotated[
         float,
         typer.Option(help="Standard errors by which a larger size may beat the chosen one (see the choice below)."),
@@ -112,7 +120,9 @@ def sweep(
 
     The default ansatz is gaussian because a Gaussian q(x_drop | z) cannot model a dropped direction along the
     data's surface, so the likelihood falls below the intrinsic dimension and the choice estimates it; a flow
-    ansatz can, and its curve may show no knee.
+    ansatz can, and its curve may show no knee. The default start is principal: each funnel starts keeping the
+    top principal components of the rows reaching it, so the level at the table's true size need not first find
+    the surface, and unfinished training rewards larger sizes less.
 
     The default sizes are every one from 1 to 8 (at most D - 1), then about 1.5 times larger, up to D - 1.
     Running the same command again reuses every finished level (Ctrl-C keeps them); --force starts over.
@@ -122,7 +132,7 @@ def sweep(
 
     out = out or Path("runs") / f"{data_stem(data)}-sweep"
     level_options = {"device": device, "dequantize": dequantize, "max_parameters": None}
-    resolved = _sweepable_recipe(recipe, ansatz, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    resolved = _sweepable_recipe(recipe, ansatz, start, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     _check_options(dequantize=dequantize, tolerance=tolerance, min_gain=min_gain, jobs=jobs)
     dims = _numbers(latent_dims, int, "--latent-dims")
     fractions = _numbers(reduce, float, "--reduce")
@@ -136,7 +146,9 @@ def sweep(
         train, held_out, test_rows = _drop_constant(train, held_out, test_rows)
     sizes = sweeping.parse_sizes(train.shape[1], dims, fractions)
     # Every level trains what `funnel train` would on these rows: a small table, the small-table recipe.
-    resolved = _sweepable_recipe(recipe, ansatz, len(train), steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    resolved = _sweepable_recipe(
+        recipe, ansatz, start, len(train), steps=steps, batch_size=batch_size, lr=lr, seed=seed
+    )
 
     # The rows the levels learn from; a test table may change between runs (every level is scored again).
     settings = sweeping.settings_record(resolved, level_options, sweeping.fingerprint(train, held_out))
@@ -176,18 +188,16 @@ def sweep(
     typer.echo("wrote " + ", ".join(written))
 
 
-def _sweepable_recipe(recipe: str, ansatz: str | None, rows: int | None = None, **training):
+def _sweepable_recipe(recipe: str, ansatz: str | None, start: str | None, rows: int | None = None, **training):
     """The resolved recipe (for ``rows`` training rows: below its ``small_rows``, its small-table recipe), refused
-    unless it has a latent size; the sweep's default ansatz where it has one."""
+    unless it has a latent size; the sweep's default ansatz and start where they apply."""
     from funnelcli import sweep as sweeping
     from funnelcli.estimator import FunnelDensity
 
     resolved = FunnelDensity(recipe, **training).resolved_recipe(rows)
     if not resolved.has_funnel and resolved.family != "vae":
         raise UserError(f"recipe {resolved.name!r} (family {resolved.family}) has no latent size to sweep; use f-nsf")
-    if ansatz is not None or "ansatz" in resolved.fields:
-        resolved = resolved.with_overrides(ansatz=ansatz or sweeping.DEFAULT_ANSATZ)
-    return resolved
+    return sweeping.with_sweep_defaults(resolved, ansatz, start)
 
 
 def _check_options(*, dequantize: str, tolerance: float, min_gain: float, jobs: int) -> None:

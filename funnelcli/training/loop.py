@@ -153,8 +153,12 @@ def fit(
         fallback = None
         rows = None if resume else _start_rows(train, dequantize, device)
         if rows is not None:
-            if settings.start == "principal":
-                principal_start(model, rows)
+            if settings.start == "principal" and not principal_start(model, rows):
+                raise Refused(
+                    "training.start = 'principal' needs a funnel behind an LU map (f-nsf with its spline funnel, or "
+                    "f-glow); this model has none",
+                    "set training.start = 'random'",
+                )
             fit_base(model, rows, settings.seed)
         if rows is not None and "gaussian" in (settings.start, settings.fallback):
             gaussian = copy.deepcopy(model)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from funnelcli.errors import Refused
 from funnelcli.estimator import FunnelDensity
 from funnelcli.models.families import build_model
 from funnelcli.models.funnel_start import principal_start
@@ -93,3 +94,9 @@ def test_a_recipe_with_start_principal_trains_and_scores_finite():
     scores = estimator.fit(table).score_samples(table)
     assert np.isfinite(scores).all()
     assert estimator.recipe_.training.start == "principal"
+
+
+def test_a_principal_start_is_refused_in_one_line_for_a_model_without_a_funnel():
+    estimator = FunnelDensity(tiny_recipe("nsf"), start="principal", steps=5, device="cpu")
+    with pytest.raises(Refused, match="needs a funnel behind an LU map"):
+        estimator.fit(manifold_table(200))

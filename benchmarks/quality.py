@@ -26,6 +26,7 @@ Models, all at the same steps, batch size (256), cosine schedule, gradient clipp
   full-covariance Gaussian;
 - candidates for the defaults, run only when named with ``--models``: ``small-f-nsf-50`` and ``small-nsf`` (the
   small-table recipes), ``ar-f-nsf-50`` (5 autoregressive steps of width 256, Gaussian ansatz) and ``ar-nsf``;
+  ``ps-f-nsf-25``, ``-50``, ``-75``: ``f-nsf`` with ``training.start = "principal"``;
 - ``smix-f-nsf-25``, ``-50``, ``-75`` and ``smix-nsf``: the small-table recipes as ``funnel train`` runs them
   (mixture base, their own validation interval), which ``f-nsf`` and ``nsf`` give way to below 600 training
   rows. Every other model is the recipe it names at any size (``small_rows = 0``).

@@ -1,0 +1,77 @@
+"""Does the sweep's choice depend on how its levels start? Random weights against the principal start.
+
+    python benchmarks/sweep_start.py [--steps 400] [--starts random,principal] [--tables 16-4-0.3-5000-whole,...]
+
+Each table is ``D-k-c-ROWS-LADDER``: rows from :func:`funnelcli.data.synthetic.near_surface` within 0.05 of a
+k-dimensional surface of curvature c rotated into D columns. With 2,000 rows the rows and seeds are those of
+tests/test_sweep_choice.py (2,000 training and 1,000 validation rows); otherwise 80% train and 20% validate.
+LADDER is ``cut`` (the sizes within 2 of k, as the tests run them) or ``whole`` (the default ladder). Every
+level is the tests' compact recipe (tests/test_sweep.py's ``TINY``: f-nsf, 2 coupling steps of width 32, the
+funnel first, a Gaussian ansatz of 64 x 2, lr 3e-3) at ``--steps``, on one thread; the choice is the sweep's
+rule. Prints one line per table and start. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import tomllib
+from pathlib import Path
+
+import torch
+
+from funnelcli import sweep as sweeping
+from funnelcli.data.synthetic import near_surface
+from funnelcli.models.recipe import Recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = (
+    "8-2-0.3-2000-cut,16-3-0.3-2000-cut,32-6-0.3-2000-cut,16-4-0.3-5000-whole,24-5-0.5-5000-cut,"
+    "10-3-1-5000-whole,12-2-1-5000-cut,8-2-1-2000-cut,16-3-1-2000-cut,32-6-1-2000-cut"
+)
+
+
+def tiny(steps: int, start: str) -> Recipe:
+    text = (ROOT / "tests" / "test_sweep.py").read_text().split('TINY = """')[1].split('"""')[0]
+    recipe = Recipe.from_dict(tomllib.loads(text), name="tiny")
+    return recipe.with_overrides(steps=steps, eval_every=steps // 5, start=start)
+
+
+def rows(dim: int, latent: int, curvature: float, count: int):
+    if count == 2000:
+        train = near_surface(2000, dim, latent, noise=0.05, curvature=curvature, seed=0)[0]
+        return train, near_surface(1000, dim, latent, noise=0.05, curvature=curvature, seed=1)[0]
+    train = near_surface(int(count * 0.8), dim, latent, noise=0.05, curvature=curvature, seed=1)[0]
+    return train, near_surface(int(count * 0.2), dim, latent, noise=0.05, curvature=curvature, seed=2)[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--starts", default="random,principal")
+    parser.add_argument("--tables", default=TABLES)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for spec in args.tables.split(","):
+        dim, latent, curvature, count, ladder = spec.split("-")
+        dim, latent, count = int(dim), int(latent), int(count)
+        train, validation = rows(dim, latent, float(curvature), count)
+        sizes = sweeping.latent_ladder(dim)
+        if ladder == "cut":
+            sizes = [size for size in sizes if abs(size - latent) <= 2]
+        for start in args.starts.split(","):
+            began = time.perf_counter()
+            result = sweeping.run_sweep(
+                train, validation, recipe=tiny(args.steps, start), sizes=sizes, options={"device": "cpu"},
+                full=False, baselines=False,
+            )  # fmt: skip
+            levels = ", ".join(f"{lv.latent_dim}: {lv.val_log_prob:.2f}" for lv in result.levels)
+            print(
+                f"{spec} {start} {args.steps} steps: choice {result.chosen_latent_dim} (truth {latent}) | {levels} "
+                f"({time.perf_counter() - began:.0f} s)",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -30,6 +30,13 @@ from funnelcli.transforms.funnel import Funnel
 from funnelcli.transforms.linear import LULinear
 
 
+def applies(recipe) -> bool:
+    """Whether ``recipe`` (a :class:`~funnelcli.models.recipe.Recipe`) builds funnels that this start can set."""
+    if recipe.family == "f-glow":
+        return True
+    return recipe.family == "f-nsf" and recipe.model.funnel_kind == "spline"
+
+
 def principal_start(model: nn.Module, rows: torch.Tensor) -> int:
     """Set the permutation and LU map before each funnel of ``model`` (a
     :class:`~funnelcli.models.flow.FunnelFlow`) from ``rows`` (N, D), training rows in the data's units (with

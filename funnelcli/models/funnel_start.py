@@ -11,8 +11,10 @@ here instead, the map is the linear funnel that PCA would give:
 - every output is centred, and none is rescaled: measured on rows near a 4-D surface in 16 columns, scaling
   the kept outputs to unit variance lost 4 nats per row at 400 steps (benchmarks/RESULTS.md).
 
-Only the permutation before the map (its order) and the map's weights are set; the model is as exact as from
-any other weights. docs/maths.md, section 1, states the funnel; benchmarks/RESULTS.md ("The principal start")
+It helps where the data lie near a gently curved surface; where the surface bends as much as it spreads, its
+top components mix both and fold it, and random weights train closer. Only the permutation before the map (its
+order) and the map's weights are set (and an ActNorm before them starts from these rows rather than the first
+batch); the model is as exact as from any other weights. docs/maths.md, section 1, states the funnel; benchmarks/RESULTS.md ("The principal start")
 measures what this start gives.
 """
 

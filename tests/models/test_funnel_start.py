@@ -25,9 +25,9 @@ def _rows(n: int = 800, dim: int = 6, seed: int = 0) -> np.ndarray:
     return (rng.normal(size=(n, dim)) * spread) @ rotation.T * rng.uniform(0.5, 5, size=dim) + 3.0
 
 
-def _started(x: np.ndarray, funnel_level: int, latent: int = 2) -> torch.nn.Module:
+def _started(x: np.ndarray, funnel_level: int, latent: int = 2, family: str = "f-nsf") -> torch.nn.Module:
     torch.manual_seed(0)
-    recipe = tiny_recipe("f-nsf", funnel_level=funnel_level, latent_dim=latent, ansatz="gaussian")
+    recipe = tiny_recipe(family, funnel_level=funnel_level, latent_dim=latent, ansatz="gaussian")
     model = build_model(recipe, x.mean(0), x.std(0)).double()
     assert principal_start(model, torch.tensor(x)) == 1
     return model
@@ -48,10 +48,10 @@ def _into_funnel(model: torch.nn.Module, x: np.ndarray) -> tuple[torch.Tensor, t
     return reaching, u
 
 
-@pytest.mark.parametrize("funnel_level", [0, 1])
-def test_the_kept_outputs_span_the_top_principal_components_of_the_rows_reaching_the_funnel(funnel_level):
+@pytest.mark.parametrize(("family", "funnel_level"), [("f-nsf", 0), ("f-nsf", 1), ("f-glow", 1)])
+def test_the_kept_outputs_span_the_top_principal_components_of_the_rows_reaching_the_funnel(family, funnel_level):
     x = _rows()
-    model = _started(x, funnel_level)
+    model = _started(x, funnel_level, family=family)
     reaching, inputs = _into_funnel(model, x)
     centred = reaching - reaching.mean(0)
     _, vectors = torch.linalg.eigh(centred.T @ centred / len(x))

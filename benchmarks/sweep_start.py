@@ -1,6 +1,7 @@
 """Does the sweep's choice depend on how its levels start? Random weights against the principal start.
 
     python benchmarks/sweep_start.py [--steps 400] [--starts random,principal] [--tables 16-4-0.3-5000-whole,...]
+        [--set ansatz_hidden_features=256 --set ansatz_layers=3]
 
 Each table is ``D-k-c-ROWS-LADDER``: rows from :func:`funnelcli.data.synthetic.near_surface` within 0.05 of a
 k-dimensional surface of curvature c rotated into D columns. With 2,000 rows the rows and seeds are those of
@@ -8,7 +9,8 @@ tests/test_sweep_choice.py (2,000 training and 1,000 validation rows); otherwise
 LADDER is ``cut`` (the sizes within 2 of k, as the tests run them) or ``whole`` (the default ladder). Every
 level is the tests' compact recipe (tests/test_sweep.py's ``TINY``: f-nsf, 2 coupling steps of width 32, the
 funnel first, a Gaussian ansatz of 64 x 2, lr 3e-3) at ``--steps``, on one thread; the choice is the sweep's
-rule. Prints one line per table and start. Nothing is asserted.
+rule; ``--set FIELD=VALUE`` changes a recipe field of every level. Prints one line per table and start. Nothing
+is asserted.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ TABLES = (
 )
 
 
-def tiny(steps: int, start: str) -> Recipe:
+def tiny(steps: int, start: str, fields: dict) -> Recipe:
     text = (ROOT / "tests" / "test_sweep.py").read_text().split('TINY = """')[1].split('"""')[0]
     recipe = Recipe.from_dict(tomllib.loads(text), name="tiny")
-    return recipe.with_overrides(steps=steps, eval_every=steps // 5, start=start)
+    return recipe.with_overrides(steps=steps, eval_every=steps // 5, start=start, **fields)
 
 
 def rows(dim: int, latent: int, curvature: float, count: int):
@@ -50,7 +52,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--starts", default="random,principal")
     parser.add_argument("--tables", default=TABLES)
+    parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE, a recipe field for every level")
     args = parser.parse_args()
+    fields = {name: tomllib.loads(f"v = {value}")["v"] for name, value in (item.split("=", 1) for item in args.set)}
     torch.set_num_threads(1)
     for spec in args.tables.split(","):
         dim, latent, curvature, count, ladder = spec.split("-")
@@ -62,13 +66,13 @@ def main() -> None:
         for start in args.starts.split(","):
             began = time.perf_counter()
             result = sweeping.run_sweep(
-                train, validation, recipe=tiny(args.steps, start), sizes=sizes, options={"device": "cpu"},
+                train, validation, recipe=tiny(args.steps, start, fields), sizes=sizes, options={"device": "cpu"},
                 full=False, baselines=False,
             )  # fmt: skip
             levels = ", ".join(f"{lv.latent_dim}: {lv.val_log_prob:.2f}" for lv in result.levels)
             print(
-                f"{spec} {start} {args.steps} steps: choice {result.chosen_latent_dim} (truth {latent}) | {levels} "
-                f"({time.perf_counter() - began:.0f} s)",
+                f"{spec} {start} {args.steps} steps {' '.join(args.set)}: choice {result.chosen_latent_dim} "
+                f"(truth {latent}) | {levels} ({time.perf_counter() - began:.0f} s)",
                 flush=True,
             )
 

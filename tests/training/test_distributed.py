@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from funnelcli.estimator import FunnelDensity
-from tests.helpers import manifold_table
+from tests.helpers import manifold_table, run
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = str(Path(__file__).with_name("_distributed_worker.py"))
@@ -33,19 +33,13 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
-    """`funnel train` under torchrun with two processes, and the same command in one process."""
+    """`funnel train` under torchrun with two processes, and the same command in this one (no process to start)."""
     root = tmp_path_factory.mktemp("ddp")
     manifold_table(2400, seed=1).to_csv(root / "train.csv", index=False)
     manifold_table(600, seed=2).to_csv(root / "test.csv", index=False)
-    common = ["train.csv", "--recipe", "small-f-nsf", "--steps", "150", "--device", "cpu", "--json"]
-    two = torchrun("-m", "funnelcli", "train", *common, "--out", "two", cwd=root)
-    one = subprocess.run(
-        [sys.executable, "-m", "funnelcli", "train", *common, "--out", "one"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    common = ["--recipe", "small-f-nsf", "--steps", "150", "--device", "cpu", "--json"]
+    two = torchrun("-m", "funnelcli", "train", "train.csv", *common, "--out", "two", cwd=root)
+    one = run("train", root / "train.csv", *common, "--out", root / "one")
     return root, two, one
 
 
@@ -60,7 +54,7 @@ def test_two_processes_train_one_model_and_only_rank_0_reports(cli_run):
 
 def test_a_two_process_model_scores_like_a_one_process_model_within_the_noise(cli_run):
     root, two, one = cli_run
-    assert two.returncode == 0 and one.returncode == 0, two.stderr + one.stderr
+    assert two.returncode == 0 and one.exit_code == 0, two.stderr + one.output
     test = manifold_table(600, seed=2)
     two_scores = FunnelDensity.load(root / "two", device="cpu").score_samples(test)
     one_scores = FunnelDensity.load(root / "one", device="cpu").score_samples(test)

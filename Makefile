@@ -23,8 +23,9 @@ demo: $(STAMP)
 	$(PY) -m funnelcli.demo
 
 # One worker per core, up to four; a file's tests stay on one worker so that its shared fixtures are built once.
+# Files are handed out in the order tests/conftest.py gives them (the longest first), not by their number of tests.
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(PY) -m ruff check funnelcli tests

@@ -24,9 +24,10 @@ else:
     torch.set_num_threads(2)
 
 
-#: The files that take longest, run first: pytest-xdist's ``--dist loadfile`` hands out whole files in the order
-#: they are collected, so a long file collected last keeps one worker busy after the other has finished. Longest
-#: first is the classic cure (about 100, 90, 50 and 40 CPU-seconds for the first four on 2 cores).
+#: The files that take longest, run first: pytest-xdist's ``--dist loadfile --no-loadscope-reorder`` (make test)
+#: hands out whole files in the order they are collected, so a long file collected late keeps one worker busy
+#: after the other has finished. Longest first is the classic cure (about 100, 70, 50 and 40 CPU-seconds for the
+#: first four on 2 cores). Without the flag, xdist orders files by their number of tests instead.
 LONGEST_FIRST = (
     "tests/training/test_distributed.py",
     "tests/test_sweep_choice.py",

@@ -6,6 +6,8 @@ _distributed_worker.py OUT resume RECIPE
 _distributed_worker.py OUT families
     Every rank fits a tiny model of every family; rank 0 writes ``OUT/families.json``: for each, whether the
     ranks ended with the same weights.
+_distributed_worker.py OUT both RECIPE
+    resume, then families, in one launch (each launch starts three Python processes that import torch).
 """
 
 from __future__ import annotations
@@ -70,8 +72,8 @@ def families(out: Path) -> None:
 
 if __name__ == "__main__":
     folder, mode = Path(sys.argv[1]), sys.argv[2]
-    if mode == "resume":
+    if mode in ("resume", "both"):
         resume(folder, sys.argv[3])
-    else:
+    if mode in ("families", "both"):
         families(folder)
     leave()

@@ -53,12 +53,6 @@ FULL = "full"
 #: The ansatz of a sweep unless told otherwise: a Gaussian cannot model a dropped direction along the data's
 #: surface, so the likelihood falls below the intrinsic dimension and the choice estimates it.
 DEFAULT_ANSATZ = "gaussian"
-#: How a sweep's levels start unless told otherwise: each funnel keeping the top principal components of the rows
-#: that reach it (funnelcli.models.funnel_start). Measured in benchmarks/RESULTS.md ("The principal start") on ten
-#: synthetic tables: the choice is exactly right on 6 (random starts: 1) and within one on 7 (random: 7), 0.8
-#: from the truth on average (random: 1.3). On gently curved surfaces it is right where random starts creep up
-#: (16 columns near a 4-D surface: 4, not 7); on strongly curved ones it is further off.
-DEFAULT_START = "principal"
 #: Nats per row a kept dimension must add; 0 is the one-standard-error rule. 0.5 stops the creep of under-trained
 #: levels on the tables in benchmarks/RESULTS.md ("Choosing the latent size") but misses a gently curved table
 #: whose needed dimensions gain only 0.2 to 0.9 nats each, so it is an option, not the default.
@@ -73,13 +67,11 @@ _FULL_FAMILY = {"f-nsf": "nsf", "f-glow": "glow", "f-mlp": "nsf"}
 
 def with_sweep_defaults(recipe: Recipe, ansatz: str | None = None, start: str | None = None) -> Recipe:
     """``recipe`` as a sweep trains it: with ``ansatz`` (by default :data:`DEFAULT_ANSATZ`) where its family has an
-    ansatz, and with ``start`` (by default :data:`DEFAULT_START` where its funnels can start so)."""
-    from funnelcli.models.funnel_start import applies
-
+    ansatz, and with ``start`` where given. By default the recipe's own start stays: benchmarks/RESULTS.md ("The
+    principal start") finds the principal start exact on gently curved synthetic surfaces but further off on
+    strongly curved ones, and 6 to 10 nats per row worse at most sizes of a real table (breast cancer)."""
     if ansatz is not None or "ansatz" in recipe.fields:
         recipe = recipe.with_overrides(ansatz=ansatz or DEFAULT_ANSATZ)
-    if start is None and applies(recipe):
-        start = DEFAULT_START
     return recipe.with_overrides(start=start)
 
 

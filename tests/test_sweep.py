@@ -125,15 +125,14 @@ def test_a_level_whose_best_pass_came_early_or_that_gained_little_is_not_marked(
     assert not sweeping._still_improving(passes(-4.5, -1.6, -1.55, -1.5), 1000, stderr=0.3)
 
 
-def test_a_sweep_starts_each_funnel_at_the_principal_components_unless_told_otherwise():
-    assert sweeping.with_sweep_defaults(tiny()).training.start == "principal"
-    assert sweeping.with_sweep_defaults(tiny(), start="random").training.start == "random"
-    conv = tiny().with_overrides(funnel_kind="conv")  # no LU map before a convolutional funnel
-    assert sweeping.with_sweep_defaults(conv).training.start == "random"
+def test_a_sweep_starts_its_levels_as_the_recipe_says_unless_told_otherwise():
+    assert sweeping.with_sweep_defaults(tiny()).training.start == "random"
+    assert sweeping.with_sweep_defaults(tiny(), start="principal").training.start == "principal"
 
 
-def test_the_full_dimension_reference_starts_at_random_weights():
-    assert sweeping.full_dimension_recipe(sweeping.with_sweep_defaults(tiny())).training.start == "random"
+def test_the_full_dimension_reference_of_a_principal_start_starts_at_random_weights():
+    started = sweeping.with_sweep_defaults(tiny(), start="principal")
+    assert sweeping.full_dimension_recipe(started).training.start == "random"
 
 
 def test_the_full_dimension_reference_is_the_same_flow_without_its_funnel():
@@ -174,14 +173,14 @@ def test_every_level_is_an_ordinary_model_folder_beside_the_three_files(swept):
     assert np.isfinite(model.score_samples(pd.read_csv(swept / "test.csv"))).all()
 
 
-def test_the_levels_start_at_the_principal_components_and_start_random_changes_it(swept):
-    assert FunnelDensity.load(swept / "out" / "latent-2").recipe_.training.start == "principal"
+def test_start_principal_starts_every_level_at_the_principal_components(swept):
     result = run(
-        "sweep", swept / "data.csv", "--out", swept / "random", "--recipe", swept / "tiny.toml", "--latent-dims", "2",
-        "--no-full", "--start", "random", "--device", "cpu",
+        "sweep", swept / "data.csv", "--out", swept / "principal", "--recipe", swept / "tiny.toml", "--latent-dims",
+        "2", "--start", "principal", "--device", "cpu",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert FunnelDensity.load(swept / "random" / "latent-2").recipe_.training.start == "random"
+    assert FunnelDensity.load(swept / "principal" / "latent-2").recipe_.training.start == "principal"
+    assert FunnelDensity.load(swept / "principal" / "full").recipe_.training.start == "random"
 
 
 def test_sweep_json_holds_every_level_the_baselines_and_the_choice(swept):

@@ -19,9 +19,8 @@ def test_the_choice_lies_within_one_of_the_intrinsic_dimension(dim, latent):
     # directions are Gaussian given the kept ones, so a Gaussian ansatz models them and any size will do.)
     train, _ = near_surface(2000, dim, latent, noise=0.05, curvature=0.3, seed=0)
     validation, _ = near_surface(1000, dim, latent, noise=0.05, curvature=0.3, seed=1)
-    # The truth and a size two away on either side (1 at the least): the ladder, cut to a test's budget.
-    sizes = sorted({max(1, latent - 2), latent, latent + 2})
-    recipe = sweeping.with_sweep_defaults(tiny(400))  # the sweep's Gaussian ansatz and principal start
+    sizes = [k for k in sweeping.latent_ladder(dim) if abs(k - latent) <= 2]  # the ladder, cut to a test's budget
+    recipe = sweeping.with_sweep_defaults(tiny(400))  # as the sweep trains it
     result = sweeping.run_sweep(
         train, validation, recipe=recipe, sizes=sizes, options={"device": "cpu"}, full=False, baselines=False
     )

@@ -68,9 +68,9 @@ def sweep(
     start: Annotated[
         str | None,
         typer.Option(
-            help="How each level's weights start: principal (the default where the recipe's funnels allow it: each "
-            "funnel first keeps the top principal components of the rows reaching it, so every level starts near "
-            "its best linear reduction), random or gaussian."
+            help="How each level's weights start (default: the recipe's, random): principal, where each funnel first "
+            "keeps the top principal components of the rows reaching it (measured: exact on gently curved "
+            "surfaces, further off on strongly curved ones; see the README), random or gaussian."
         ),
     ] = None,
     tolerance: Annotated[
@@ -120,9 +120,7 @@ def sweep(
 
     The default ansatz is gaussian because a Gaussian q(x_drop | z) cannot model a dropped direction along the
     data's surface, so the likelihood falls below the intrinsic dimension and the choice estimates it; a flow
-    ansatz can, and its curve may show no knee. The default start is principal: each funnel starts keeping the
-    top principal components of the rows reaching it, so the level at the table's true size need not first find
-    the surface, and unfinished training rewards larger sizes less.
+    ansatz can, and its curve may show no knee.
 
     The default sizes are every one from 1 to 8 (at most D - 1), then about 1.5 times larger, up to D - 1.
     Running the same command again reuses every finished level (Ctrl-C keeps them); --force starts over.

@@ -622,7 +622,7 @@ def _fit_auto(estimator: FunnelDensity, X, validation, recipe: Recipe) -> Funnel
     from funnelcli.sweep import latent_ladder, run_sweep, with_sweep_defaults
 
     if recipe.has_funnel:
-        recipe = with_sweep_defaults(recipe, estimator.ansatz, getattr(estimator, "start", None))
+        recipe = with_sweep_defaults(recipe, estimator.ansatz)  # a start given to the estimator is in recipe
     frame = drop_constant(estimator, validate(estimator, X, reset=True))
     estimator.dtypes_ = modelled_dtypes(input_dtypes(X), frame.columns)
     held_out = None if validation is None else select(estimator, validation)

@@ -122,7 +122,7 @@ def full_dimension_recipe(recipe: Recipe) -> Recipe | None:
         return None
     data = recipe.to_dict()
     data["family"] = family
-    if data.get("training", {}).get("start") == "principal":
+    if recipe.training.start == "principal":
         data["training"]["start"] = "random"
     data["model"] = {key: value for key, value in data["model"].items() if key in FAMILY_FIELDS[family]}
     data["description"] = f"the full-dimension counterpart of {recipe.name}"

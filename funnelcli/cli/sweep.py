@@ -188,7 +188,7 @@ def sweep(
 
 def _sweepable_recipe(recipe: str, ansatz: str | None, start: str | None, rows: int | None = None, **training):
     """The resolved recipe (for ``rows`` training rows: below its ``small_rows``, its small-table recipe), refused
-    unless it has a latent size; the sweep's default ansatz and start where they apply."""
+    unless it has a latent size; the sweep's default ansatz where it has one, and ``start`` where given."""
     from funnelcli import sweep as sweeping
     from funnelcli.estimator import FunnelDensity
 

@@ -44,16 +44,18 @@ def principal_start(model: nn.Module, rows: torch.Tensor) -> int:
     if not isinstance(transform, CompositeTransform):
         return 0
     layers = list(transform._transforms)
-    started = 0
+    entries = [i for i in range(len(layers)) if _enters_funnel(layers, i)]
+    if not entries:
+        return 0
     with torch.no_grad():
         rows, context = split_context(model, rows)
         u = rows.to(next(model.parameters()).dtype)
-        for i, layer in enumerate(layers):
-            if _enters_funnel(layers, i):
+        for i, layer in enumerate(layers[: entries[-1] + 1]):  # nothing after the last funnel's entry is set
+            if i in entries:
                 _set_principal(layer, layers[i + 1], layers[i + 2].keep, u)
-                started += 1
-            u, _ = layer(u, context)
-    return started
+            if i < entries[-1]:
+                u, _ = layer(u, context)
+    return len(entries)
 
 
 def _enters_funnel(layers: list[nn.Module], i: int) -> bool:

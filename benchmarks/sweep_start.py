@@ -1,16 +1,17 @@
 """Does the sweep's choice depend on how its levels start? Random weights against the principal start.
 
     python benchmarks/sweep_start.py [--steps 400] [--starts random,principal] [--tables 16-4-0.3-5000-whole,...]
-        [--set ansatz_hidden_features=256 --set ansatz_layers=3]
+        [--set ansatz_hidden_features=256 --set ansatz_layers=3] [--recipe f-nsf]
 
 Each table is ``D-k-c-ROWS-LADDER``: rows from :func:`funnelcli.data.synthetic.near_surface` within 0.05 of a
 k-dimensional surface of curvature c rotated into D columns. With 2,000 rows the rows and seeds are those of
 tests/test_sweep_choice.py (2,000 training and 1,000 validation rows); otherwise 80% train and 20% validate.
-LADDER is ``cut`` (the sizes within 2 of k, as the tests run them) or ``whole`` (the default ladder). Every
-level is the tests' compact recipe (tests/test_sweep.py's ``TINY``: f-nsf, 2 coupling steps of width 32, the
-funnel first, a Gaussian ansatz of 64 x 2, lr 3e-3) at ``--steps``, on one thread; the choice is the sweep's
-rule; ``--set FIELD=VALUE`` changes a recipe field of every level. Prints one line per table and start. Nothing
-is asserted.
+LADDER is ``cut`` (the sizes within 2 of k, as the tests run them), ``near`` (k - 2 to k + 3) or ``whole``
+(the default ladder). Every level is the tests' compact recipe (tests/test_sweep.py's ``TINY``: f-nsf, 2
+coupling steps of width 32, the funnel first, a Gaussian ansatz of 64 x 2, lr 3e-3) or, with ``--recipe NAME``,
+a bundled recipe as ``funnel sweep`` trains it (the sweep's ansatz), at ``--steps``, on one thread; the choice is
+the sweep's rule; ``--set FIELD=VALUE`` changes a recipe field of every level. Prints one line per table and
+start. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 
 from funnelcli import sweep as sweeping
 from funnelcli.data.synthetic import near_surface
-from funnelcli.models.recipe import Recipe
+from funnelcli.models.recipe import Recipe, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = (
@@ -33,7 +34,10 @@ TABLES = (
 )
 
 
-def tiny(steps: int, start: str, fields: dict) -> Recipe:
+def level_recipe(name: str, steps: int, start: str, fields: dict) -> Recipe:
+    if name != "tiny":
+        recipe = sweeping.with_sweep_defaults(load_recipe(name))
+        return recipe.with_overrides(steps=steps, start=start, **fields)
     text = (ROOT / "tests" / "test_sweep.py").read_text().split('TINY = """')[1].split('"""')[0]
     recipe = Recipe.from_dict(tomllib.loads(text), name="tiny")
     return recipe.with_overrides(steps=steps, eval_every=steps // 5, start=start, **fields)
@@ -52,6 +56,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--starts", default="random,principal")
     parser.add_argument("--tables", default=TABLES)
+    parser.add_argument("--recipe", default="tiny", help="tiny (the tests') or a bundled recipe's name")
     parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE, a recipe field for every level")
     args = parser.parse_args()
     fields = {name: tomllib.loads(f"v = {value}")["v"] for name, value in (item.split("=", 1) for item in args.set)}
@@ -63,15 +68,18 @@ def main() -> None:
         sizes = sweeping.latent_ladder(dim)
         if ladder == "cut":
             sizes = [size for size in sizes if abs(size - latent) <= 2]
+        elif ladder == "near":
+            sizes = [size for size in sizes if -2 <= size - latent <= 3]
         for start in args.starts.split(","):
             began = time.perf_counter()
+            recipe = level_recipe(args.recipe, args.steps, start, fields)
             result = sweeping.run_sweep(
-                train, validation, recipe=tiny(args.steps, start, fields), sizes=sizes, options={"device": "cpu"},
-                full=False, baselines=False,
-            )  # fmt: skip
+                train, validation, recipe=recipe, sizes=sizes, options={"device": "cpu"}, full=False, baselines=False
+            )
             levels = ", ".join(f"{lv.latent_dim}: {lv.val_log_prob:.2f}" for lv in result.levels)
             print(
-                f"{spec} {start} {args.steps} steps {' '.join(args.set)}: choice {result.chosen_latent_dim} "
+                f"{spec} {args.recipe} {start} {args.steps} steps {' '.join(args.set)}: "
+                f"choice {result.chosen_latent_dim} "
                 f"(truth {latent}) | {levels} ({time.perf_counter() - began:.0f} s)",
                 flush=True,
             )

@@ -137,7 +137,7 @@ def column_histograms(
     for j in range(shown):
         axes = figure.add_subplot(rows, cols, j + 1)
         edges = _bins(data[:, j], samples[:, j])
-        axes.hist(data[:, j], bins=edges, density=True, color=DATA_COLOUR, alpha=0.5, label="data")
+        axes.hist(data[:, j], bins=edges, density=True, color=DATA_COLOUR, alpha=0.5, label="data", histtype="stepfilled")
         axes.hist(samples[:, j], bins=edges, density=True, histtype="step", color=MODEL_COLOUR, label="model")
         outside = _outside(samples[:, j], edges)
         axes.set_title(columns[j] + (f" (off-axis samples: {outside})" if outside else ""), fontsize=8)
@@ -153,15 +153,18 @@ def corner_plot(data: np.ndarray, samples: np.ndarray, columns: Sequence[str], *
     """Pairwise 2-D histograms (below the diagonal) and 1-D histograms (on it) of the first ``max_columns``
     columns, data on the left and model samples on the right, on the same axes ranges."""
     k = min(len(columns), max_columns)
-    figure = _figure(4.2 * k + 0.6, 2.1 * k + 0.6)
+    width, height = 4.2 * k + 0.6, 2.1 * k + 0.6
+    figure = _figure(width, height, layout=None)  # fixed margins: see _panel_figure
     left, right = figure.subfigures(1, 2, wspace=0.05)
+    half = width / 2  # each panel's width; its margins are fractions of it
+    margins = dict(left=0.55 / half, right=1 - 0.1 / half, bottom=0.45 / height, top=1 - 0.4 / height)
     edges = [_bins(data[:, j], samples[:, j], bins=25) for j in range(k)]
     for panel, values, title, colour, colour_map in (
         (left, data, "held-out data", DATA_COLOUR, "Blues"),
         (right, samples, "model samples", MODEL_COLOUR, "Reds"),
     ):
         panel.suptitle(f"{title} ({len(values):,} rows)")
-        grid = panel.subplots(k, k, squeeze=False)
+        grid = panel.subplots(k, k, squeeze=False, gridspec_kw=dict(margins, wspace=0.15, hspace=0.15))
         for i in range(k):
             for j in range(k):
                 axes = grid[i, j]
@@ -169,7 +172,7 @@ def corner_plot(data: np.ndarray, samples: np.ndarray, columns: Sequence[str], *
                     axes.set_axis_off()
                     continue
                 if i == j:
-                    axes.hist(values[:, j], bins=edges[j], color=colour, alpha=0.7)
+                    axes.hist(values[:, j], bins=edges[j], color=colour, alpha=0.7, histtype="stepfilled")
                     axes.set_yticks([])
                 else:
                     # An image of the 2-D histogram draws far faster than hist2d's mesh of patches.
@@ -211,7 +214,7 @@ def latent_histograms(
     edges = np.linspace(-4, 4, 33)
     for j in range(shown):
         axes = figure.add_subplot(rows, cols, j + 1)
-        axes.hist(np.clip(z[:, j], -4, 4), bins=edges, density=True, color=DATA_COLOUR, alpha=0.6)
+        axes.hist(np.clip(z[:, j], -4, 4), bins=edges, density=True, color=DATA_COLOUR, alpha=0.6, histtype="stepfilled")
         axes.plot(grid, normal, color="black", linewidth=1)
         axes.set_title(f"z{j}: W1 = {distances[j]:.3f}", fontsize=8)
         axes.tick_params(labelsize=6)
@@ -249,7 +252,7 @@ def temperature_samples(data: np.ndarray, samples_by_temperature: Mapping[float,
     if data.shape[1] == 1 or len(data) < 3:
         edges = _bins(data[:, 0], data[:, 0], bins=40)
         for axes, (title, values, colour) in zip(grid, panels, strict=True):
-            axes.hist(values[:, 0], bins=edges, density=True, color=colour, alpha=0.7)
+            axes.hist(values[:, 0], bins=edges, density=True, color=colour, alpha=0.7, histtype="stepfilled")
             axes.set_title(title, fontsize=9)
         figure.suptitle("Samples at each temperature")
         return figure
@@ -346,7 +349,7 @@ def log_likelihood_histograms(
     low -= 0.05 * (high - low)
     edges = np.linspace(low, high if high > low else low + 1, 60)
     for values, label, colour in ((log_prob_in, labels[0], DATA_COLOUR), (log_prob_out, labels[1], OOD_COLOUR)):
-        axes.hist(np.clip(values, low, None), bins=edges, density=True, alpha=0.5, color=colour, label=label)
+        axes.hist(np.clip(values, low, None), bins=edges, density=True, alpha=0.5, color=colour, label=label, histtype="stepfilled")
     below = int(np.sum(both < low))
     axes.set_xlabel(likelihood_label(bound))
     axes.set_ylabel("density of rows")

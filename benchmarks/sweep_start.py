@@ -10,8 +10,8 @@ LADDER is ``cut`` (the sizes within 2 of k, as the tests run them), ``near`` (k 
 (the default ladder). Every level is the tests' compact recipe (tests/test_sweep.py's ``TINY``: f-nsf, 2
 coupling steps of width 32, the funnel first, a Gaussian ansatz of 64 x 2, lr 3e-3) or, with ``--recipe NAME``,
 a bundled recipe as ``funnel sweep`` trains it (the sweep's ansatz), at ``--steps``, on one thread; the choice is
-the sweep's rule; ``--set FIELD=VALUE`` changes a recipe field of every level. Prints one line per table and
-start. Nothing is asserted.
+the sweep's rule (and, in brackets, the rule with ``min_gain = 0.5``); ``--set FIELD=VALUE`` changes a recipe
+field of every level. Prints one line per table and start. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -76,10 +76,11 @@ def main() -> None:
             result = sweeping.run_sweep(
                 train, validation, recipe=recipe, sizes=sizes, options={"device": "cpu"}, full=False, baselines=False
             )
-            levels = ", ".join(f"{lv.latent_dim}: {lv.val_log_prob:.2f}" for lv in result.levels)
+            levels = ", ".join(f"{lv.latent_dim}: {lv.val_log_prob:.2f} ± {lv.val_stderr:.2f}" for lv in result.levels)
+            with_gain = sweeping.choose(result.levels, 1.0, 0.5)[0]
             print(
                 f"{spec} {args.recipe} {start} {args.steps} steps {' '.join(args.set)}: "
-                f"choice {result.chosen_latent_dim} "
+                f"choice {result.chosen_latent_dim} (min_gain 0.5: {with_gain}) "
                 f"(truth {latent}) | {levels} ({time.perf_counter() - began:.0f} s)",
                 flush=True,
             )

@@ -137,7 +137,9 @@ def column_histograms(
     for j in range(shown):
         axes = figure.add_subplot(rows, cols, j + 1)
         edges = _bins(data[:, j], samples[:, j])
-        axes.hist(data[:, j], bins=edges, density=True, color=DATA_COLOUR, alpha=0.5, label="data", histtype="stepfilled")
+        axes.hist(
+            data[:, j], bins=edges, density=True, color=DATA_COLOUR, alpha=0.5, label="data", histtype="stepfilled"
+        )
         axes.hist(samples[:, j], bins=edges, density=True, histtype="step", color=MODEL_COLOUR, label="model")
         outside = _outside(samples[:, j], edges)
         axes.set_title(columns[j] + (f" (off-axis samples: {outside})" if outside else ""), fontsize=8)
@@ -214,7 +216,9 @@ def latent_histograms(
     edges = np.linspace(-4, 4, 33)
     for j in range(shown):
         axes = figure.add_subplot(rows, cols, j + 1)
-        axes.hist(np.clip(z[:, j], -4, 4), bins=edges, density=True, color=DATA_COLOUR, alpha=0.6, histtype="stepfilled")
+        axes.hist(
+            np.clip(z[:, j], -4, 4), bins=edges, density=True, color=DATA_COLOUR, alpha=0.6, histtype="stepfilled"
+        )
         axes.plot(grid, normal, color="black", linewidth=1)
         axes.set_title(f"z{j}: W1 = {distances[j]:.3f}", fontsize=8)
         axes.tick_params(labelsize=6)
@@ -349,7 +353,15 @@ def log_likelihood_histograms(
     low -= 0.05 * (high - low)
     edges = np.linspace(low, high if high > low else low + 1, 60)
     for values, label, colour in ((log_prob_in, labels[0], DATA_COLOUR), (log_prob_out, labels[1], OOD_COLOUR)):
-        axes.hist(np.clip(values, low, None), bins=edges, density=True, alpha=0.5, color=colour, label=label, histtype="stepfilled")
+        axes.hist(
+            np.clip(values, low, None),
+            bins=edges,
+            density=True,
+            alpha=0.5,
+            color=colour,
+            label=label,
+            histtype="stepfilled",
+        )
     below = int(np.sum(both < low))
     axes.set_xlabel(likelihood_label(bound))
     axes.set_ylabel("density of rows")

@@ -65,13 +65,24 @@ IMPROVING_STDERRS = 1.0
 _FULL_FAMILY = {"f-nsf": "nsf", "f-glow": "glow", "f-mlp": "nsf"}
 
 
-def with_sweep_defaults(recipe: Recipe, ansatz: str | None = None, start: str | None = None) -> Recipe:
+def with_sweep_defaults(
+    recipe: Recipe, ansatz: str | None = None, start: str | None = None, funnel_level: int | None = None
+) -> Recipe:
     """``recipe`` as a sweep trains it: with ``ansatz`` (by default :data:`DEFAULT_ANSATZ`) where its family has an
-    ansatz, and with ``start`` where given. By default the recipe's own start stays: benchmarks/RESULTS.md ("The
-    principal start") finds the principal start exact on gently curved synthetic surfaces but further off on
-    strongly curved ones, and 6 to 10 nats per row worse at most sizes of a real table (breast cancer)."""
+    ansatz, and with its funnel at flow step ``funnel_level`` and ``start`` where given.
+
+    By default the recipe's own start and funnel level stay. benchmarks/RESULTS.md finds both the principal start
+    ("The principal start") and the funnel first ("The funnel first") better at finding the dimension of
+    synthetic surfaces, and both 5 to 10 nats per row worse at most sizes of a real table (breast cancer)."""
     if ansatz is not None or "ansatz" in recipe.fields:
         recipe = recipe.with_overrides(ansatz=ansatz or DEFAULT_ANSATZ)
+    if funnel_level is not None and "funnel_level" in recipe.fields and not recipe.model.funnels:
+        recipe = recipe.with_overrides(funnel_level=funnel_level)
+    elif funnel_level is not None:
+        raise UserError(
+            f"recipe {recipe.name!r} has no single funnel_level to set"
+            + (" (it lists its funnels in model.funnels)" if recipe.model.funnels else f" (family {recipe.family})")
+        )
     return recipe.with_overrides(start=start)
 
 

@@ -20,6 +20,7 @@ from funnelcli.errors import UserError
 from funnelcli.estimator import FunnelDensity
 from funnelcli.evaluation.plots import sweep_figure
 from funnelcli.models import Recipe
+from funnelcli.models.recipe import load_recipe
 from tests.helpers import assert_one_line_error, run
 
 TINY = """
@@ -130,6 +131,19 @@ def test_a_sweep_starts_its_levels_as_the_recipe_says_unless_told_otherwise():
     assert sweeping.with_sweep_defaults(tiny(), start="principal").training.start == "principal"
 
 
+def test_a_sweep_keeps_the_recipes_funnel_level_unless_told_otherwise():
+    bundled = load_recipe("f-nsf")
+    assert sweeping.with_sweep_defaults(bundled).model.funnel_level == bundled.model.funnel_level == 2
+    assert sweeping.with_sweep_defaults(bundled, funnel_level=0).model.funnel_level == 0
+    assert sweeping.with_sweep_defaults(load_recipe("f-glow"), funnel_level=0).model.funnel_level == 0
+
+
+def test_a_funnel_level_is_refused_for_a_recipe_without_one():
+    assert sweeping.with_sweep_defaults(load_recipe("f-mlp")).family == "f-mlp"  # no level to set, none set
+    with pytest.raises(UserError, match="no single funnel_level"):
+        sweeping.with_sweep_defaults(load_recipe("f-mlp"), funnel_level=1)
+
+
 def test_the_full_dimension_reference_of_a_principal_start_starts_at_random_weights():
     started = sweeping.with_sweep_defaults(tiny(), start="principal")
     assert sweeping.full_dimension_recipe(started).training.start == "random"
@@ -181,6 +195,16 @@ def test_start_principal_starts_every_level_at_the_principal_components(swept):
     assert result.exit_code == 0, result.output
     assert FunnelDensity.load(swept / "principal" / "latent-2").recipe_.training.start == "principal"
     assert FunnelDensity.load(swept / "principal" / "full").recipe_.training.start == "random"
+
+
+def test_funnel_level_places_every_levels_funnel(swept):
+    assert FunnelDensity.load(swept / "out" / "latent-2").recipe_.model.funnel_level == 0  # the recipe's
+    result = run(
+        "sweep", swept / "data.csv", "--out", swept / "level-1", "--recipe", swept / "tiny.toml", "--latent-dims",
+        "2", "--funnel-level", "1", "--no-full", "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert FunnelDensity.load(swept / "level-1" / "latent-2").recipe_.model.funnel_level == 1
 
 
 def test_sweep_json_holds_every_level_the_baselines_and_the_choice(swept):
@@ -349,11 +373,22 @@ def test_auto_latent_dim_keeps_the_chosen_levels_model_and_the_sweep_table(tmp_p
     assert list(chosen["latent_dim"]) == [1, 2, 3, 4]
     assert model.latent_dim_ in (1, 2, 3)
     assert model.recipe_.model.latent_dim == model.latent_dim_
+    assert model.recipe_.model.ansatz == "gaussian"  # the sweep's level itself: the recipe asks for no other
     assert model.transform(train).shape == (1000, model.latent_dim_)
     assert model.get_params()["latent_dim"] == "auto"
     assert "standard error" in model.sweep_rule_
     same = FunnelDensity.load(model.save(tmp_path / "auto"), device="cpu")
     np.testing.assert_array_equal(same.score_samples(train), model.score_samples(train))
+
+
+def test_auto_latent_dim_trains_the_chosen_size_again_where_the_sweep_changed_the_recipe():
+    # The sweep's levels have a Gaussian ansatz; the model kept is the recipe's own, with its flow ansatz.
+    train, _ = near_surface(600, 4, 2, seed=0)
+    recipe = tiny(40).with_overrides(funnel_level=1, ansatz="flow")
+    model = FunnelDensity(recipe, latent_dim="auto", device="cpu").fit(train)
+    assert (model.recipe_.model.funnel_level, model.recipe_.model.ansatz) == (1, "flow")
+    assert model.recipe_.model.latent_dim == model.latent_dim_ and model.latent_dim_ in (1, 2, 3)
+    assert model.summary_["steps"] == 40
 
 
 def test_auto_latent_dim_with_reduce_is_refused():

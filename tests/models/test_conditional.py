@@ -75,11 +75,13 @@ def test_sampling_log_probs_equal_scoring_log_probs_for_a_conditional_model(vari
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_changing_the_condition_changes_the_log_density(variant):
+    torch.manual_seed(0)  # the weights and rows, whatever test ran before on this worker
     model = conditional_model(variant, dim=3, context=2)
     x = torch.randn(16, 3)
     with torch.no_grad():
         here, there = model.log_prob(x, torch.zeros(16, 2)), model.log_prob(x, torch.ones(16, 2))
-    assert (here - there).abs().min() > 1e-4
+    # Typical rows, not every row: log p(x | c) - log p(x | c') is a smooth function of x, and it may cross 0.
+    assert (here - there).abs().median() > 1e-3, here - there
 
 
 @pytest.mark.parametrize("variant", FULL_DIMENSION)

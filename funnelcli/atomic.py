@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -27,6 +28,23 @@ def umask() -> int:
 
 
 @contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back (where the platform can) until the block ends.
+
+    Python runs a signal's handler between two bytecodes, so an interrupt could land after a temporary file
+    exists but before its name is known to the code that removes it; held back, it lands just after."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:
+        yield
+        return
+    previous = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, on any error remove it.
 
@@ -36,17 +54,20 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
-    temporary = Path(name)
+    temporary = None
     try:
+        with _interrupts_held():
+            handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            temporary = Path(name)
+        os.close(handle)
         yield temporary
         # mkstemp creates the file private (0600); an output file should be as readable as any other
         os.chmod(temporary, _mode_for(target))
         os.replace(temporary, target)
     except BaseException:
-        with suppress(FileNotFoundError):
-            temporary.unlink()
+        if temporary is not None:
+            with suppress(FileNotFoundError):
+                temporary.unlink()
         raise
 
 
@@ -66,14 +87,17 @@ def staged_folder(target: Path, *, check: Callable[[], None] | None = None) -> I
     error raised: ``target`` is as it was.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    staging = None
     try:
+        with _interrupts_held():
+            staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
         yield staging
         # mkdtemp makes the folder private; an output folder is as readable as any folder the user makes
         os.chmod(staging, 0o777 & ~umask())
         replace_folder(staging, target, check=check)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import signal
 import stat
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from funnelcli.atomic import staged_folder
 from funnelcli.data import atomic_path, read_columns, read_table, split_validation, write_table
 from funnelcli.errors import UserError
 
@@ -643,6 +646,24 @@ def test_atomic_path_removes_the_temporary_when_the_body_fails(tmp_path: Path) -
     with pytest.raises(KeyboardInterrupt), atomic_path(tmp_path / "model.json") as temporary:
         temporary.write_text("{")
         raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="signals cannot be held on this platform")
+@pytest.mark.parametrize("make", ["mkstemp", "mkdtemp"])
+def test_an_interrupt_just_as_the_temporary_is_made_leaves_nothing_behind(tmp_path, monkeypatch, make) -> None:
+    # Ctrl-C landing between the temporary's creation and the code that knows its name once left it behind.
+    real = getattr(tempfile, make)
+
+    def interrupted(*args, **kwargs):
+        made = real(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)
+        return made
+
+    monkeypatch.setattr(tempfile, make, interrupted)
+    writer = atomic_path(tmp_path / "out.csv") if make == "mkstemp" else staged_folder(tmp_path / "out")
+    with pytest.raises(KeyboardInterrupt), writer:
+        pass
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,7 +10,6 @@ build, train: the checks of settings and rows are :mod:`funnelcli.estimator_chec
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -91,8 +90,7 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         ``latent_dim`` (the number to keep, 1 to D - 1; not together with ``reduce``) and ``ansatz`` need a
         funnel family or the VAE. ``latent_dim="auto"`` chooses the size in ``fit`` by a sweep of the default
         ladder (:mod:`funnelcli.sweep`; a Gaussian ansatz unless ``ansatz`` says otherwise): the smallest size
-        within one standard error of the best, then trains that size again as the recipe says where the sweep's
-        levels differ from it (the recipe's flow ansatz, say).
+        within one standard error of the best.
     device : {"auto", "cpu", "cuda"}, default "auto"
         Where to train and evaluate; ``auto`` takes a GPU when torch sees one.
     val_fraction : float, default 0.1
@@ -620,15 +618,12 @@ def _set_summary(estimator: FunnelDensity, summary: TrainingSummary, *, n_train:
 
 
 def _fit_auto(estimator: FunnelDensity, X, validation, recipe: Recipe) -> FunnelDensity:
-    """``latent_dim="auto"``: sweep the default ladder of sizes, then keep a model of the chosen size trained as
-    the recipe says.
+    """``latent_dim="auto"``: sweep the default ladder of sizes and keep the chosen level's model.
 
-    The levels train with the sweep's ansatz (Gaussian: :func:`with_sweep_defaults`), which makes the likelihood
-    fall below the dimensions the data need; the model a user asked for is the recipe's, so where the two
-    differ, the chosen size is trained once more with the recipe."""
+    The level keeps the sweep's Gaussian ansatz: training the chosen size again with the recipe's own (flow)
+    ansatz scored no better on breast cancer (benchmarks/RESULTS.md, "The funnel first") for one more run."""
     from funnelcli.sweep import latent_ladder, run_sweep, with_sweep_defaults
 
-    own = recipe
     if recipe.has_funnel:
         recipe = with_sweep_defaults(recipe, estimator.ansatz)  # a start given to the estimator is in recipe
     frame = drop_constant(estimator, validate(estimator, X, reset=True))
@@ -650,9 +645,6 @@ def _fit_auto(estimator: FunnelDensity, X, validation, recipe: Recipe) -> Funnel
         keep_estimators=True,
     )
     chosen = result.estimators[result.chosen_latent_dim]
-    final = own.with_overrides(latent_dim=result.chosen_latent_dim, small_rows=0)  # own is resolved for the rows
-    if not _same_layout(final, chosen.recipe_):
-        chosen = FunnelDensity(final, **options).fit(train, validation=held_out)
     # The chosen level was fitted on the selected columns; this estimator keeps its own view of the input.
     for name, value in vars(chosen).items():
         if name.endswith("_") and not name.startswith("_") and name not in _OWN_VIEW:
@@ -660,15 +652,6 @@ def _fit_auto(estimator: FunnelDensity, X, validation, recipe: Recipe) -> Funnel
     estimator.sweep_ = result.table()
     estimator.sweep_rule_ = result.rule
     return estimator
-
-
-def _same_layout(a: Recipe, b: Recipe) -> bool:
-    """Whether two recipes train the same model (the small-table rule aside: both are resolved already)."""
-
-    def training(recipe: Recipe):
-        return dataclasses.replace(recipe.training, small_rows=0, small_recipe="")
-
-    return a.family == b.family and a.model == b.model and training(a) == training(b)
 
 
 # -- scoring and sampling ------------------------------------------------------------------------------------

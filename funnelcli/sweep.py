@@ -76,13 +76,11 @@ def with_sweep_defaults(
     synthetic surfaces, and both 5 to 10 nats per row worse at most sizes of a real table (breast cancer)."""
     if ansatz is not None or "ansatz" in recipe.fields:
         recipe = recipe.with_overrides(ansatz=ansatz or DEFAULT_ANSATZ)
-    if funnel_level is not None and "funnel_level" in recipe.fields and not recipe.model.funnels:
+    if funnel_level is not None:
+        if "funnel_level" not in recipe.fields or recipe.model.funnels:
+            where = "it lists its funnels in model.funnels" if recipe.model.funnels else f"family {recipe.family}"
+            raise UserError(f"recipe {recipe.name!r} has no single funnel_level to set ({where})")
         recipe = recipe.with_overrides(funnel_level=funnel_level)
-    elif funnel_level is not None:
-        raise UserError(
-            f"recipe {recipe.name!r} has no single funnel_level to set"
-            + (" (it lists its funnels in model.funnels)" if recipe.model.funnels else f" (family {recipe.family})")
-        )
     return recipe.with_overrides(start=start)
 
 

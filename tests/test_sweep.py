@@ -207,6 +207,20 @@ def test_funnel_level_places_every_levels_funnel(swept):
     assert FunnelDensity.load(swept / "level-1" / "latent-2").recipe_.model.funnel_level == 1
 
 
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--funnel-level", "-1"], "funnel_level = -1 is invalid"),
+        (["--funnel-level", "1", "--recipe", "f-mlp"], "no single funnel_level"),
+    ],
+)
+def test_a_funnel_level_that_cannot_be_placed_is_one_line(tmp_path, extra, fragment):
+    near_surface(50, 4, 2)[0].to_csv(tmp_path / "data.csv", index=False)
+    result = run("sweep", tmp_path / "data.csv", "--out", tmp_path / "out", *extra)
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "out").exists()
+
+
 def test_sweep_json_holds_every_level_the_baselines_and_the_choice(swept):
     document = json.loads((swept / "out" / "sweep.json").read_text())
     assert [lv["latent_dim"] for lv in document["levels"]] == [1, 2, 3]

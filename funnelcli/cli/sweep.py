@@ -69,7 +69,6 @@ def sweep(
         int | None,
         typer.Option(
             "--funnel-level",
-            min=0,
             help="Flow step each level's funnel replaces (default: the recipe's). 0, the first, keeps flow steps "
             "from straightening a curved surface before the funnel (measured: a clearer knee on synthetic surfaces, "
             "lower likelihoods on a real table; see the README).",

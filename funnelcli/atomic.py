@@ -101,6 +101,20 @@ def staged_folder(target: Path, *, check: Callable[[], None] | None = None) -> I
         raise
 
 
+@contextmanager
+def temporary_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new private folder in ``parent``, removed with all it holds when the block ends, however it ends (an
+    interrupt just as it is made included)."""
+    folder = None
+    try:
+        with _interrupts_held():
+            folder = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+        yield folder
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def replace_folder(staging: Path, target: Path, *, check: Callable[[], None] | None = None) -> None:
     """Rename the folder ``staging`` to ``target``, which it replaces whole if it exists.
 
@@ -114,11 +128,14 @@ def replace_folder(staging: Path, target: Path, *, check: Callable[[], None] | N
         return
     if check is not None:
         check()
-    retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+    retired = None
     try:
+        with _interrupts_held():
+            retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
         os.replace(target, retired / target.name)
     except BaseException:
-        retired.rmdir()
+        if retired is not None:
+            retired.rmdir()
         raise
     try:
         os.replace(staging, target)

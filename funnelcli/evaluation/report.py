@@ -29,8 +29,6 @@ import html
 import logging
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from funnelcli._version import __version__
+from funnelcli.atomic import temporary_folder
 from funnelcli.errors import Refused, UserError
 from funnelcli.evaluation import metrics as m
 from funnelcli.model_metadata import ModelMetadata
@@ -400,8 +399,7 @@ def write_report(
     figures.update(_image_figure_makers(estimator, evaluation))
     # Not funnelcli.atomic.staged_folder: the report goes into the folder, which is kept (it may be one the user
     # made, with its own mode, or the current folder), and only the report's own files in it are replaced.
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.report-", dir=folder.parent))
-    try:
+    with temporary_folder(folder.parent, f".{folder.name}.report-") as staging:
         for key, make in figures.items():
             plots.save_png(make(), staging / FIGURES[key])
         page = _html(
@@ -414,8 +412,6 @@ def write_report(
         )
         (staging / INDEX).write_text(page, encoding="utf-8")
         _move_into(staging, folder, shown=list(figures))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder / INDEX
 
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from funnelcli.atomic import staged_folder
+from funnelcli.atomic import replace_folder, staged_folder, temporary_folder
 from funnelcli.data import atomic_path, read_columns, read_table, split_validation, write_table
 from funnelcli.errors import UserError
 
@@ -649,10 +649,8 @@ def test_atomic_path_removes_the_temporary_when_the_body_fails(tmp_path: Path) -
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="signals cannot be held on this platform")
-@pytest.mark.parametrize("make", ["mkstemp", "mkdtemp"])
-def test_an_interrupt_just_as_the_temporary_is_made_leaves_nothing_behind(tmp_path, monkeypatch, make) -> None:
-    # Ctrl-C landing between the temporary's creation and the code that knows its name once left it behind.
+def interrupt_inside(monkeypatch, make: str) -> None:
+    """Make ``tempfile.<make>`` raise SIGINT just after it has made its file or folder."""
     real = getattr(tempfile, make)
 
     def interrupted(*args, **kwargs):
@@ -661,10 +659,36 @@ def test_an_interrupt_just_as_the_temporary_is_made_leaves_nothing_behind(tmp_pa
         return made
 
     monkeypatch.setattr(tempfile, make, interrupted)
-    writer = atomic_path(tmp_path / "out.csv") if make == "mkstemp" else staged_folder(tmp_path / "out")
-    with pytest.raises(KeyboardInterrupt), writer:
+
+
+HOLDS_SIGNALS = pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="signals cannot be held here")
+
+
+@HOLDS_SIGNALS
+@pytest.mark.parametrize("writer", ["atomic_path", "staged_folder", "temporary_folder"])
+def test_an_interrupt_just_as_the_temporary_is_made_leaves_nothing_behind(tmp_path, monkeypatch, writer) -> None:
+    # Ctrl-C landing between the temporary's creation and the code that knows its name once left it behind.
+    interrupt_inside(monkeypatch, "mkstemp" if writer == "atomic_path" else "mkdtemp")
+    writers = {
+        "atomic_path": lambda: atomic_path(tmp_path / "out.csv"),
+        "staged_folder": lambda: staged_folder(tmp_path / "out"),
+        "temporary_folder": lambda: temporary_folder(tmp_path, ".report-"),  # the report's staging folder
+    }
+    with pytest.raises(KeyboardInterrupt), writers[writer]():
         pass
     assert list(tmp_path.iterdir()) == []
+
+
+@HOLDS_SIGNALS
+def test_an_interrupt_as_an_old_folder_is_set_aside_keeps_it_and_leaves_nothing_else(tmp_path, monkeypatch) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.json").write_text("{}")
+    (tmp_path / "staged").mkdir()
+    interrupt_inside(monkeypatch, "mkdtemp")
+    with pytest.raises(KeyboardInterrupt):
+        replace_folder(tmp_path / "staged", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "staged"]
+    assert (tmp_path / "out" / "model.json").read_text() == "{}"
 
 
 def test_a_file_with_another_delimiter_is_refused_naming_the_delimiter(tmp_path):

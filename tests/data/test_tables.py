@@ -649,6 +649,14 @@ def test_atomic_path_removes_the_temporary_when_the_body_fails(tmp_path: Path) -
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler, even where this process started with SIGINT ignored (as a background job)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def interrupt_inside(monkeypatch, make: str) -> None:
     """Make ``tempfile.<make>`` raise SIGINT just after it has made its file or folder."""
     real = getattr(tempfile, make)
@@ -665,6 +673,7 @@ HOLDS_SIGNALS = pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reaso
 
 
 @HOLDS_SIGNALS
+@pytest.mark.usefixtures("python_sigint")
 @pytest.mark.parametrize("writer", ["atomic_path", "staged_folder", "temporary_folder"])
 def test_an_interrupt_just_as_the_temporary_is_made_leaves_nothing_behind(tmp_path, monkeypatch, writer) -> None:
     # Ctrl-C landing between the temporary's creation and the code that knows its name once left it behind.
@@ -680,6 +689,7 @@ def test_an_interrupt_just_as_the_temporary_is_made_leaves_nothing_behind(tmp_pa
 
 
 @HOLDS_SIGNALS
+@pytest.mark.usefixtures("python_sigint")
 def test_an_interrupt_as_an_old_folder_is_set_aside_keeps_it_and_leaves_nothing_else(tmp_path, monkeypatch) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "model.json").write_text("{}")

@@ -200,9 +200,10 @@ def test_a_two_dimensional_density_integrates_to_one(variant):
     estimator = FunnelDensity(recipe, steps=150, device="cpu").fit(data)
     if recipe.has_funnel:
         assert estimator.latent_dim_ == 1
-    # A grid 6 standard deviations wide around the data in each direction, 500 x 500 midpoints.
+    # A grid 6 standard deviations wide around the data in each direction, 300 x 300 midpoints (the rule's own
+    # error is below 0.05% there: 500 a side moved four variants' integrals by at most 0.0002).
     mean, std = data.mean(axis=0), data.std(axis=0)
-    n = 500
+    n = 300
     axes = [np.linspace(m - 6 * s, m + 6 * s, n + 1) for m, s in zip(mean, std, strict=True)]
     mids = [(a[1:] + a[:-1]) / 2 for a in axes]
     cell = np.prod([a[1] - a[0] for a in axes])

@@ -37,7 +37,7 @@ def cli_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     manifold_table(2400, seed=1).to_csv(root / "train.csv", index=False)
     manifold_table(600, seed=2).to_csv(root / "test.csv", index=False)
-    common = ["--recipe", "small-f-nsf", "--steps", "150", "--device", "cpu", "--json"]
+    common = ["--recipe", "small-f-nsf", "--steps", "80", "--device", "cpu", "--json"]
     two = torchrun("-m", "funnelcli", "train", "train.csv", *common, "--out", "two", cwd=root)
     one = run("train", root / "train.csv", *common, "--out", root / "one")
     return root, two, one
@@ -49,7 +49,7 @@ def test_two_processes_train_one_model_and_only_rank_0_reports(cli_run):
     reports = [json.loads(line) for line in two.stdout.splitlines() if line.startswith("{")]
     assert len(reports) == 1 and reports[0]["processes"] == 2
     model = FunnelDensity.load(root / "two", device="cpu")
-    assert model.summary_["processes"] == 2 and model.summary_["steps"] == 150
+    assert model.summary_["processes"] == 2 and model.summary_["steps"] == 80
 
 
 def test_a_two_process_model_scores_like_a_one_process_model_within_the_noise(cli_run):

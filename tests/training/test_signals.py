@@ -33,7 +33,7 @@ def interrupted(tmp_path_factory):
     write_recipe(root)
     manifold_table(400).to_csv(root / "data.csv", index=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    common = ["data.csv", "--recipe", "tiny.toml", "--steps", "300", "--device", "cpu", "--quiet"]
+    common = ["data.csv", "--recipe", "tiny.toml", "--steps", "120", "--device", "cpu", "--quiet"]
     command = [sys.executable, "-m", "funnelcli", "train"]
 
     def start(*extra):

@@ -197,7 +197,7 @@ def test_a_two_dimensional_density_integrates_to_one(variant):
     data = two_moons()
     settings = dict(VARIANTS[variant])
     recipe = tiny_recipe(settings.pop("family"), **settings)
-    estimator = FunnelDensity(recipe, steps=150, device="cpu").fit(data)
+    estimator = FunnelDensity(recipe, steps=100, device="cpu").fit(data)
     if recipe.has_funnel:
         assert estimator.latent_dim_ == 1
     # A grid 6 standard deviations wide around the data in each direction, 300 x 300 midpoints (the rule's own

@@ -299,6 +299,14 @@ def _header_document(path: str | Path) -> Any:
         return None
 
 
+def checkpoint_header(path: str | Path) -> dict[str, Any] | None:
+    """A checkpoint's header document as it was written (its own checksum holds), tensors unread; else None."""
+    document = _header_document(path)
+    if not isinstance(document, dict) or document.get("header_sha256") != _header_sha256(document):
+        return None
+    return document
+
+
 def _progress_of(latest: Path) -> str:
     """`` (step S of N)`` from a checkpoint's header, or nothing when it cannot be read."""
     document = _header_document(latest)

@@ -10,6 +10,9 @@ build, train: the checks of settings and rows are :mod:`funnelcli.estimator_chec
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
+import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,9 +34,12 @@ from funnelcli.estimator_checks import (
     SklearnParams,
     check_sampling,
     checked_settings,
+    choice_candidates,
     drop_constant,
     resolved_recipe,
+    row_count,
     select,
+    training_rows,
     validate,
     whole,
 )
@@ -264,6 +270,20 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         """
         recipe, limit = checked_settings(self, X, validation)
         check_bits(self.bits, self.source_bits)
+        options = {"callback": callback, "checkpoint_dir": checkpoint_dir, "resume": resume, "compile": compile}
+        rows = row_count(X)
+        chooses = rows is not None and self.latent_dim != AUTO
+        candidates = choice_candidates(self, training_rows(self, rows, validation is not None)) if chooses else []
+        if candidates:
+            return _fit_choice(
+                self,
+                X,
+                validation,
+                candidates,
+                checkpoint_every=checkpoint_every,
+                max_nonfinite=max_nonfinite,
+                **options,
+            )
         X, validation, conditions, categories, modelled = _split_conditions(self, X, validation, recipe)
         if self.latent_dim == AUTO:
             return _fit_auto(self, X, validation, recipe)
@@ -276,7 +296,6 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         self.conditions_, self.categorical_ = _fitted_context(rows.train_conditions, categories, modelled)
         self.recipe_ = recipe
         self.model_ = build_model(recipe, rows.mean, rows.std, context_features=_width(self))
-        options = {"callback": callback, "checkpoint_dir": checkpoint_dir, "resume": resume, "compile": compile}
         _train(self, rows, recipe, checkpoint_every=checkpoint_every, max_nonfinite=max_nonfinite, **options)
         return self
 
@@ -615,6 +634,62 @@ def _set_summary(estimator: FunnelDensity, summary: TrainingSummary, *, n_train:
     estimator.history_ = summary.history
     estimator.summary_ = {**summary.to_dict(), "train_rows": n_train, "validation_rows": n_validation}
     estimator.latent_dim_ = estimator.model_.latent_dim
+
+
+def _fit_choice(
+    estimator: FunnelDensity, X, validation, candidates: list[Recipe], *, checkpoint_dir, resume: bool, **options
+) -> FunnelDensity:
+    """Fit each of ``candidates`` (resolved recipes) to the same rows and keep the one with the best validation
+    log-likelihood; ``choice_`` records them all.
+
+    They train in turn into the same checkpoint files. A resumed run finds which candidate its checkpoint
+    belongs to (by its training settings), trains the ones before it again without checkpoints (the same
+    result, bit for bit, as before the interruption), resumes that one, and trains the rest."""
+    interrupted = _checkpointed_candidate(checkpoint_dir, candidates) if resume else 0
+    fitted, scores, diverged = [], [], None
+    for index, candidate in enumerate(candidates):
+        twin = copy.copy(estimator)
+        twin.recipe, twin.small_rows, twin.choose_rows = candidate, 0, 0
+        try:
+            twin.fit(
+                X,
+                validation=validation,
+                checkpoint_dir=None if index < interrupted else checkpoint_dir,
+                resume=resume and index == interrupted,
+                **options,
+            )
+        except TrainingDiverged as error:
+            # A candidate that diverged competes with the best weights it reached, if it reached any.
+            diverged = error
+            if error.summary is None or error.summary.best_step == 0:
+                continue
+        fitted.append((candidate, twin))
+        scores.append(float(twin.summary_["best_val_log_prob"]))
+    if not fitted:
+        raise diverged
+    best = int(np.argmax(scores))
+    estimator.__dict__.update({k: v for k, v in fitted[best][1].__dict__.items() if k.endswith("_")})
+    estimator.choice_ = {
+        "chosen": fitted[best][0].name,
+        "candidates": [
+            {"recipe": candidate.name, "val_log_prob": score, "best_step": twin.summary_["best_step"]}
+            | ({"resumed_at_step": resumed} if (resumed := twin.summary_.get("resumed_at_step")) is not None else {})
+            for (candidate, twin), score in zip(fitted, scores, strict=True)
+        ],
+    }
+    return estimator
+
+
+def _checkpointed_candidate(checkpoint_dir, candidates: list[Recipe]) -> int:
+    """The index of the candidate whose training settings the latest checkpoint in ``checkpoint_dir`` records
+    (0 when none matches: resuming the first then refuses the checkpoint with its usual message)."""
+    from funnelcli.training.checkpoint import checkpoint_settings
+
+    saved = None if checkpoint_dir is None else checkpoint_settings(Path(checkpoint_dir))
+    for index, candidate in enumerate(candidates):
+        if saved is not None and saved == json.loads(json.dumps(dataclasses.asdict(candidate.training))):
+            return index
+    return 0
 
 
 def _fit_auto(estimator: FunnelDensity, X, validation, recipe: Recipe) -> FunnelDensity:

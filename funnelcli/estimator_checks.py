@@ -8,6 +8,7 @@ taken in the model's columns (:func:`select`), and constant columns refused or l
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -86,7 +87,7 @@ def resolved_recipe(estimator: FunnelDensity, rows: int | None = None) -> Recipe
     overrides = {name: getattr(estimator, name) for name in (*_NAMED_PARAMS, *estimator._override_names())}
     if rows is not None:
         # Decided once, for the table as given: a sweep's levels and a validation split see fewer rows.
-        overrides["small_rows"] = 0
+        overrides["small_rows"] = overrides["choose_rows"] = 0
     if overrides.get("latent_dim") == AUTO:
         if estimator.reduce is not None:
             raise UserError("reduce and latent_dim='auto' both set the latent size; pass one of them")
@@ -97,6 +98,36 @@ def resolved_recipe(estimator: FunnelDensity, rows: int | None = None) -> Recipe
             raise UserError(f"latent_dim='auto' needs a funnel recipe or the VAE; {recipe.name!r} is {recipe.family}")
         return recipe
     return recipe.with_overrides(**overrides)
+
+
+def row_count(X) -> int | None:
+    """``len(X)``, or None for what has no length (scikit-learn's checks then say what is wrong with it)."""
+    try:
+        return len(X)
+    except TypeError:  # a sparse matrix, a scalar, or an array-like without a length
+        return None
+
+
+def choice_candidates(estimator: FunnelDensity, rows: int) -> list[Recipe]:
+    """The resolved recipes that compete on a table of ``rows`` training rows: the estimator's own first, then
+    each of its ``choose_from`` below its ``choose_rows`` (each with the estimator's overrides); those that
+    resolve alike count once. Fewer than two: no choice to make (an empty list)."""
+    recipe = estimator.recipe if isinstance(estimator.recipe, Recipe) else load_recipe(estimator.recipe)
+    recipe = recipe.small_table_recipe(rows, getattr(estimator, "small_rows", None)) or recipe
+    others = recipe.choice_recipes(
+        rows, getattr(estimator, "choose_rows", None), getattr(estimator, "choose_from", None)
+    )
+    if not others:
+        return []
+    candidates: list[Recipe] = []
+    for candidate in [None, *others]:
+        twin = copy.copy(estimator)
+        if candidate is not None:
+            twin.recipe = candidate
+        resolved = resolved_recipe(twin, rows)
+        if all(resolved.to_dict() != seen.to_dict() for seen in candidates):
+            candidates.append(resolved)
+    return candidates if len(candidates) > 1 else []
 
 
 def training_rows(estimator: FunnelDensity, rows: int, validation_given: bool) -> int:
@@ -110,10 +141,7 @@ def training_rows(estimator: FunnelDensity, rows: int, validation_given: bool) -
 
 def checked_settings(estimator: FunnelDensity, X, validation=None) -> tuple[Recipe, int]:
     """(the resolved recipe, the parameter limit), once the settings and the number of rows are checked."""
-    try:
-        rows = len(X)
-    except TypeError:  # a sparse matrix or a scalar: scikit-learn's checks say what is wrong
-        rows = None
+    rows = row_count(X)
     if rows is not None and rows < 2:
         raise Refused(
             f"the table has {rows} row(s) (n_samples = {rows}); fitting a density needs at least 3 rows "

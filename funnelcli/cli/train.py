@@ -260,8 +260,12 @@ def train(
         return
     # The folder may hold this run's checkpoints, which its model replaces.
     estimator.save(out, overwrite=force or artifact.holds_only_checkpoints(out))
+    choice = getattr(estimator, "choice_", None)
+    resolved = estimator.recipe_ if choice is not None else resolved  # the candidate that won
     report = _report(estimator, resolved, out, rows=len(table))
-    if resolved.name != asked.name:
+    if choice is not None:
+        report["choice"] = {**choice, "choose_rows": asked.training.choose_rows, "rows": trained}
+    elif resolved.name != asked.name:
         report["small_table"] = {"recipe": asked.name, "small_rows": asked.training.small_rows, "rows": trained}
     if json_output:
         print_json(report, warnings)
@@ -411,6 +415,18 @@ def _saved_line(report: dict, resolved) -> str:
         f"({report['seconds']:.1f} s, {report['ms_per_step']:.1f} ms/step)"
         + (f"; resumed at step {report['resumed_at_step']}" if "resumed_at_step" in report else "")
         + _small_table_note(report)
+        + _choice_note(report)
+    )
+
+
+def _choice_note(report: dict) -> str:
+    if "choice" not in report:
+        return ""
+    choice = report["choice"]
+    scores = ", ".join(f"{entry['recipe']} {entry['val_log_prob']:.4f}" for entry in choice["candidates"])
+    return (
+        f"\n{choice['chosen']} had the best validation log-likelihood of the recipes compared on this table "
+        f"({choice['rows']:,} training rows, fewer than choose_rows {choice['choose_rows']:,}): {scores}"
     )
 
 

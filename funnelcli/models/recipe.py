@@ -21,6 +21,7 @@ import dataclasses
 import difflib
 import math
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -99,6 +100,20 @@ def _recipe_name(value):
 
 
 _recipe_name.range = "a bundled recipe name, or ''"
+
+
+def _recipe_names(value):
+    """A check for a list of bundled recipe names (none repeated)."""
+    if (
+        isinstance(value, list | tuple)
+        and len(set(value)) == len(value)
+        and all(v and not _recipe_name(v) for v in value)
+    ):
+        return None
+    return "a list of bundled recipe names (`funnel recipes` lists them), each once"
+
+
+_recipe_names.range = "[] | [NAME, ...]"
 
 
 def _bool(value):
@@ -258,6 +273,13 @@ class TrainingSettings:
         "instead (0: never)",
     )
     small_recipe: str = _spec("", _recipe_name, "the bundled recipe used below small_rows rows")
+    choose_rows: int = _spec(
+        0,
+        _int(0, 10**12),
+        "a table with fewer training rows than this (after the validation split) trains this recipe and each of "
+        "choose_from, and keeps the one with the best validation log-likelihood (0: never)",
+    )
+    choose_from: tuple = _spec((), _recipe_names, "the bundled recipes that compete with this one below choose_rows")
 
 
 _SECTIONS = {"model": ModelSettings, "training": TrainingSettings}
@@ -271,6 +293,8 @@ _OPTIONAL_DEFAULTS = {
     "fallback": "gaussian",
     "small_rows": 0,
     "small_recipe": "",
+    "choose_rows": 0,
+    "choose_from": (),
 }
 _TOP_LEVEL = ("family", "description", "input_dim")
 _FIELD_SECTION = {f.name: name for name, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
@@ -385,9 +409,11 @@ class Recipe:
         if self.input_dim is not None:
             data["input_dim"] = self.input_dim
         training = dataclasses.asdict(self.training)
-        for key in ("start", "fallback", "small_rows", "small_recipe"):
+        for key in ("start", "fallback", "small_rows", "small_recipe", "choose_rows", "choose_from"):
             if training[key] == _OPTIONAL_DEFAULTS[key]:
                 del training[key]
+        if "choose_from" in training:
+            training["choose_from"] = list(training["choose_from"])
         return {**data, "model": model, "training": training}
 
     def with_overrides(self, **overrides: Any) -> Recipe:
@@ -443,11 +469,26 @@ class Recipe:
             return None
         return load_recipe(self.training.small_recipe)
 
+    def choice_recipes(
+        self, rows: int, choose_rows: int | None = None, choose_from: Sequence[str] | None = None
+    ) -> list[Recipe]:
+        """The bundled recipes that compete with this one on a table of ``rows`` training rows (its
+        ``choose_from``, below ``choose_rows`` rows: this recipe's own, unless given); empty for none."""
+        threshold = self.training.choose_rows if choose_rows is None else choose_rows
+        if not threshold or rows >= threshold:
+            return []
+        return [load_recipe(name) for name in (self.training.choose_from if choose_from is None else choose_from)]
+
     def _check_consistent(self, source: str, model_keys: set[str]) -> None:
         if self.training.small_rows and not self.training.small_recipe:
             raise UserError(
                 f"{source}: training.small_rows = {self.training.small_rows} needs training.small_recipe, the "
                 "bundled recipe for smaller tables (or set small_rows = 0)"
+            )
+        if self.training.choose_rows and not self.training.choose_from:
+            raise UserError(
+                f"{source}: training.choose_rows = {self.training.choose_rows} needs training.choose_from, the "
+                "bundled recipes to choose between (or set choose_rows = 0)"
             )
         given = sorted(model_keys - set(self.fields))
         if given:
@@ -501,7 +542,7 @@ def _build_settings(settings_cls, values: dict[str, Any], source: str, section: 
             raise UserError(f"{source}: {section}.{key} = {shown(value)} is invalid; it must be {expected}")
     # TOML and JSON may write a float field as an integer (lr = 1); store floats as floats.
     converted = {key: float(value) if fields[key].type == "float" else value for key, value in values.items()}
-    for key in ("mlp_layout", "image_shape"):
+    for key in ("mlp_layout", "image_shape", "choose_from"):
         if key in converted:
             converted[key] = tuple(converted[key])
     if "funnels" in converted:

@@ -9,6 +9,7 @@ and verifies the files (atomically, with checksums); this module decides what go
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -85,7 +86,8 @@ class RunIdentity:
         _check_latest(path, document, rows)
         start_over = "resume with the command that started the run, or " + START_OVER
         saved = document.get("settings", {})
-        changed = [key for key, value in asdict(self.settings).items() if saved.get(key) != value]
+        current = json.loads(json.dumps(asdict(self.settings)))  # as the header holds them: tuples as lists
+        changed = [key for key, value in current.items() if saved.get(key) != value]
         if changed:
             shown = ", ".join(f"{key} {saved.get(key)!r} -> {getattr(self.settings, key)!r}" for key in changed)
             raise Refused(f"the checkpoint in {folder} was made with other settings ({shown})", start_over)
@@ -208,6 +210,14 @@ def write_latest(folder: Path, state: TrainState, run: RunIdentity) -> None:
 def write_best(folder: Path, weights: dict[str, torch.Tensor], *, step: int, steps: int, val_log_prob: float) -> None:
     document = {"kind": "best", "step": step, "steps": steps, "val_log_prob": json_safe(val_log_prob)}
     artifact.write_checkpoint(folder / artifact.BEST, dict(weights), document)
+
+
+def checkpoint_settings(folder: Path) -> dict | None:
+    """The training settings the latest checkpoint in ``folder`` records (from its verified header; its tensors
+    are not read), or None where there is none to read."""
+    document = artifact.checkpoint_header(folder / artifact.LATEST)
+    settings = document.get("settings") if document is not None else None
+    return settings if isinstance(settings, dict) else None
 
 
 def read_latest(folder: Path, run: RunIdentity, rows: int) -> tuple[dict[str, torch.Tensor], dict]:

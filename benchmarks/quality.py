@@ -180,9 +180,10 @@ def funnelcli_model(recipe: str, reduce: float | None, **fields):
         if fields.get("eval_every") == "recipe":  # the recipe's own validation interval, as `funnel train` uses it
             del settings["eval_every"]
         settings.update({k: v for k, v in fields.items() if k != "eval_every"})
-        # Each model is the recipe it names at every size: the defaults' row-count rule (training.small_rows) is
-        # measured by setting the small recipes beside the large ones (`defaults_report`).
+        # Each model is the recipe it names at every size: the defaults' rules (training.small_rows, choose_rows)
+        # are measured by setting the small recipes and the choice beside the large ones (`defaults_report`).
         settings.setdefault("small_rows", 0)
+        settings.setdefault("choose_rows", 0)
         estimator = FunnelDensity(recipe, **settings)
         estimator.fit(train, validation=val)
         if keep:
@@ -527,6 +528,7 @@ def report(path: Path, steps: int, only: list[str] | None = None) -> str:
 #: The bundled f-nsf and nsf recipes give way to their small-table recipes below this many training rows
 #: (``training.small_rows``); what a user gets on each table is therefore one of two sets of rows.
 SMALL_ROWS = load_recipe("f-nsf").training.small_rows
+NSF_TRAINING = load_recipe("nsf").training
 
 
 def training_rows(rows: int) -> int:
@@ -535,10 +537,16 @@ def training_rows(rows: int) -> int:
 
 
 def default_models(rows: int) -> tuple[tuple[str, ...], str]:
-    """(the f-nsf models at 25, 50 and 75%, the nsf model) that funnelcli's defaults train on a table of ``rows``."""
-    if SMALL_ROWS and training_rows(rows) < SMALL_ROWS:
-        return ("smix-f-nsf-25", "smix-f-nsf-50", "smix-f-nsf-75"), "smix-nsf"
-    return DEFAULT_FUNNELS, "nsf"
+    """(the f-nsf models at 25, 50 and 75%, the nsf model) that funnelcli's defaults train on a table of ``rows``:
+    the small recipes below their ``small_rows``, and the validation rows' choice below nsf's ``choose_rows``."""
+    trained = training_rows(rows)
+    small = bool(SMALL_ROWS) and trained < SMALL_ROWS
+    funnels = ("smix-f-nsf-25", "smix-f-nsf-50", "smix-f-nsf-75") if small else DEFAULT_FUNNELS
+    if NSF_TRAINING.choose_rows and trained < NSF_TRAINING.choose_rows:
+        return funnels, "pick3-nsf"
+    if NSF_TRAINING.small_rows and trained < NSF_TRAINING.small_rows:
+        return funnels, "smix-nsf"
+    return funnels, "nsf"
 
 
 #: Earlier names of a model's present definition: the mixture base was measured as ``mix-f-nsf-*`` before it

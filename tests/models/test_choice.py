@@ -16,34 +16,38 @@ from funnelcli.errors import UserError
 from funnelcli.estimator import FunnelDensity
 from funnelcli.models.recipe import load_recipe
 from funnelcli.training import TrainingInterrupted
-from tests.helpers import manifold_table, run, same_weights
+from tests.helpers import feed_training_to, manifold_table, run, same_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def choosing(**settings) -> FunnelDensity:
     """nsf against small-nsf on any table under 10,000 training rows, for a few steps."""
-    options = dict(steps=20, eval_every=10, small_rows=0, choose_rows=10_000, choose_from=["small-nsf"], device="cpu")
+    options = dict(steps=12, eval_every=6, small_rows=0, choose_rows=10_000, choose_from=["small-nsf"], device="cpu")
     return FunnelDensity("nsf", **{**options, **settings})
 
 
-def test_below_choose_rows_the_candidate_with_the_best_validation_log_likelihood_is_kept():
-    model = choosing().fit(manifold_table(300))
-    scores = {entry["recipe"]: entry["val_log_prob"] for entry in model.choice_["candidates"]}
+@pytest.fixture(scope="module")
+def chosen() -> FunnelDensity:
+    """The choice on 300 rows, uninterrupted."""
+    return choosing().fit(manifold_table(300))
+
+
+def test_below_choose_rows_the_candidate_with_the_best_validation_log_likelihood_is_kept(chosen):
+    scores = {entry["recipe"]: entry["val_log_prob"] for entry in chosen.choice_["candidates"]}
     assert set(scores) == {"nsf", "small-nsf"}
-    assert model.choice_["chosen"] == max(scores, key=scores.get) == model.recipe_.name
-    assert model.summary_["best_val_log_prob"] == max(scores.values())
+    assert chosen.choice_["chosen"] == max(scores, key=scores.get) == chosen.recipe_.name
+    assert chosen.summary_["best_val_log_prob"] == max(scores.values())
+
+
+def test_the_estimators_settings_apply_to_every_candidate(chosen):
+    assert chosen.summary_["steps"] == 12
+    assert [entry["best_step"] in (0, 6, 12) for entry in chosen.choice_["candidates"]] == [True, True]
 
 
 def test_at_or_above_choose_rows_only_the_named_recipe_trains():
     model = choosing(choose_rows=100).fit(manifold_table(300))
     assert not hasattr(model, "choice_") and model.recipe_.name == "nsf"
-
-
-def test_the_estimators_settings_apply_to_every_candidate():
-    model = choosing(steps=12, eval_every=6).fit(manifold_table(300))
-    assert model.summary_["steps"] == 12
-    assert [entry["best_step"] in (0, 6, 12) for entry in model.choice_["candidates"]] == [True, True]
 
 
 def test_candidates_that_resolve_alike_train_once():
@@ -62,11 +66,10 @@ def test_choose_from_names_bundled_recipes_only():
         load_recipe("nsf").with_overrides(choose_rows=1000, choose_from=["my-recipe.toml"])
 
 
-def test_a_chosen_models_recipe_reads_back_without_the_choice_fields(tmp_path):
-    model = choosing().fit(manifold_table(300))
-    model.save(tmp_path / "model")
+def test_a_chosen_models_recipe_reads_back_without_the_choice_fields(chosen, tmp_path):
+    chosen.save(tmp_path / "model")
     again = FunnelDensity.load(tmp_path / "model", device="cpu")
-    assert again.recipe_.training.choose_rows == 0 and again.recipe_.name == model.recipe_.name
+    assert again.recipe_.training.choose_rows == 0 and again.recipe_.name == chosen.recipe_.name
 
 
 class SignalOnCandidate:
@@ -83,9 +86,8 @@ class SignalOnCandidate:
 
 
 @pytest.mark.parametrize("number", [1, 2], ids=["first", "second"])
-def test_a_choice_interrupted_in_a_candidate_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, number):
-    table = manifold_table(300)
-    whole = choosing().fit(table)
+def test_a_choice_interrupted_in_a_candidate_resumes_to_the_weights_of_an_uninterrupted_one(chosen, tmp_path, number):
+    table, whole = manifold_table(300), chosen
     with pytest.raises(TrainingInterrupted):
         choosing().fit(table, checkpoint_dir=tmp_path, callback=SignalOnCandidate(number, 4))
     resumed = choosing().fit(table, checkpoint_dir=tmp_path, resume=True)
@@ -105,8 +107,8 @@ family = "nsf"
 flow_steps = 2
 hidden_features = 16
 [training]
-steps = 20
-eval_every = 10
+steps = 12
+eval_every = 6
 choose_rows = 10000
 choose_from = ["small-nsf"]
 """
@@ -115,7 +117,7 @@ choose_from = ["small-nsf"]
 def test_train_says_which_recipe_it_chose_and_the_scores_it_chose_by(tmp_path):
     manifold_table(300).to_csv(tmp_path / "data.csv", index=False)
     (tmp_path / "choosing.toml").write_text(CHOOSING_RECIPE)
-    common = ["--recipe", tmp_path / "choosing.toml", "--steps", "20", "--device", "cpu"]
+    common = ["--recipe", tmp_path / "choosing.toml", "--steps", "12", "--device", "cpu"]
     result = run("train", tmp_path / "data.csv", *common, "--out", tmp_path / "m")
     assert result.exit_code == 0, result.output
     last = result.stdout.strip().splitlines()[-1]
@@ -127,3 +129,20 @@ def test_train_says_which_recipe_it_chose_and_the_scores_it_chose_by(tmp_path):
         "small-nsf",
     }
     assert report["recipe"] == report["choice"]["chosen"]
+
+
+def test_train_stopped_in_its_second_candidate_resumes_with_the_printed_command_to_the_same_model(
+    tmp_path, monkeypatch
+):
+    manifold_table(300).to_csv(tmp_path / "data.csv", index=False)
+    (tmp_path / "choosing.toml").write_text(CHOOSING_RECIPE)
+    common = [tmp_path / "data.csv", "--recipe", tmp_path / "choosing.toml", "--steps", "12", "--device", "cpu"]
+    assert run("train", *common, "--out", tmp_path / "whole").exit_code == 0
+    feed_training_to(monkeypatch, SignalOnCandidate(2, 4))
+    stopped = run("train", *common, "--out", tmp_path / "stopped")
+    assert stopped.exit_code == 143 and stopped.stderr.strip().endswith("--resume"), stopped.output
+    monkeypatch.undo()
+    resumed = run("train", *common, "--out", tmp_path / "stopped", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in ("whole", "stopped")]
+    assert weights[0] == weights[1]

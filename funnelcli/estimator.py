@@ -153,6 +153,7 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
     summary_ : dict, the training summary; history_ : list of dict, the validation curve
     is_bound_ : bool, True for the VAE, whose scores are lower bounds on log p(x)
     sweep_ : DataFrame, with ``latent_dim="auto"``: a row per size tried and baseline; ``sweep_rule_``: the choice
+    choice_ : dict, below a recipe's ``choose_rows`` (only then): the recipe kept and each candidate's validation score
 
     DataFrames: fitted on one, ``sample`` and ``inverse_transform`` return DataFrames in ``columns_``; ``transform``
     returns one (columns ``z0 ... z{k-1}``, the rows' index kept) after ``set_output(transform="pandas")``, as every

@@ -272,6 +272,7 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
         recipe, limit = checked_settings(self, X, validation)
         check_bits(self.bits, self.source_bits)
         options = {"callback": callback, "checkpoint_dir": checkpoint_dir, "resume": resume, "compile": compile}
+        vars(self).pop("choice_", None)  # an earlier fit's
         rows = row_count(X)
         chooses = rows is not None and self.latent_dim != AUTO
         candidates = choice_candidates(self, training_rows(self, rows, validation is not None)) if chooses else []

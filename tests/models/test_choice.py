@@ -7,6 +7,7 @@ result), the interrupted one continues from its checkpoint, and the rest train a
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 
@@ -45,8 +46,8 @@ def test_the_estimators_settings_apply_to_every_candidate(chosen):
     assert [entry["best_step"] in (0, 6, 12) for entry in chosen.choice_["candidates"]] == [True, True]
 
 
-def test_at_or_above_choose_rows_only_the_named_recipe_trains():
-    model = choosing(choose_rows=100).fit(manifold_table(300))
+def test_at_or_above_choose_rows_only_the_named_recipe_trains(chosen):
+    model = copy.deepcopy(chosen).set_params(choose_rows=100).fit(manifold_table(300))  # an earlier choice goes
     assert not hasattr(model, "choice_") and model.recipe_.name == "nsf"
 
 

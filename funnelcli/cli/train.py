@@ -88,6 +88,14 @@ def train(
             "small-table recipe (f-nsf and nsf: 600, see `funnel recipes show`); 0 keeps the recipe at any size.",
         ),
     ] = None,
+    choose_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--choose-rows",
+            help="A table with fewer training rows trains the recipe and each of its choose_from recipes, and keeps "
+            "the best on the validation rows (a recipe's training.choose_rows); 0 trains only the recipe named.",
+        ),
+    ] = None,
     steps: StepsOpt = None,
     batch_size: BatchSizeOpt = None,
     lr: LrOpt = None,
@@ -220,6 +228,7 @@ def train(
         source_bits=source_bits,
         **({} if base is None else {"base": base}),
         **({} if small_rows is None else {"small_rows": small_rows}),
+        **({} if choose_rows is None else {"choose_rows": choose_rows}),
         **({} if shape is None else {"image_shape": shape}),
     )
     resolved = estimator.resolved_recipe()  # a bad recipe or flag fails here, before any data is read

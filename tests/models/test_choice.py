@@ -130,6 +130,10 @@ def test_train_says_which_recipe_it_chose_and_the_scores_it_chose_by(tmp_path):
         "small-nsf",
     }
     assert report["recipe"] == report["choice"]["chosen"]
+    only = json.loads(
+        run("train", tmp_path / "data.csv", *common, "--choose-rows", "0", "--out", tmp_path / "o", "--json").stdout
+    )
+    assert "choice" not in only and only["recipe"] == str(tmp_path / "choosing.toml")
 
 
 def test_train_stopped_in_its_second_candidate_resumes_with_the_printed_command_to_the_same_model(

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
-import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -685,13 +683,12 @@ def _fit_choice(
 def _checkpointed_candidate(checkpoint_dir, candidates: list[Recipe]) -> int:
     """The index of the candidate whose training settings the latest checkpoint in ``checkpoint_dir`` records
     (0 when none matches: resuming the first then refuses the checkpoint with its usual message)."""
-    from funnelcli.training.checkpoint import checkpoint_settings
+    from funnelcli.training.checkpoint import latest_made_with
 
-    saved = None if checkpoint_dir is None else checkpoint_settings(Path(checkpoint_dir))
-    for index, candidate in enumerate(candidates):
-        if saved is not None and saved == json.loads(json.dumps(dataclasses.asdict(candidate.training))):
-            return index
-    return 0
+    if checkpoint_dir is None:
+        return 0
+    found = (i for i, candidate in enumerate(candidates) if latest_made_with(Path(checkpoint_dir), candidate.training))
+    return next(found, 0)
 
 
 def _fit_auto(estimator: FunnelDensity, X, validation, recipe: Recipe) -> FunnelDensity:

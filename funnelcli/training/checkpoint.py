@@ -86,8 +86,7 @@ class RunIdentity:
         _check_latest(path, document, rows)
         start_over = "resume with the command that started the run, or " + START_OVER
         saved = document.get("settings", {})
-        current = json.loads(json.dumps(asdict(self.settings)))  # as the header holds them: tuples as lists
-        changed = [key for key, value in current.items() if saved.get(key) != value]
+        changed = [key for key, value in _as_saved(self.settings).items() if saved.get(key) != value]
         if changed:
             shown = ", ".join(f"{key} {saved.get(key)!r} -> {getattr(self.settings, key)!r}" for key in changed)
             raise Refused(f"the checkpoint in {folder} was made with other settings ({shown})", start_over)
@@ -212,12 +211,16 @@ def write_best(folder: Path, weights: dict[str, torch.Tensor], *, step: int, ste
     artifact.write_checkpoint(folder / artifact.BEST, dict(weights), document)
 
 
-def checkpoint_settings(folder: Path) -> dict | None:
-    """The training settings the latest checkpoint in ``folder`` records (from its verified header; its tensors
-    are not read), or None where there is none to read."""
+def _as_saved(settings: TrainingSettings) -> dict:
+    """``settings`` as a checkpoint's header holds them (JSON: tuples become lists)."""
+    return json.loads(json.dumps(asdict(settings)))
+
+
+def latest_made_with(folder: Path, settings: TrainingSettings) -> bool:
+    """Whether the latest checkpoint in ``folder`` records these training settings (its verified header is read,
+    its tensors are not)."""
     document = artifact.checkpoint_header(folder / artifact.LATEST)
-    settings = document.get("settings") if document is not None else None
-    return settings if isinstance(settings, dict) else None
+    return document is not None and document.get("settings") == _as_saved(settings)
 
 
 def read_latest(folder: Path, run: RunIdentity, rows: int) -> tuple[dict[str, torch.Tensor], dict]:

@@ -328,8 +328,14 @@ MODELS = {
     ),
     # The layout at the current learning rate (2e-3), on the known-density tables.
     "ar2-f-nsf-75-b512": funnelcli_model(
-        "f-nsf", 0.75, transform="autoregressive", flow_steps=5, hidden_features=256, ansatz="gaussian",
-        batch_size=512, lr=2e-3,
+        "f-nsf",
+        0.75,
+        transform="autoregressive",
+        flow_steps=5,
+        hidden_features=256,
+        ansatz="gaussian",
+        batch_size=512,
+        lr=2e-3,
     ),  # fmt: skip
     "f-nsf-75-lr1e-3": funnelcli_model("f-nsf", 0.75, lr=1e-3),
     "f-nsf-75-lr2e-3": funnelcli_model("f-nsf", 0.75, lr=2e-3),
@@ -560,7 +566,7 @@ def _current(group: pd.DataFrame, model: str):
     found = []
     for name in (model, *ALIASES.get(model, ())):
         rows = group[group.model == name]
-        if name in FLOWS and not rows.empty:
+        if name in FLOWS and not rows.empty and fit.lr != "picked":  # a choice records its winner's rate
             unrecorded = MODELS[name].lr if "-lr" in name else EARLIER_LR
             lr = rows.lr.fillna(unrecorded) if "lr" in rows else pd.Series(unrecorded, index=rows.index)
             base = rows.base.fillna("normal") if "base" in rows else pd.Series("normal", index=rows.index)

@@ -3,7 +3,8 @@
 The Wisconsin breast-cancer table (569 tumours x 30 measurements) lies near a lower-dimensional surface:
 radius, perimeter and area of a cell nucleus are nearly functions of one another. The demo trains the default
 recipe (an F-NSF that keeps half the dimensions) and the full-dimension NSF on 80% of the rows, as a user types
-them; both are below 600 training rows, so they train their small-table recipes, and say so. It scores the
+them. Below 600 training rows the default trains its small-table recipe, and below 5,000 ``nsf`` trains itself,
+``small-nsf`` and ``nsf-slow`` and keeps the best on the validation rows; both say so. It scores the
 held-out 20%, encodes and samples, and prints the test log-likelihoods beside a Gaussian mixture's (k chosen on
 held-out training rows) and a full-covariance Gaussian's.
 

@@ -15,6 +15,7 @@ import pytest
 
 from funnelcli.errors import UserError
 from funnelcli.estimator import FunnelDensity
+from funnelcli.estimator_checks import choice_candidates
 from funnelcli.models.recipe import load_recipe
 from funnelcli.training import TrainingInterrupted
 from tests.helpers import feed_training_to, manifold_table, run, same_weights
@@ -58,8 +59,16 @@ def test_candidates_that_resolve_alike_train_once():
 
 def test_choose_rows_without_choose_from_is_one_line():
     with pytest.raises(UserError) as error:
-        load_recipe("nsf").with_overrides(choose_rows=1000)
+        load_recipe("f-nsf").with_overrides(choose_rows=1000)
     assert "\n" not in str(error.value) and "training.choose_rows = 1000 needs training.choose_from" in str(error.value)
+
+
+def test_nsf_chooses_between_itself_small_nsf_and_nsf_at_5e_4_below_5000_training_rows():
+    """The bundled default, measured in benchmarks/RESULTS.md ("Choosing the small or the large recipe")."""
+    below = [recipe.name for recipe in choice_candidates(FunnelDensity("nsf"), 4999)]
+    assert below == ["nsf", "small-nsf", "nsf-slow"]
+    assert load_recipe("nsf-slow").training.lr < load_recipe("nsf").training.lr
+    assert choice_candidates(FunnelDensity("nsf"), 5000) == []
 
 
 def test_choose_from_names_bundled_recipes_only():

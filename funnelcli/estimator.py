@@ -647,17 +647,21 @@ def _fit_choice(
     result, bit for bit, as before the interruption), resumes that one, and trains the rest."""
     interrupted = _checkpointed_candidate(checkpoint_dir, candidates) if resume else 0
     fitted, scores, diverged = [], [], None
+    said, callback = _CandidateMessages(), options.pop("callback", None)
     for index, candidate in enumerate(candidates):
         twin = copy.copy(estimator)
         twin.recipe, twin.small_rows, twin.choose_rows = candidate, 0, 0
+        said.candidate = candidate.name
         try:
-            twin.fit(
-                X,
-                validation=validation,
-                checkpoint_dir=None if index < interrupted else checkpoint_dir,
-                resume=resume and index == interrupted,
-                **options,
-            )
+            with said:
+                twin.fit(
+                    X,
+                    validation=validation,
+                    checkpoint_dir=None if index < interrupted else checkpoint_dir,
+                    resume=resume and index == interrupted,
+                    callback=None if callback is None else _naming(callback, candidate.name),
+                    **options,
+                )
         except TrainingDiverged as error:
             # A candidate that diverged competes with the best weights it reached, if it reached any.
             diverged = error
@@ -678,6 +682,35 @@ def _fit_choice(
         ],
     }
     return estimator
+
+
+def _naming(callback: Callable[[dict], None], recipe: str) -> Callable[[dict], None]:
+    """``callback`` with each training record naming the candidate it comes from (``recipe``)."""
+    return lambda record: callback({**record, "recipe": recipe})
+
+
+class _CandidateMessages(logging.Filter):
+    """While candidates train: what training says is about one candidate, so it names it ("nsf-slow: no trained
+    weights beat ..."); what the table makes every candidate say alike (a dequantized column) is said once."""
+
+    def __init__(self):
+        super().__init__()
+        self.candidate, self.said = "", set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if Path(record.pathname).parent.name == "training":
+            record.msg, record.args = f"{self.candidate}: {record.getMessage()}", None
+        message = record.getMessage()
+        if message in self.said:
+            return False
+        self.said.add(message)
+        return True
+
+    def __enter__(self):
+        log.addFilter(self)
+
+    def __exit__(self, *exc_info):
+        log.removeFilter(self)
 
 
 def _checkpointed_candidate(checkpoint_dir, candidates: list[Recipe]) -> int:

@@ -505,20 +505,21 @@ def _keep_best(estimator, diverged, out: Path, force: bool, before: dict[Path, t
 class _progress:
     """A rich progress bar on stderr fed by the training callback.
 
-    The bar appears with the first step, so a mistake found before training starts prints only its line.
+    The bar appears with the first step, so a mistake found before training starts prints only its line. When
+    recipes compete (``training.choose_rows``), each candidate's records name it, and each gets its own bar.
     """
 
     def __init__(self, *, enabled: bool, total: int):
         self.enabled = enabled
         self.total = total
-        self.progress = None
+        self.progress = self.task = self.recipe = None
 
     def _start(self) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("training"),
+            TextColumn("training{task.fields[recipe]}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[scores]}"),
@@ -526,11 +527,14 @@ class _progress:
             console=Console(stderr=True),
         )
         self.progress.start()
-        self.task = self.progress.add_task("train", total=self.total, scores="")
 
     def _update(self, record: dict) -> None:
         if self.progress is None:
             self._start()
+        if self.task is None or record.get("recipe") != self.recipe:
+            self.recipe = record.get("recipe")
+            named = "" if self.recipe is None else f" {self.recipe}"
+            self.task = self.progress.add_task("train", total=record.get("steps", self.total), scores="", recipe=named)
         update = {"completed": record["step"]}
         if "val_log_prob" in record:
             update["scores"] = f"train {record['train_log_prob']:.3f}  val {record['val_log_prob']:.3f} nats/row"

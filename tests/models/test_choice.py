@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import signal
 
+import numpy as np
 import pytest
 
 from funnelcli.errors import UserError
@@ -143,6 +145,25 @@ def test_train_says_which_recipe_it_chose_and_the_scores_it_chose_by(tmp_path):
         run("train", tmp_path / "data.csv", *common, "--choose-rows", "0", "--out", tmp_path / "o", "--json").stdout
     )
     assert "choice" not in only and only["recipe"] == str(tmp_path / "choosing.toml")
+
+
+def test_a_warning_the_table_gives_every_candidate_is_said_once_and_a_training_warning_names_its_candidate(caplog):
+    table = manifold_table(300).assign(count=np.random.default_rng(0).poisson(4.0, size=300))
+    with caplog.at_level(logging.WARNING, logger="funnelcli"):
+        choosing(lr=1e-9).fit(table)  # weights that cannot move: every candidate falls back to the Gaussian
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("integer-valued column(s) 'count'" in message for message in messages) == 1
+    fallbacks = [message for message in messages if "no trained weights beat" in message]
+    assert [message.split(":")[0] for message in fallbacks] == ["nsf", "small-nsf"]
+    assert not logging.getLogger("funnelcli").filters  # the naming ends with the choice
+
+
+def test_train_shows_a_progress_bar_per_candidate(tmp_path):
+    manifold_table(300).to_csv(tmp_path / "data.csv", index=False)
+    result = run("train", tmp_path / "data.csv", "--recipe", "nsf", "--steps", "3", "--out", tmp_path / "m")
+    assert result.exit_code == 0, result.output
+    bars = [line.split()[1] for line in result.stderr.splitlines() if line.startswith("training ")]
+    assert bars == ["nsf", "small-nsf", "nsf-slow"]
 
 
 def test_train_stopped_in_its_second_candidate_resumes_with_the_printed_command_to_the_same_model(

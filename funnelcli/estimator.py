@@ -246,7 +246,7 @@ class FunnelDensity(SklearnParams, TransformerMixin, BaseEstimator):
             Rows held out for early stopping; default: a seeded ``val_fraction`` of ``X``.
         callback : callable, optional
             Receives a dict after every step (``step``, ``steps``, and at validation passes the train and
-            validation log-likelihoods).
+            validation log-likelihoods; while recipes compete, ``recipe`` names the candidate training).
         checkpoint_dir : path, optional
             Where to keep ``latest.safetensors`` (the whole training state) and ``best.safetensors``; SIGINT and
             SIGTERM then stop after the step, write both and raise :class:`~funnelcli.training.TrainingInterrupted`.

@@ -379,8 +379,6 @@ MODELS = {
     # the dropped columns given the kept ones), at higher rates (issue 13's 0.05 bar at 2,000 steps).
     "g0-f-nsf-67-lr2e-3": funnelcli_model("f-nsf", 0.67, funnel_level=0, ansatz="gaussian", lr=2e-3),
     "g0-f-nsf-67-lr5e-3": funnelcli_model("f-nsf", 0.67, funnel_level=0, ansatz="gaussian", lr=5e-3),
-    "g0-f-nsf-75-lr2e-3": funnelcli_model("f-nsf", 0.75, funnel_level=0, ansatz="gaussian", lr=2e-3),
-    "g0-f-nsf-75-lr5e-3": funnelcli_model("f-nsf", 0.75, funnel_level=0, ansatz="gaussian", lr=5e-3),
     "pick-f-nsf-25": picked_model("smix-f-nsf-25", "f-nsf-25"),
     "pick-f-nsf-50": picked_model("smix-f-nsf-50", "f-nsf-50"),
     "pick-f-nsf-75": picked_model("smix-f-nsf-75", "f-nsf-75"),

@@ -85,7 +85,7 @@ def train(
         typer.Option(
             "--small-rows",
             help="A table with fewer training rows (after the validation split) trains with the recipe's "
-            "small-table recipe (f-nsf and nsf: 600, see `funnel recipes show`); 0 keeps the recipe at any size.",
+            "small-table recipe (f-nsf: 600, see `funnel recipes show`); 0 keeps the recipe at any size.",
         ),
     ] = None,
     choose_rows: Annotated[
@@ -246,7 +246,7 @@ def train(
     trained = training_rows(estimator, len(table), held_out is not None)
     asked, resolved = resolved, estimator.resolved_recipe(rows=trained)
     try:
-        with _progress(enabled=main and not (quiet or json_output), total=resolved.training.steps) as callback:
+        with _progress(enabled=main and not (quiet or json_output)) as callback:
             estimator.fit(
                 table,
                 validation=held_out,
@@ -509,9 +509,8 @@ class _progress:
     recipes compete (``training.choose_rows``), each candidate's records name it, and each gets its own bar.
     """
 
-    def __init__(self, *, enabled: bool, total: int):
+    def __init__(self, *, enabled: bool):
         self.enabled = enabled
-        self.total = total
         self.progress = self.task = self.recipe = None
 
     def _start(self) -> None:
@@ -534,7 +533,7 @@ class _progress:
         if self.task is None or record.get("recipe") != self.recipe:
             self.recipe = record.get("recipe")
             named = "" if self.recipe is None else f" {self.recipe}"
-            self.task = self.progress.add_task("train", total=record.get("steps", self.total), scores="", recipe=named)
+            self.task = self.progress.add_task("train", total=record["steps"], scores="", recipe=named)
         update = {"completed": record["step"]}
         if "val_log_prob" in record:
             update["scores"] = f"train {record['train_log_prob']:.3f}  val {record['val_log_prob']:.3f} nats/row"

@@ -74,17 +74,18 @@ def main() -> None:
     }
     #: digits has 3 pixels that are always 0
     extra = {"digits": ["--drop-constant"]}
-    for name, (make, truth, recipe) in tables.items():
-        if args.only and name != args.only:
+    for table, (make, truth, recipe) in tables.items():
+        if args.only and table != args.only:
             continue
+        name = table
         if args.recipe and args.recipe != recipe:
-            recipe, name = args.recipe, f"{name}-{args.recipe}"
+            recipe, name = args.recipe, f"{table}-{args.recipe}"
         train, test, true_log_p = make()
         command = [
             *(sys.executable, "-m", "funnelcli", "sweep", str(train), "--test", str(test)),
             *("--out", str(args.out / f"{name}-sweep"), "--recipe", recipe, "--steps", str(args.steps)),
             *("--jobs", str(args.jobs), "--device", "cpu", "--json"),
-            *extra.get(name, []),
+            *extra.get(table, []),
         ]
         start = time.perf_counter()
         finished = subprocess.run(command, capture_output=True, text=True, check=False)

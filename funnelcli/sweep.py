@@ -186,6 +186,12 @@ class Sweep:
         return [level.latent_dim for level in self.candidates if level.still_improving]
 
     @property
+    def gaussian_kept(self) -> list[int]:
+        """The sizes that kept the Gaussian fit they started from: no trained weights beat it on the validation
+        rows. Such levels score alike at every size, so their part of the curve says nothing about the size."""
+        return [level.latent_dim for level in self.candidates if level.best_step == 0 and level.steps > 0]
+
+    @property
     def candidates(self) -> list[Level]:
         return [*self.levels, *([self.full] if self.full is not None else [])]
 
@@ -204,6 +210,7 @@ class Sweep:
                 "ansatz": self.ansatz,
                 "rows": {"train": self.train_rows, "validation": self.validation_rows, "test": self.test_rows},
                 "under_trained": self.under_trained,
+                "gaussian_kept": self.gaussian_kept,
                 "levels": [_level_dict(level) for level in self.levels],
                 "full": _level_dict(self.full) if self.full is not None else None,
                 "baselines": self.baselines,
@@ -391,11 +398,13 @@ def _train_level(task: _Task, train, validation, test, keep_estimator: bool = Fa
 
 def _worker_init(threads: int) -> None:
     # The parent handles Ctrl-C and stops the workers; a worker stopped by SIGTERM unwinds, removing its
-    # half-written model folder, instead of dying with it on disk.
+    # half-written model folder, instead of dying with it on disk. SystemExit, not KeyboardInterrupt: the pool
+    # also stops idle workers (another level refused the data), and multiprocessing prints a traceback for
+    # any other exception, even in a worker that was only importing.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def unwind(number, frame):
-        raise KeyboardInterrupt
+        raise SystemExit(128 + number)
 
     signal.signal(signal.SIGTERM, unwind)
     import torch

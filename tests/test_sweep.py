@@ -113,6 +113,38 @@ def test_a_level_with_a_non_finite_likelihood_is_never_chosen():
     assert sweeping.choose([level(1, -math.inf), level(2, -1.0)])[0] == 2
 
 
+def fitted(latent: int, value: float, best_step: int) -> sweeping.Level:
+    return sweeping.Level(latent, 0.0, value, 0.1, None, None, 0, 0.0, 0.0, best_step, 400, False)
+
+
+def a_sweep(*levels: sweeping.Level) -> sweeping.Sweep:
+    chosen, rule = sweeping.choose(levels)
+    return sweeping.Sweep(
+        input_dim=8, columns=[f"x{j}" for j in range(8)], recipe="probe", ansatz="gaussian", tolerance=1.0,
+        min_gain=0.0, levels=list(levels), full=None, baselines={}, chosen_latent_dim=chosen, rule=rule,
+        train_rows=100, validation_rows=20, test_rows=None,
+    )  # fmt: skip
+
+
+def test_levels_that_kept_their_gaussian_start_are_named_in_the_table_and_the_json():
+    from funnelcli.cli.sweep import format_sweep
+
+    result = a_sweep(fitted(1, -3.0, 0), fitted(2, -3.0, 0), fitted(3, -1.0, 240))
+    assert result.gaussian_kept == [1, 2]
+    assert result.to_dict()["gaussian_kept"] == [1, 2]
+    text = format_sweep(result)
+    assert "level(s) 1, 2 kept the Gaussian (or Gaussian-mixture) fit of the training rows" in text
+    assert [line for line in text.splitlines() if line.startswith("3 ")][0].count("Gaussian kept") == 0
+
+
+def test_a_sweep_whose_every_level_kept_its_gaussian_start_says_the_choice_means_nothing():
+    from funnelcli.cli.sweep import format_sweep
+
+    text = format_sweep(a_sweep(fitted(1, -3.0, 0), fitted(2, -3.0, 0)))
+    assert "every level kept the Gaussian (or Gaussian-mixture) fit" in text
+    assert "the choice says nothing about how many dimensions the table needs" in text
+
+
 def passes(*values: float) -> list[dict]:
     return [{"step": 250 * (i + 1), "val_log_prob": v} for i, v in enumerate(values)]
 
@@ -136,6 +168,15 @@ def test_a_sweep_keeps_the_recipes_funnel_level_unless_told_otherwise():
     assert sweeping.with_sweep_defaults(bundled).model.funnel_level == bundled.model.funnel_level == 2
     assert sweeping.with_sweep_defaults(bundled, funnel_level=0).model.funnel_level == 0
     assert sweeping.with_sweep_defaults(load_recipe("f-glow"), funnel_level=0).model.funnel_level == 0
+
+
+def test_a_sweep_with_the_probe_recipe_keeps_its_funnel_first_its_wide_gaussian_ansatz_and_its_principal_start():
+    from funnelcli.cli.sweep import _sweepable_recipe
+
+    recipe = _sweepable_recipe("probe", None, None, None, rows=5000)
+    assert (recipe.name, recipe.model.funnel_level, recipe.training.start) == ("probe", 0, "principal")
+    model = recipe.model
+    assert (model.ansatz, model.ansatz_hidden_features, model.ansatz_layers) == ("gaussian", 256, 3)
 
 
 def test_a_funnel_level_is_refused_for_a_recipe_without_one():
@@ -218,6 +259,15 @@ def test_a_funnel_level_that_cannot_be_placed_is_one_line(tmp_path, extra, fragm
     near_surface(50, 4, 2)[0].to_csv(tmp_path / "data.csv", index=False)
     result = run("sweep", tmp_path / "data.csv", "--out", tmp_path / "out", *extra)
     assert_one_line_error(result, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_constant_column_is_refused_in_one_line_before_any_level_or_baseline_starts(tmp_path, jobs):
+    table = near_surface(60, 4, 2)[0].assign(flat=1.5)
+    table.to_csv(tmp_path / "data.csv", index=False)
+    result = run("sweep", tmp_path / "data.csv", "--out", tmp_path / "out", "--jobs", jobs, "--device", "cpu")
+    assert_one_line_error(result, "'flat' are constant in the training rows", "--drop-constant")
     assert not (tmp_path / "out").exists()
 
 

@@ -31,7 +31,7 @@ from funnelcli.cli._common import (
     setup_logging,
     split_names,
 )
-from funnelcli.errors import UserError
+from funnelcli.errors import ConstantColumns, UserError
 
 EXAMPLES = """
 Examples:
@@ -43,6 +43,8 @@ Examples:
   funnel sweep data.csv --reduce 0.25,0.5,0.75 --test test.csv --json
 
   funnel sweep data.csv --recipe small-f-nsf --ansatz flow --tolerance 2
+
+  funnel sweep data.csv --recipe probe        # measure the intrinsic dimension (thousands of rows)
 """
 
 
@@ -154,6 +156,9 @@ def sweep(
     )
     if drop_constant:
         train, held_out, test_rows = _drop_constant(train, held_out, test_rows)
+    elif constant := _constant_columns(train):
+        # Said before anything starts: otherwise each level refuses them in turn, after the baselines.
+        raise ConstantColumns(constant, "in the training rows")
     sizes = sweeping.parse_sizes(train.shape[1], dims, fractions)
     # Every level trains what `funnel train` would on these rows: a small table, the small-table recipe.
     resolved = _sweepable_recipe(
@@ -245,9 +250,17 @@ def _read_rows(data: Path, validation: Path | None, test: Path | None, *, key, c
     return train, held_out, test_rows
 
 
+def _constant_columns(train) -> list[str]:
+    """The numeric columns with one value in the training rows."""
+    import pandas as pd
+
+    numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c])]
+    return [c for c in numeric if not train[c].std(ddof=0) > 0]
+
+
 def _drop_constant(train, held_out, test_rows):
     """The three tables without the columns that are constant in the training rows."""
-    constant = [c for c in train.columns if not train[c].std(ddof=0) > 0]
+    constant = _constant_columns(train)
     train, held_out = train.drop(columns=constant), held_out.drop(columns=constant)
     test_rows = test_rows.drop(columns=constant) if test_rows is not None else None
     return train, held_out, test_rows
@@ -298,6 +311,8 @@ def format_sweep(result) -> str:
             notes.append(f"full-dimension {level.family}")
         if level.still_improving:
             notes.append("still improving")
+        if level.latent_dim in result.gaussian_kept:
+            notes.append("Gaussian kept")
         if level.reused:
             notes.append("reused")
         row = [str(level.latent_dim), f"{level.reduce:.2f}", f"{level.val_log_prob:.4f} ± {level.val_stderr:.4f}"]
@@ -325,6 +340,20 @@ def format_sweep(result) -> str:
         lines.append(
             "note: level(s) " + ", ".join(map(str, result.under_trained)) + " were still improving when training "
             "ended; the choice may move with more --steps"
+        )
+    if result.gaussian_kept:
+        every = len(result.gaussian_kept) == len(result.candidates)
+        lines.append(
+            "note: "
+            + ("every level" if every else "level(s) " + ", ".join(map(str, result.gaussian_kept)))
+            + " kept the Gaussian (or Gaussian-mixture) fit of the training rows: no trained weights beat it on "
+            + "the validation rows, so "
+            + (
+                "a flow gains nothing on these rows at this budget, the levels score alike, and the choice says "
+                "nothing about how many dimensions the table needs"
+                if every
+                else "they score alike and say nothing about how many dimensions the table needs"
+            )
         )
     return "\n".join(lines)
 

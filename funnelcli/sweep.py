@@ -189,7 +189,11 @@ class Sweep:
     def gaussian_kept(self) -> list[int]:
         """The sizes that kept the Gaussian fit they started from: no trained weights beat it on the validation
         rows. Such levels score alike at every size, so their part of the curve says nothing about the size."""
-        return [level.latent_dim for level in self.candidates if level.best_step == 0 and level.steps > 0]
+        return [
+            level.latent_dim
+            for level in self.candidates
+            if level.best_step == 0 and level.steps > 0 and math.isfinite(level.val_log_prob)
+        ]
 
     @property
     def candidates(self) -> list[Level]:

@@ -23,8 +23,8 @@ def test_the_probe_recipe_prefers_the_intrinsic_dimension_to_two_fewer_and_two_m
     # level trains on its own, so they score as in a sweep of every size from k - 2 to k + 2, which also chose
     # 2, 3 and 6 (benchmarks/RESULTS.md, "A recipe for the sweep: the probe").
     sizes = sorted({max(1, latent - 2), latent, latent + 2})
-    # The bundled recipe for finding the dimension, at a third of its steps (validating every 80): the true size
-    # leads the one below it by 2.8, 7.8 and 9.5 nats per row.
+    # The bundled recipe for finding the dimension, at a third of its steps (validating every 80). In that sweep
+    # the true size led the size below it by 2.8, 7.8 and 9.5 nats per row.
     recipe = sweeping.with_sweep_defaults(load_recipe("probe").with_overrides(steps=400, eval_every=80))
     result = sweeping.run_sweep(
         train, validation, recipe=recipe, sizes=sizes, options={"device": "cpu"}, full=False, baselines=False

@@ -43,8 +43,8 @@ patience = 0
 """
 
 
-def level(latent: int, value: float, stderr: float = 0.1) -> sweeping.Level:
-    return sweeping.Level(latent, 0.0, value, stderr, None, None, 0, 0.0, 0.0, 0, 0, False)
+def level(latent: int, value: float, stderr: float = 0.1, best_step: int = 0, steps: int = 0) -> sweeping.Level:
+    return sweeping.Level(latent, 0.0, value, stderr, None, None, 0, 0.0, 0.0, best_step, steps, False)
 
 
 def tiny(steps: int = 60) -> Recipe:
@@ -114,7 +114,7 @@ def test_a_level_with_a_non_finite_likelihood_is_never_chosen():
 
 
 def fitted(latent: int, value: float, best_step: int) -> sweeping.Level:
-    return sweeping.Level(latent, 0.0, value, 0.1, None, None, 0, 0.0, 0.0, best_step, 400, False)
+    return level(latent, value, best_step=best_step, steps=400)
 
 
 def a_sweep(*levels: sweeping.Level) -> sweeping.Sweep:

@@ -139,6 +139,7 @@ def sweep(
     """
     warnings = setup_logging(quiet, json_output=json_output)
     from funnelcli import sweep as sweeping
+    from funnelcli.data.columns import constant_columns
 
     out = out or Path("runs") / f"{data_stem(data)}-sweep"
     level_options = {"device": device, "dequantize": dequantize, "max_parameters": None}
@@ -156,7 +157,7 @@ def sweep(
     )
     if drop_constant:
         train, held_out, test_rows = _drop_constant(train, held_out, test_rows)
-    elif constant := _constant_columns(train):
+    elif constant := constant_columns(train):
         # Said before anything starts: otherwise each level refuses them in turn, after the baselines.
         raise ConstantColumns(constant, "in the training rows")
     sizes = sweeping.parse_sizes(train.shape[1], dims, fractions)
@@ -250,17 +251,11 @@ def _read_rows(data: Path, validation: Path | None, test: Path | None, *, key, c
     return train, held_out, test_rows
 
 
-def _constant_columns(train) -> list[str]:
-    """The numeric columns with one value in the training rows."""
-    import pandas as pd
-
-    numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c])]
-    return [c for c in numeric if not train[c].std(ddof=0) > 0]
-
-
 def _drop_constant(train, held_out, test_rows):
     """The three tables without the columns that are constant in the training rows."""
-    constant = _constant_columns(train)
+    from funnelcli.data.columns import constant_columns
+
+    constant = constant_columns(train)
     train, held_out = train.drop(columns=constant), held_out.drop(columns=constant)
     test_rows = test_rows.drop(columns=constant) if test_rows is not None else None
     return train, held_out, test_rows

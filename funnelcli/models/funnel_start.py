@@ -71,8 +71,7 @@ def _set_principal(permutation: Permutation, lu: LULinear, keep: int, u: torch.T
     x = u.double().cpu().numpy()
     mean = x.mean(axis=0)
     centred = x - mean
-    _, vectors = np.linalg.eigh(centred.T @ centred / len(x))
-    top = vectors[:, -keep:].T  # (k, D): the span of the k largest principal components
+    top = _principal_span(centred, keep)
     # The k columns that pivoted QR finds most independent in that span come first, so that writing the span
     # as rows [I, C] (C = A^-1 B below) stays well conditioned.
     _, _, order = scipy.linalg.qr(top, pivoting=True)
@@ -96,3 +95,9 @@ def _set_principal(permutation: Permutation, lu: LULinear, keep: int, u: torch.T
     lu.upper_entries.copy_(torch.as_tensor(upper[rows, cols], dtype=dtype))
     lu.unconstrained_upper_diag.fill_(float(np.log(np.expm1(1.0 - lu.eps))))  # a unit diagonal
     lu.bias.copy_(torch.as_tensor(-(weight @ mean[order]), dtype=dtype))
+
+
+def _principal_span(centred: np.ndarray, keep: int) -> np.ndarray:
+    """(k, D): orthonormal rows spanning the k largest principal components of the centred (N, D) rows."""
+    _, vectors = np.linalg.eigh(centred.T @ centred / len(centred))
+    return vectors[:, -keep:].T

@@ -6,8 +6,11 @@ _distributed_worker.py OUT resume RECIPE
 _distributed_worker.py OUT families
     Every rank fits a tiny model of every family; rank 0 writes ``OUT/families.json``: for each, whether the
     ranks ended with the same weights.
-_distributed_worker.py OUT both RECIPE
-    resume, then families, in one launch (each launch starts three Python processes that import torch).
+_distributed_worker.py OUT cli ARGS...
+    Every rank runs ``funnel ARGS...`` in this process, as ``torchrun -m funnelcli ARGS...`` would.
+_distributed_worker.py OUT all RECIPE ARGS...
+    resume, families, then cli, in one launch (each launch starts three Python processes that import torch,
+    and the command ends by leaving the process group, so it comes last).
 """
 
 from __future__ import annotations
@@ -57,6 +60,17 @@ def resume(out: Path, recipe: str) -> None:
         (out / "summary.txt").write_text(f"{whole.summary_['processes']} {again.summary_['resumed_at_step']}\n")
 
 
+def command(args: list[str]) -> None:
+    from funnelcli.cli import main
+
+    sys.argv = ["funnel", *args]
+    try:
+        main()
+    except SystemExit as stop:
+        if stop.code not in (0, None):
+            raise
+
+
 def families(out: Path) -> None:
     table, same = manifold_table(400), {}
     for name, fields in FAMILIES.items():
@@ -72,8 +86,10 @@ def families(out: Path) -> None:
 
 if __name__ == "__main__":
     folder, mode = Path(sys.argv[1]), sys.argv[2]
-    if mode in ("resume", "both"):
+    if mode in ("resume", "all"):
         resume(folder, sys.argv[3])
-    if mode in ("families", "both"):
+    if mode in ("families", "all"):
         families(folder)
+    if mode in ("cli", "all"):
+        command(sys.argv[4 if mode == "all" else 3 :])
     leave()

@@ -32,14 +32,26 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def cli_run(tmp_path_factory):
-    """`funnel train` under torchrun with two processes, and the same command in this one (no process to start)."""
+def launch(tmp_path_factory):
+    """One torchrun launch of two ranks (each launch costs two processes that import torch), in which every rank:
+    fits a 40-step model and resumes a copy of its step-20 checkpoint (``train.csv``); fits tiny models of every
+    family; then runs `funnel train` on ``cli.csv`` as `torchrun -m funnelcli train` would."""
     root = tmp_path_factory.mktemp("ddp")
-    manifold_table(2400, seed=1).to_csv(root / "train.csv", index=False)
-    manifold_table(600, seed=2).to_csv(root / "test.csv", index=False)
-    common = ["--recipe", "small-f-nsf", "--steps", "80", "--device", "cpu", "--json"]
-    two = torchrun("-m", "funnelcli", "train", "train.csv", *common, "--out", "two", cwd=root)
-    one = run("train", root / "train.csv", *common, "--out", root / "one")
+    manifold_table(800, seed=3).to_csv(root / "train.csv", index=False)
+    manifold_table(2400, seed=1).to_csv(root / "cli.csv", index=False)
+    result = torchrun(WORKER, str(root), "all", "small-f-nsf", "train", "cli.csv", *CLI, "--out", "two", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, result
+
+
+CLI = ["--recipe", "small-f-nsf", "--steps", "80", "--device", "cpu", "--json"]
+
+
+@pytest.fixture(scope="module")
+def cli_run(launch, tmp_path_factory):
+    """`funnel train` under torchrun with two processes, and the same command in this one (no process to start)."""
+    root, two = launch
+    one = run("train", root / "cli.csv", *CLI, "--out", root / "one")
     return root, two, one
 
 
@@ -64,15 +76,8 @@ def test_a_two_process_model_scores_like_a_one_process_model_within_the_noise(cl
 
 
 @pytest.fixture(scope="module")
-def worker_run(tmp_path_factory):
-    """Both ranks' weights after a 40-step run, and after resuming a copy of its step-20 checkpoint; then, in the
-    same launch, whether tiny models of every family end with the same weights on both ranks."""
-    out = tmp_path_factory.mktemp("ranks")
-    manifold_table(800, seed=3).to_csv(out / "train.csv", index=False)
-    recipe = "small-f-nsf"
-    result = torchrun(WORKER, str(out), "both", recipe, cwd=out)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+def worker_run(launch):
+    return launch[0]
 
 
 def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:

@@ -124,14 +124,14 @@ def parse_sizes(input_dim: int, latent_dims: Sequence[int] | None = None, reduce
 
 def full_dimension_recipe(recipe: Recipe) -> Recipe | None:
     """The flow of the same kind without a funnel (NSF for F-NSF and F-MLP, Glow for F-Glow), with the recipe's
-    shared settings and training (a principal start, which only funnels have, becomes a random one); None for a
-    family that has no full-dimension counterpart (the VAE)."""
+    shared settings and training (a principal or surface start, which only funnels have, becomes a random one);
+    None for a family that has no full-dimension counterpart (the VAE)."""
     family = _FULL_FAMILY.get(recipe.family)
     if family is None:
         return None
     data = recipe.to_dict()
     data["family"] = family
-    if recipe.training.start == "principal":
+    if recipe.training.start in ("principal", "surface"):
         data["training"]["start"] = "random"
     data["model"] = {key: value for key, value in data["model"].items() if key in FAMILY_FIELDS[family]}
     data["description"] = f"the full-dimension counterpart of {recipe.name}"

@@ -256,9 +256,11 @@ class TrainingSettings:
     seed: int = _spec(0, _int(0, MAX_SEED), "seed of weights, permutations, batches and the validation split")
     start: str = _spec(
         "random",
-        _choice("random", "gaussian", "principal"),
-        "initial weights: random; gaussian (spline flows start as the training rows' full-covariance Gaussian); or "
-        "principal (random, but each funnel starts keeping the top principal components of the rows reaching it)",
+        _choice("random", "gaussian", "principal", "surface"),
+        "initial weights: random; gaussian (spline flows start as the training rows' full-covariance Gaussian); "
+        "principal (random, but each funnel starts keeping the top principal components of the rows reaching it); "
+        "or surface (as principal, but each funnel keeps the directions over which those rows are most nearly a "
+        "function graph, searched from the principal ones)",
     )
     fallback: str = _spec(
         "gaussian",

@@ -23,7 +23,7 @@ from funnelcli.distributed import Ranks, current
 from funnelcli.errors import Misused, Refused, UnknownChoice, UserError
 from funnelcli.models.base import GaussianMixture
 from funnelcli.models.flow import FunnelFlow, split_context
-from funnelcli.models.funnel_start import principal_start
+from funnelcli.models.funnel_start import principal_start, surface_start
 from funnelcli.models.recipe import TrainingSettings
 from funnelcli.models.start import fit_base, gaussian_start, mixture_fallback
 from funnelcli.training import checkpoint
@@ -153,10 +153,11 @@ def fit(
         fallback = None
         rows = None if resume else _start_rows(train, dequantize, device)
         if rows is not None:
-            if settings.start == "principal" and not principal_start(model, rows):
+            start_funnels = {"principal": principal_start, "surface": surface_start}.get(settings.start)
+            if start_funnels is not None and not start_funnels(model, rows):
                 raise Refused(
-                    "training.start = 'principal' needs a funnel behind an LU map (f-nsf with its spline funnel, or "
-                    "f-glow); this model has none",
+                    f"training.start = '{settings.start}' needs a funnel behind an LU map (f-nsf with its spline "
+                    "funnel, or f-glow); this model has none",
                     "set training.start = 'random'",
                 )
             fit_base(model, rows, settings.seed)

@@ -1,4 +1,5 @@
-"""training.start = "principal": each funnel starts keeping the top principal components of the rows reaching it."""
+"""training.start = "principal": each funnel starts keeping the top principal components of the rows reaching it;
+"surface": the directions over which those rows are most nearly a function graph, searched from those components."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from funnelcli.errors import Refused
 from funnelcli.estimator import FunnelDensity
 from funnelcli.models.families import build_model
-from funnelcli.models.funnel_start import principal_start
+from funnelcli.models.funnel_start import principal_start, surface_start
 from funnelcli.transforms.funnel import Funnel
 from funnelcli.transforms.linear import LULinear
 from tests.helpers import manifold_table, tiny_recipe
@@ -25,11 +26,13 @@ def _rows(n: int = 800, dim: int = 6, seed: int = 0) -> np.ndarray:
     return (rng.normal(size=(n, dim)) * spread) @ rotation.T * rng.uniform(0.5, 5, size=dim) + 3.0
 
 
-def _started(x: np.ndarray, funnel_level: int, latent: int = 2, family: str = "f-nsf") -> torch.nn.Module:
+def _started(
+    x: np.ndarray, funnel_level: int, latent: int = 2, family: str = "f-nsf", start=principal_start
+) -> torch.nn.Module:
     torch.manual_seed(0)
     recipe = tiny_recipe(family, funnel_level=funnel_level, latent_dim=latent, ansatz="gaussian")
     model = build_model(recipe, x.mean(0), x.std(0)).double()
-    assert principal_start(model, torch.tensor(x)) == 1
+    assert start(model, torch.tensor(x)) == 1
     return model
 
 
@@ -100,3 +103,36 @@ def test_a_principal_start_is_refused_in_one_line_for_a_model_without_a_funnel()
     estimator = FunnelDensity(tiny_recipe("nsf"), start="principal", steps=5, device="cpu")
     with pytest.raises(Refused, match="needs a funnel behind an LU map"):
         estimator.fit(manifold_table(200))
+
+
+# -- the surface start -------------------------------------------------------------------------------------------------
+
+
+def _folded(n: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows near a curve, and its coordinate u: column a is u, and columns b and c both u^2 - 1 within 0.05.
+    Their top principal component is b + c, which folds the curve (u and -u land together); a keeps it whole."""
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=n)
+    bend = u**2 - 1
+    return np.stack([u, bend + 0.05 * rng.normal(size=n), bend + 0.05 * rng.normal(size=n)], axis=1), u
+
+
+def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(abs(np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1]))
+
+
+def test_where_the_principal_component_folds_a_curve_the_surface_start_keeps_a_direction_along_it():
+    x, u = _folded()
+    kept = {}
+    for name, start in (("principal", principal_start), ("surface", surface_start)):
+        _, inputs = _into_funnel(_started(x, funnel_level=0, latent=1, start=start), x)
+        kept[name] = _rank_correlation(inputs[:, 0].numpy(), u)
+    # Kept = a monotone function of u: the dropped columns follow from it. Folded: they do not.
+    assert kept["surface"] > 0.99 and kept["principal"] < 0.3, kept
+
+
+def test_a_recipe_with_start_surface_trains_and_scores_finite():
+    table = manifold_table(400)
+    estimator = FunnelDensity(tiny_recipe("f-nsf"), start="surface", steps=20, eval_every=10, device="cpu")
+    scores = estimator.fit(table).score_samples(table)
+    assert np.isfinite(scores).all() and estimator.recipe_.training.start == "surface"

@@ -81,7 +81,9 @@ def sweep(
         typer.Option(
             help="How each level's weights start (default: the recipe's, random): principal, where each funnel first "
             "keeps the top principal components of the rows reaching it (measured: exact on gently curved "
-            "surfaces, further off on strongly curved ones; see the README), random or gaussian."
+            "surfaces, further off on strongly curved ones; see the README); surface, where it keeps the directions "
+            "over which those rows are most nearly a function graph (searched from the principal ones: slower to "
+            "start, right on strongly curved surfaces too); random or gaussian."
         ),
     ] = None,
     tolerance: Annotated[

@@ -1,15 +1,16 @@
 """Is it the funnel's projection that the probe misses on strongly curved surfaces? The probe's sweep with each
 funnel's kept directions started elsewhere than at the top principal components.
 
-    python benchmarks/sweep_projection.py --span oracle|tangent|principal --table 16-3-1-2000 [--steps 1200]
-        [--neighbours 0]
+    python benchmarks/sweep_projection.py --span oracle|search|tangent|principal --table 16-3-1-2000
+        [--steps 1200] [--neighbours 0]
 
 Tables are ``D-k-c-ROWS`` as in benchmarks/sweep_start.py (the same rows and seeds), at sizes k - 2 to k + 3.
 ``principal`` is the probe as bundled. ``oracle`` starts each funnel keeping the surface's own coordinates (the
 rows' u in :func:`funnelcli.data.synthetic.near_surface`, which the other columns are a function of; for a size
-above k, the top principal components of what they leave). ``tangent`` keeps the top directions of the mean
-projector onto local tangent planes (PCA of each of 500 anchors' ``--neighbours`` nearest rows; 0: 4k + 4,
-at least 10). Only the start changes: the model is trained and exact as from any other weights. Prints one line.
+above k, the top principal components of what they leave). ``search`` is the surface start
+(``training.start = "surface"``). ``tangent`` keeps the top directions of the mean projector onto local tangent
+planes (PCA of each of 500 anchors' ``--neighbours`` nearest rows; 0: 4k + 4, at least 10). Only the start
+changes: the model is trained and exact as from any other weights. Prints one line.
 """
 
 from __future__ import annotations
@@ -64,57 +65,6 @@ def tangent_span(neighbours: int):
     return span
 
 
-def _graph_cost(x: np.ndarray, basis: np.ndarray, keep: int, neighbours: int) -> float:
-    """Nats per row a funnel keeping ``basis[:, :keep]`` of the rows ``x`` pays with a Gaussian ansatz, up to a
-    constant: the kept coordinates' entropy (Kozachenko-Leonenko, from each row's distance to its m-th nearest
-    neighbour) plus a Gaussian's for what the dropped ones leave of their mean over the m nearest kept rows."""
-    from scipy.special import digamma, gammaln
-    from sklearn.neighbors import NearestNeighbors
-
-    kept, dropped = x @ basis[:, :keep], x @ basis[:, keep:]
-    distances, near = NearestNeighbors(n_neighbors=neighbours + 1).fit(kept).kneighbors(kept)
-    distances, near = distances[:, 1:], near[:, 1:]  # leave each row out of its own neighbours
-    n = len(x)
-    log_ball = keep / 2 * np.log(np.pi) - gammaln(keep / 2 + 1)
-    entropy = digamma(n) - digamma(neighbours) + log_ball + keep * np.mean(np.log(distances[:, -1] + 1e-12))
-    left = dropped - dropped[near].mean(axis=1)
-    _, log_det = np.linalg.slogdet(np.cov(left.T).reshape(dropped.shape[1], -1) + 1e-9 * np.eye(dropped.shape[1]))
-    return float(entropy + 0.5 * log_det + 0.5 * dropped.shape[1] * np.log(2 * np.pi * np.e))
-
-
-ANGLES = [sign * np.pi / d for d in (2, 3, 4, 8, 24) for sign in (1, -1)]
-
-
-def graph_span(sweeps: int = 8, rows_searched: int = 1000, neighbours: int = 10):
-    """From the top principal components, turn each kept direction towards each dropped one (Givens rotations of
-    a few angles, coordinate descent) while that lowers :func:`_graph_cost`."""
-
-    def span(centred: np.ndarray, keep: int) -> np.ndarray:
-        x = centred[:: max(1, len(centred) // rows_searched)]
-        basis = np.linalg.eigh(centred.T @ centred)[1][:, ::-1].copy()
-        cost = _graph_cost(x, basis, keep, neighbours)
-        for _ in range(sweeps):
-            moved = False
-            for i in range(keep):
-                for j in range(keep, basis.shape[1]):
-                    for angle in ANGLES:
-                        turned = basis.copy()
-                        c, s = np.cos(angle), np.sin(angle)
-                        turned[:, i], turned[:, j] = (
-                            c * basis[:, i] + s * basis[:, j],
-                            c * basis[:, j] - s * basis[:, i],
-                        )
-                        new = _graph_cost(x, turned, keep, neighbours)
-                        if new < cost - 1e-4:
-                            basis, cost, moved = turned, new, True
-                            break
-            if not moved:
-                break
-        return basis[:, :keep].T
-
-    return span
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--span", choices=["oracle", "tangent", "principal", "search"], required=True)
@@ -129,7 +79,7 @@ def main() -> None:
     if args.span == "oracle":
         funnel_start._principal_span = surface_span(dim, latent, train.to_numpy().std(axis=0))
     elif args.span == "search":
-        funnel_start._principal_span = graph_span()
+        funnel_start._principal_span = funnel_start._surface_span  # as training.start = "surface" does
     elif args.span == "tangent":
         funnel_start._principal_span = tangent_span(args.neighbours)
     recipe = sweeping.with_sweep_defaults(load_recipe("probe"))

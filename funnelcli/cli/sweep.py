@@ -45,6 +45,8 @@ Examples:
   funnel sweep data.csv --recipe small-f-nsf --ansatz flow --tolerance 2
 
   funnel sweep data.csv --recipe probe        # measure the intrinsic dimension (thousands of rows)
+
+  funnel sweep data.csv --recipe probe --start surface   # the same near a strongly curved surface (slower)
 """
 
 

@@ -1,6 +1,7 @@
 """How well does `funnel sweep` find the intrinsic dimension, and what does it cost?
 
-    python benchmarks/sweep.py [--steps 1000] [--out benchmarks/results/sweep] [--only NAME]
+    python benchmarks/sweep.py [--steps 1000] [--out benchmarks/results/sweep] [--only NAME] [--recipe NAME]
+        [--start surface]
 
 Runs the command a user runs, `funnel sweep TABLE --out DIR --json`, on:
 
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="Run only the table of this name.")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--recipe", default=None, help="Sweep every table with this recipe instead of its own.")
+    parser.add_argument("--start", default=None, help="Start every level this way (funnel sweep --start).")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     tables = {
@@ -80,12 +82,15 @@ def main() -> None:
         name = table
         if args.recipe and args.recipe != recipe:
             recipe, name = args.recipe, f"{table}-{args.recipe}"
+        if args.start:
+            name = f"{name}-{args.start}"
         train, test, true_log_p = make()
         command = [
             *(sys.executable, "-m", "funnelcli", "sweep", str(train), "--test", str(test)),
             *("--out", str(args.out / f"{name}-sweep"), "--recipe", recipe, "--steps", str(args.steps)),
             *("--jobs", str(args.jobs), "--device", "cpu", "--json"),
             *extra.get(table, []),
+            *(("--start", args.start) if args.start else ()),
         ]
         start = time.perf_counter()
         finished = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -22,8 +22,9 @@ start gives.
 
 The surface start (:func:`surface_start`) sets the same map, but its kept span is searched for: from the top
 principal components, each kept direction is turned towards each dropped one while that lowers what a funnel
-with a Gaussian ansatz would pay for the rows. It finds the surface's own coordinates where the surface bends
-as much as it spreads (benchmarks/RESULTS.md, "The funnel's projection").
+with a Gaussian ansatz would pay for the rows. Where the surface bends as much as it spreads and the principal
+components fold it, it finds a span over which the surface is a graph again (benchmarks/RESULTS.md, "The
+funnel's projection").
 """
 
 from __future__ import annotations

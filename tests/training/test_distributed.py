@@ -31,6 +31,10 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
 
 
+#: The `funnel train` arguments of the two-process run and of the one-process run it is compared with.
+CLI = ["--recipe", "small-f-nsf", "--steps", "80", "--device", "cpu", "--json"]
+
+
 @pytest.fixture(scope="module")
 def launch(tmp_path_factory):
     """One torchrun launch of two ranks (each launch costs two processes that import torch), in which every rank:
@@ -44,11 +48,8 @@ def launch(tmp_path_factory):
     return root, result
 
 
-CLI = ["--recipe", "small-f-nsf", "--steps", "80", "--device", "cpu", "--json"]
-
-
 @pytest.fixture(scope="module")
-def cli_run(launch, tmp_path_factory):
+def cli_run(launch):
     """`funnel train` under torchrun with two processes, and the same command in this one (no process to start)."""
     root, two = launch
     one = run("train", root / "cli.csv", *CLI, "--out", root / "one")
